@@ -1,0 +1,33 @@
+# Everything a fresh machine needs: `make demo` and `make test` build .venv first.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-all lint bench docs clean
+
+$(STAMP): pyproject.toml
+	@python=$${PYTHON:-$$(tools/find-python.sh)} || exit 1; \
+	 echo "using $$python ($$($$python --version))"; \
+	 [ -x $(PY) ] || $$python -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/regression_uncertainty.py --out out/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --durations=15
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m "" --durations=15
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check bayesnn tests examples benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/speed.py --quick
+
+clean:
+	rm -rf $(VENV) out site .pytest_cache

@@ -1,0 +1,194 @@
+"""A Bayesian neural network: a Flax NNX network, a prior over its weights and a likelihood.
+
+Inference code never sees the module. It sees the *position*, a plain pytree
+``{"net": network weights, "lik": likelihood parameters}``, and the pure functions of
+this class: :meth:`BNN.logprior_fn`, :meth:`BNN.loglikelihood_fn`,
+:meth:`BNN.logdensity_fn` (with the N/B minibatch scaling) and :meth:`BNN.numpyro_model`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+from flax import nnx
+
+from bayesnn import likelihoods as lik_
+from bayesnn import priors as priors_
+from bayesnn.tree import flatten_paths, unflatten_paths
+
+__all__ = ["BNN", "Batch"]
+
+Position = dict[str, Any]
+
+
+class Batch(NamedTuple):
+    """A minibatch: inputs, targets and an optional mask of real (not padding) rows."""
+
+    x: jax.Array
+    y: jax.Array
+    mask: jax.Array | None = None
+
+
+class BNN:
+    """Network + prior + likelihood.
+
+    Parameters
+    ----------
+    network : nnx.Module
+        A network whose ``__call__(x, *, key=None)`` returns the likelihood's inputs
+        (logits, or means and scales). It must expose ``input_shape`` and ``out_features``
+        (all :mod:`bayesnn.models` networks do). Its current weights are the initial position.
+    prior : bayesnn.priors.Prior, optional
+        Prior over the network weights; default ``priors.Normal(1.0)``. A
+        :class:`~bayesnn.priors.PerParameter` prior without a default leaves some weights
+        as point estimates (flat prior).
+    likelihood : bayesnn.likelihoods.Likelihood, optional
+        Default ``likelihoods.Gaussian()``.
+    """
+
+    def __init__(self, network: nnx.Module, prior=None, likelihood=None):
+        if not isinstance(network, nnx.Module):
+            raise TypeError(f"network must be a flax.nnx.Module, got {type(network).__name__}")
+        for attr in ("input_shape", "out_features"):
+            if not hasattr(network, attr):
+                raise TypeError(
+                    f"network must expose `{attr}` (the networks of bayesnn.models do); "
+                    f"{type(network).__name__} does not"
+                )
+        self.prior = priors_.Normal(1.0) if prior is None else prior
+        self.likelihood = lik_.Gaussian() if likelihood is None else likelihood
+        self.input_shape = tuple(network.input_shape)
+        self.out_features = int(network.out_features)
+        self.graphdef, params, self._rest = nnx.split(network, nnx.Param, ...)
+        self.init_position: Position = {
+            "net": jax.tree.map(jnp.asarray, nnx.to_pure_dict(params)),
+            "lik": self.likelihood.init_params(),
+        }
+        # Validates per-parameter prior rules against the network once, up front.
+        self.bayesian_mask = {
+            "net": self.prior.mask(self.init_position["net"]),
+            "lik": {k: True for k in self.init_position["lik"]},
+        }
+
+    # -- the network -------------------------------------------------------------------
+
+    def apply(self, position: Position, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        """Network outputs for inputs ``x``; ``key`` turns dropout on (training mode)."""
+        return nnx.merge(self.graphdef, position["net"], self._rest)(x, key=key)
+
+    def init_params(self, key: jax.Array) -> Position:
+        """A fresh position: LeCun-normal kernels and zero biases (NNX's defaults)."""
+        leaves, treedef = jax.tree.flatten(self.init_position["net"])
+        keys = jax.random.split(key, len(leaves))
+        init = jax.nn.initializers.lecun_normal()
+        net = [
+            init(k, w.shape, w.dtype) if w.ndim >= 2 else jnp.zeros_like(w)
+            for k, w in zip(keys, leaves, strict=True)
+        ]
+        return {"net": jax.tree.unflatten(treedef, net), "lik": self.likelihood.init_params()}
+
+    # -- densities ---------------------------------------------------------------------
+
+    def logprior_fn(self, position: Position) -> jax.Array:
+        """log p(θ): the weight prior plus the likelihood's own parameter priors."""
+        return self.prior.log_prob(position["net"]) + self.likelihood.log_prior(position["lik"])
+
+    def log_prob_per_example(self, position: Position, x, y, key=None) -> jax.Array:
+        """Untempered log p(y_i | x_i, θ) for each row, shape ``(B,)``."""
+        return self.likelihood.log_prob(self.apply(position, x, key), y, position["lik"])
+
+    def loglikelihood_fn(self, position: Position, batch, key=None) -> jax.Array:
+        """Tempered log-likelihood of the real rows of ``batch``: Σ_i log p(y_i|x_i,θ) / T."""
+        batch = Batch(*batch)
+        ll = self.log_prob_per_example(position, batch.x, batch.y, key)
+        if batch.mask is not None:
+            ll = jnp.where(batch.mask, ll, 0.0)
+        return jnp.sum(ll) / self.likelihood.temperature
+
+    def logdensity_fn(self, position: Position, batch, data_size: int, key=None) -> jax.Array:
+        """Unbiased minibatch estimate of log p(θ) + Σ_{i≤N} log p(y_i | x_i, θ) / T.
+
+        The batch's log-likelihood is scaled by ``data_size / b`` with ``b`` the number of
+        real rows, as in Robbins–Monro / Welling & Teh (2011), eq. 3.
+        """
+        batch = Batch(*batch)
+        b = batch.x.shape[0] if batch.mask is None else jnp.maximum(jnp.sum(batch.mask), 1)
+        scale = data_size / b
+        return self.logprior_fn(position) + scale * self.loglikelihood_fn(position, batch, key)
+
+    # -- NumPyro -----------------------------------------------------------------------
+
+    def numpyro_model(self, x, y=None, *, batch_size: int | None = None) -> None:
+        """The same model as a NumPyro program.
+
+        Sites are named by parameter path (``"net/layers/0/kernel"``, ``"lik/log_scale"``);
+        weights without a prior are ``numpyro.param`` sites (point estimates). With
+        ``batch_size`` the data plate subsamples and NumPyro scales the likelihood by N/B.
+        """
+        net0 = self.init_position["net"]
+        dists = self.prior.distributions(net0)
+        net = {
+            path: numpyro.sample(f"net/{path}", dists[path])
+            if path in dists
+            else numpyro.param(f"net/{path}", value)
+            for path, value in flatten_paths(net0).items()
+        }
+        lik = {
+            name: numpyro.sample(f"lik/{name}", d)
+            for name, d in self.likelihood.param_priors().items()
+        }
+        position = {"net": unflatten_paths(net, like=net0), "lik": lik}
+        with numpyro.plate("data", x.shape[0], subsample_size=batch_size) as idx:
+            xb = x[idx] if batch_size is not None else x
+            yb = None if y is None else (y[idx] if batch_size is not None else y)
+            f = self.apply(position, xb)
+            with numpyro.handlers.scale(scale=1.0 / self.likelihood.temperature):
+                numpyro.sample("y", self.likelihood.distribution(f, lik), obs=yb)
+
+    def position_from_sites(self, sites: dict[str, Any], params: dict[str, Any] | None = None):
+        """Rebuild positions from NumPyro site values (leading axes allowed).
+
+        Point-estimate weights come from ``params`` (SVI's fitted ``numpyro.param`` values)
+        or, without it, from the initial position, broadcast to the sample axes.
+        """
+        params = params or {}
+        net0 = self.init_position["net"]
+        lead = _leading_shape(sites, self.init_position)
+        named = {}
+        for path, value in flatten_paths(net0).items():
+            v = sites.get(f"net/{path}", params.get(f"net/{path}", value))
+            named[path] = jnp.broadcast_to(v, lead + value.shape) if v.ndim == value.ndim else v
+        lik = {name: sites[f"lik/{name}"] for name in self.init_position["lik"]}
+        return {"net": unflatten_paths(named, like=net0), "lik": lik}
+
+    # -- checks ------------------------------------------------------------------------
+
+    def check_inputs(self, x, *, name: str = "x") -> None:
+        """Raise ``ValueError`` if ``x`` does not fit the network's input shape."""
+        shape = tuple(np.shape(x))[1:]
+        want = self.input_shape
+        if shape != want and int(np.prod(shape)) != int(np.prod(want)):
+            raise ValueError(
+                f"{name} has per-example shape {shape}, but the network expects {want} "
+                f"(full shape (num_examples, {', '.join(map(str, want))}))"
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"BNN(input_shape={self.input_shape}, out_features={self.out_features}, "
+            f"prior={self.prior!r}, likelihood={self.likelihood!r})"
+        )
+
+
+def _leading_shape(sites, position) -> tuple[int, ...]:
+    """Sample axes of NumPyro site values: their shape minus the parameter's own shape."""
+    named = flatten_paths(position["net"])
+    for site, v in sites.items():
+        path = site.removeprefix("net/")
+        if path in named:
+            return tuple(v.shape[: v.ndim - named[path].ndim])
+    return ()

@@ -1,0 +1,75 @@
+"""``fit``: the one entry point every method shares."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import jax
+import numpy as np
+
+from bayesnn.bnn import BNN
+from bayesnn.data import Dataset, as_dataset
+from bayesnn.posterior import Posterior
+
+__all__ = ["Method", "fit", "as_key", "prepare_data", "check_positive"]
+
+
+class Method(Protocol):
+    """A method configuration: a frozen dataclass with a ``run`` method."""
+
+    def run(self, model: BNN, data: Dataset, key: jax.Array, *, progress) -> Posterior: ...
+
+
+def as_key(key) -> jax.Array:
+    """Accept an int seed, a typed PRNG key or a raw ``uint32[2]`` key."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return jax.random.key(int(key))
+    if isinstance(key, jax.Array) and (
+        jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+        or (key.dtype == np.uint32 and key.shape == (2,))
+    ):
+        return key
+    raise TypeError(f"key must be an int seed or a JAX PRNG key, got {type(key).__name__}")
+
+
+def prepare_data(model: BNN, data, *, name: str = "data") -> Dataset:
+    """Validate ``data`` against the model: input shape, finiteness, targets for the head."""
+    data = as_dataset(data, name=name)
+    model.check_inputs(data.x, name=f"{name}.x")
+    y = model.likelihood.validate_targets(np.asarray(data.y), model.out_features)
+    return Dataset(data.x, y)
+
+
+def check_positive(**values) -> None:
+    """Raise ``ValueError`` naming any argument that is not > 0 (None is allowed)."""
+    for name, v in values.items():
+        if v is not None and not v > 0:
+            raise ValueError(f"{name} must be > 0, got {v!r}")
+
+
+def fit(model: BNN, data, method: Method, *, key, progress: bool | None = None) -> Posterior:
+    """Fit a posterior over ``model``'s weights to ``data`` with ``method``.
+
+    Parameters
+    ----------
+    model : BNN
+        Network, prior and likelihood.
+    data : Dataset or (x, y)
+        Training data; ``x`` of shape ``(N, *model.input_shape)``.
+    method
+        A method configuration (:class:`~bayesnn.MAP`, ...).
+    key : int or PRNG key
+        All randomness of the run derives from it: same key, same result.
+    progress : bool, optional
+        Show a progress bar on runs longer than 2 s (default: when interactive).
+
+    Returns
+    -------
+    Posterior
+        Draws with leading ``(chain, draw)`` axes.
+    """
+    if not isinstance(model, BNN):
+        raise TypeError(f"model must be a bayesnn.BNN, got {type(model).__name__}")
+    if not callable(getattr(method, "run", None)):
+        raise TypeError(f"method must be a method configuration such as bnn.MAP(), got {method!r}")
+    return method.run(model, prepare_data(model, data), as_key(key), progress=progress)

@@ -1,0 +1,162 @@
+"""The one loop every iterative method runs on.
+
+A method supplies a pure ``chunk_fn(state, key, chunk_index, *args) -> (state, out)`` that
+advances its state by a fixed number of steps inside one ``lax.scan``. The driver jits it
+once and calls it chunk after chunk; between chunks, on the host, it checks that the
+state is finite, updates the progress bar, and hands the chunk to a callback (validation,
+early stopping, checkpoints). Chunk ``i`` draws its randomness from ``fold_in(key, i)``, so
+a run's result depends only on its key, never on how it was split into calls.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from bayesnn.bnn import Batch
+
+__all__ = ["NonFiniteError", "RunResult", "run_chunks", "all_finite", "scan_minibatches"]
+
+
+class NonFiniteError(FloatingPointError):
+    """The sampler or optimiser state became NaN or infinite."""
+
+
+class RunResult(NamedTuple):
+    """What :func:`run_chunks` returns."""
+
+    state: Any
+    outputs: list
+    num_chunks_done: int
+    interrupted: bool
+    seconds: float
+
+
+def all_finite(tree) -> jax.Array:
+    """True when every floating-point leaf of ``tree`` is finite."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else True
+
+
+def _first_bad_step(out, chunk_index: int, steps_per_chunk: int) -> int | None:
+    """The first step whose per-step outputs (leading axis = steps) are non-finite."""
+    per_step = [
+        np.asarray(v) for v in jax.tree.leaves(out)
+        if np.ndim(v) >= 1 and np.shape(v)[0] == steps_per_chunk
+        and np.issubdtype(np.asarray(v).dtype, np.inexact)
+    ]
+    if not per_step:
+        return None
+    bad = np.zeros(steps_per_chunk, bool)
+    for v in per_step:
+        bad |= ~np.isfinite(v.reshape(steps_per_chunk, -1)).all(axis=1)
+    return int(chunk_index * steps_per_chunk + np.argmax(bad)) if bad.any() else None
+
+
+def run_chunks(
+    chunk_fn: Callable,
+    state,
+    key: jax.Array,
+    num_chunks: int,
+    *args,
+    steps_per_chunk: int = 1,
+    start_chunk: int = 0,
+    callback: Callable[[int, Any, Any], bool | None] | None = None,
+    desc: str = "",
+    progress: bool | None = None,
+    hint: str = "try a smaller step size or learning rate",
+) -> RunResult:
+    """Run ``num_chunks`` jitted chunks of a method.
+
+    Parameters
+    ----------
+    chunk_fn
+        ``chunk_fn(state, key, chunk_index, *args) -> (state, out)``; pure and jittable.
+        ``out`` is a pytree whose per-step arrays have ``steps_per_chunk`` leading rows.
+    state
+        Initial state (any pytree).
+    key
+        PRNG key; chunk ``i`` receives ``jax.random.fold_in(key, i)``.
+    num_chunks
+        Total number of chunks of the run (chunks ``start_chunk .. num_chunks - 1`` run).
+    *args
+        Passed to every call (data arrays: arguments, not constants baked into the jit).
+    steps_per_chunk
+        Steps per chunk, for the progress bar and error messages.
+    callback
+        ``callback(chunk_index, state, out)`` after each chunk; returning True stops the run.
+    progress
+        Show a tqdm bar (it appears only once a run has lasted 2 s). None: when interactive.
+    hint
+        Advice appended to the non-finite error.
+
+    Returns
+    -------
+    RunResult
+        Final state, the list of chunk outputs (on the host), chunks done, whether the run
+        was interrupted by Ctrl-C (it then returns what it has, with a warning), and seconds.
+
+    Raises
+    ------
+    NonFiniteError
+        When the state turns NaN or infinite, naming the step.
+    """
+    jitted = jax.jit(chunk_fn)
+    outputs = []
+    done = start_chunk
+    interrupted = False
+    t0 = time.perf_counter()
+    bar = tqdm(
+        total=num_chunks * steps_per_chunk, initial=start_chunk * steps_per_chunk, desc=desc,
+        unit="step", delay=2.0, disable=progress is False, leave=False,
+    )
+    try:
+        for i in range(start_chunk, num_chunks):
+            new_state, out = jitted(state, jax.random.fold_in(key, i), jnp.int32(i), *args)
+            if not bool(all_finite(new_state)):
+                step = _first_bad_step(out, i, steps_per_chunk)
+                where = (
+                    f"at step {step}" if step is not None
+                    else f"during steps {i * steps_per_chunk}-{(i + 1) * steps_per_chunk - 1}"
+                )
+                raise NonFiniteError(f"{desc or 'run'}: the state became NaN or infinite {where}; "
+                                     f"{hint}")
+            state = new_state
+            outputs.append(jax.device_get(out))
+            done = i + 1
+            bar.update(steps_per_chunk)
+            if callback is not None and callback(i, state, out):
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+        warnings.warn(
+            f"{desc or 'run'} interrupted after {done * steps_per_chunk} steps; "
+            "returning what was computed so far",
+            stacklevel=2,
+        )
+    finally:
+        bar.close()
+    return RunResult(state, outputs, done, interrupted, time.perf_counter() - t0)
+
+
+def scan_minibatches(step_fn: Callable, state, key: jax.Array, batches, data) -> tuple:
+    """Scan ``step_fn(state, key, batch) -> (state, out)`` over the batches of one epoch.
+
+    ``batches`` is a :class:`bayesnn.data.Batches` of ``(K, B)`` indices and masks; each
+    step gets the gathered :class:`bayesnn.bnn.Batch` and its own key.
+    """
+    x, y = data
+    keys = jax.random.split(key, batches.indices.shape[0])
+
+    def body(state, inp):
+        k, idx, mask = inp
+        return step_fn(state, k, Batch(x[idx], y[idx], mask))
+
+    return jax.lax.scan(body, state, (keys, batches.indices, batches.mask))

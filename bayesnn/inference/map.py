@@ -1,0 +1,206 @@
+"""Point estimates: maximum a posteriori training with any optax optimiser.
+
+The objective per example is ``-(log p(θ) / N + mean_i log p(y_i | x_i, θ) / T)``: the
+negative log posterior divided by N, so its scale matches the usual mean training loss
+and the prior acts as weight decay. Keras vocabulary: ``optimizer``, ``epochs``,
+``batch_size``, ``validation_split``, ``save_best_only``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bayesnn.bnn import BNN
+from bayesnn.data import Dataset, check_batch_size, epoch_batches, num_batches, validation_split
+from bayesnn.inference.base import check_positive
+from bayesnn.inference.driver import run_chunks, scan_minibatches
+from bayesnn.posterior import Posterior, map_rows
+from bayesnn.tree import save_tree
+
+__all__ = ["MAP", "MAPState", "OPTIMIZERS", "make_optimizer", "map_epoch", "evaluate"]
+
+# name -> (optax constructor, default learning rate as in Keras)
+OPTIMIZERS = {
+    "sgd": (optax.sgd, 1e-2),
+    "rmsprop": (optax.rmsprop, 1e-3),
+    "adagrad": (optax.adagrad, 1e-2),
+    "adadelta": (optax.adadelta, 1.0),
+    "adam": (optax.adam, 1e-3),
+    "adamax": (optax.adamax, 2e-3),
+    "nadam": (optax.nadam, 2e-3),
+}
+
+
+def make_optimizer(optimizer, learning_rate=None) -> optax.GradientTransformation:
+    """An optax transformation from a Keras optimiser name, or ``optimizer`` itself."""
+    if isinstance(optimizer, optax.GradientTransformation):
+        return optimizer
+    if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
+        raise ValueError(
+            f"unknown optimizer {optimizer!r}; use one of {sorted(OPTIMIZERS)} "
+            "or pass an optax.GradientTransformation"
+        )
+    make, default_lr = OPTIMIZERS[optimizer.lower()]
+    return make(default_lr if learning_rate is None else learning_rate)
+
+
+class MAPState(NamedTuple):
+    """Weights and optimiser state."""
+
+    position: Any
+    opt_state: Any
+
+
+def _objective(model: BNN, position, batch, key, data_size: int):
+    """Negative log posterior per example, and the network outputs of the batch."""
+    f = model.apply(position, batch.x, key)
+    ll = model.likelihood.log_prob(f, batch.y, position["lik"])
+    mask = jnp.ones_like(ll, bool) if batch.mask is None else batch.mask
+    b = jnp.maximum(mask.sum(), 1)
+    mean_ll = jnp.where(mask, ll, 0.0).sum() / b / model.likelihood.temperature
+    return -(model.logprior_fn(position) / data_size + mean_ll), f
+
+
+def _batch_metric(model: BNN, f, y, lik_params) -> jax.Array:
+    """Per-example accuracy (classification) or squared error (regression)."""
+    stats = model.likelihood.draw_stats(f, lik_params)
+    if model.likelihood.task == "classification":
+        return (jnp.argmax(stats["probs"], -1) == y).astype(f.dtype)
+    return jnp.sum((stats["mean"] - y) ** 2, axis=-1)
+
+
+def map_epoch(model: BNN, tx, batch_size: int, state: MAPState, key, x, y):
+    """One epoch of shuffled minibatch steps; returns per-step loss, metric and batch size."""
+    n = x.shape[0]
+    k_batches, k_steps = jax.random.split(key)
+    batches = epoch_batches(k_batches, n, batch_size)
+
+    def step(state, k, batch):
+        (loss, f), grads = jax.value_and_grad(_objective, argnums=1, has_aux=True)(
+            model, state.position, batch, k, n
+        )
+        updates, opt_state = tx.update(grads, state.opt_state, state.position)
+        metric = jnp.where(batch.mask, _batch_metric(model, f, batch.y, state.position["lik"]), 0)
+        new = MAPState(optax.apply_updates(state.position, updates), opt_state)
+        return new, {"loss": loss, "metric": metric.sum(), "count": batch.mask.sum()}
+
+    return scan_minibatches(step, state, k_steps, batches, (x, y))
+
+
+def evaluate(model: BNN, position, x, y, batch_size: int = 4096) -> dict[str, float]:
+    """Mean untempered NLL and accuracy or RMSE of one position on ``(x, y)``."""
+    nll, metric = map_rows(partial(_eval_rows, model, position), (x, y), batch_size)
+    name = _metric_name(model)
+    metric = float(np.mean(metric))
+    return {"nll": float(np.mean(nll)), name: metric if name == "accuracy" else metric**0.5}
+
+
+@partial(jax.jit, static_argnums=0)
+def _eval_rows(model: BNN, position, x, y):
+    f = model.apply(position, x)
+    ll = model.likelihood.log_prob(f, y, position["lik"])
+    return -ll, _batch_metric(model, f, y, position["lik"])
+
+
+def _metric_name(model: BNN) -> str:
+    return "accuracy" if model.likelihood.task == "classification" else "rmse"
+
+
+@dataclass(frozen=True)
+class MAP:
+    """Maximum a posteriori weights (a point-estimate network).
+
+    Parameters
+    ----------
+    optimizer : str or optax.GradientTransformation
+        One of ``sgd, rmsprop, adagrad, adadelta, adam, adamax, nadam`` or any optax
+        transformation.
+    learning_rate : float or optax schedule, optional
+        Default: Keras' default for the named optimiser.
+    epochs : int
+        Passes over the training data.
+    batch_size : int or None
+        Minibatch size (None: full batch). The last partial batch of an epoch is used.
+    validation_split : float
+        Fraction of the examples, taken from the end as in Keras, held out for validation.
+    save_best_only : bool
+        Return the weights of the epoch with the lowest validation loss (training loss
+        when there is no validation split) instead of the last epoch's.
+    early_stopping_patience : int, optional
+        Stop after this many epochs without improvement.
+    checkpoint_path : str, optional
+        Write the best weights there (``.npz``, see :func:`bayesnn.tree.load_tree`).
+    """
+
+    optimizer: Any = "adam"
+    learning_rate: Any = None
+    epochs: int = 100
+    batch_size: int | None = 32
+    validation_split: float = 0.0
+    save_best_only: bool = True
+    early_stopping_patience: int | None = None
+    checkpoint_path: str | None = None
+
+    def __post_init__(self):
+        make_optimizer(self.optimizer, self.learning_rate)
+        check_positive(epochs=self.epochs, early_stopping_patience=self.early_stopping_patience)
+        if isinstance(self.learning_rate, (int, float)):
+            check_positive(learning_rate=self.learning_rate)
+        if not 0.0 <= self.validation_split < 1.0:
+            raise ValueError(f"validation_split must be in [0, 1), got {self.validation_split}")
+
+    def run(self, model: BNN, data: Dataset, key, *, progress=None) -> Posterior:
+        train, val = (data, None) if not self.validation_split else validation_split(
+            data, self.validation_split
+        )
+        x, y = jnp.asarray(train.x), jnp.asarray(train.y)
+        batch_size = check_batch_size(self.batch_size, x.shape[0])
+        tx = make_optimizer(self.optimizer, self.learning_rate)
+        state = MAPState(model.init_position, tx.init(model.init_position))
+        metric_name = _metric_name(model)
+        names = ["loss", metric_name]
+        history = {k: [] for k in names + ["val_" + k for k in names if val is not None]}
+        best = {"loss": np.inf, "epoch": -1, "position": model.init_position}
+
+        def chunk(state, key, _, x, y):
+            return map_epoch(model, tx, batch_size, state, key, x, y)
+
+        def after_epoch(epoch, state, out):
+            count = max(float(np.sum(out["count"])), 1.0)
+            steps = np.asarray(out["count"], float)
+            history["loss"].append(float(np.sum(np.asarray(out["loss"]) * steps) / count))
+            metric = float(np.sum(out["metric"]) / count)
+            history[metric_name].append(metric if metric_name == "accuracy" else metric**0.5)
+            monitored = history["loss"][-1]
+            if val is not None:
+                scores = evaluate(model, state.position, val.x, val.y)
+                history["val_loss"].append(scores["nll"])
+                history[f"val_{metric_name}"].append(scores[metric_name])
+                monitored = scores["nll"]
+            if monitored < best["loss"]:
+                best.update(loss=monitored, epoch=epoch, position=jax.device_get(state.position))
+                if self.checkpoint_path:
+                    save_tree(self.checkpoint_path, best["position"])
+            patience = self.early_stopping_patience
+            return patience is not None and epoch - best["epoch"] >= patience
+
+        result = run_chunks(
+            chunk, state, key, self.epochs, x, y,
+            steps_per_chunk=num_batches(x.shape[0], batch_size), callback=after_epoch,
+            desc="MAP", progress=progress, hint="try a smaller learning_rate",
+        )
+        position = best["position"] if self.save_best_only else result.state.position
+        draws = jax.tree.map(lambda a: jnp.asarray(a)[None, None], position)
+        info = {
+            "history": history, "best_epoch": best["epoch"], "seconds": result.seconds,
+            "interrupted": result.interrupted, "epochs_run": result.num_chunks_done,
+        }
+        return Posterior(model, draws, self, info)
+

@@ -1,0 +1,223 @@
+"""The result of every inference method: draws with leading ``(chain, draw)`` axes."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bayesnn.bnn import BNN
+
+__all__ = ["Posterior"]
+
+
+@dataclass
+class Posterior:
+    """Posterior draws of a :class:`~bayesnn.BNN`'s position.
+
+    Attributes
+    ----------
+    model : BNN
+        The model the draws belong to.
+    draws : pytree
+        Positions with leading axes ``(chain, draw)``: MAP ``(1, 1)``, VI ``(1, S)``,
+        an ensemble ``(M, 1)``, MCMC ``(C, D)``.
+    method : object
+        The method configuration that produced the draws.
+    info : dict
+        What the method recorded: ``history`` (per-epoch losses), ``sample_stats``
+        (per-draw sampler statistics, leading ``(chain, draw)``), ``seconds``,
+        ``interrupted`` and method-specific entries.
+    """
+
+    model: BNN
+    draws: Any
+    method: Any = None
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        shapes = {leaf.shape[:2] for leaf in jax.tree.leaves(self.draws)}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+            raise ValueError(f"draws must share leading (chain, draw) axes; got {shapes}")
+
+    @property
+    def num_chains(self) -> int:
+        return jax.tree.leaves(self.draws)[0].shape[0]
+
+    @property
+    def num_draws(self) -> int:
+        return jax.tree.leaves(self.draws)[0].shape[1]
+
+    @property
+    def num_samples(self) -> int:
+        """Total draws over all chains."""
+        return self.num_chains * self.num_draws
+
+    def flat_draws(self):
+        """Draws with ``(chain, draw)`` merged into one leading axis."""
+        return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), self.draws)
+
+    def point(self, chain: int = 0, draw: int = 0):
+        """One position (by default the first draw: the weights of a MAP fit)."""
+        return jax.tree.map(lambda a: a[chain, draw], self.draws)
+
+    # -- prediction --------------------------------------------------------------------
+
+    def predict(
+        self, x, *, batch_size: int = 1024, draw_batch_size: int = 64, key=None
+    ):
+        """Posterior-predictive summary at inputs ``x``.
+
+        Averages each draw's predictive statistics over all draws, in chunks of
+        ``batch_size`` inputs and ``draw_batch_size`` draws, so memory stays bounded by
+        ``batch_size × draw_batch_size`` network evaluations whatever the number of draws.
+
+        Parameters
+        ----------
+        x : array, shape (N, ...)
+        batch_size, draw_batch_size : int
+            Chunk sizes over inputs and draws.
+        key : PRNG key, optional
+            Keep dropout on, with an independent mask per draw (MC dropout).
+
+        Returns
+        -------
+        RegressionPrediction or ClassificationPrediction
+            ``mean, std, aleatoric_std, epistemic_std`` or
+            ``probs, entropy, aleatoric, epistemic`` (see :mod:`bayesnn.likelihoods`).
+        """
+        x = self._check_x(x)
+        total = None
+        for draws, weights, keys in self._draw_chunks(draw_batch_size, key):
+            mean, m2 = map_rows(
+                partial(_chunk_moments, self.model, draws, weights, keys), x, batch_size
+            )
+            part = _Moments(float(weights.sum()), mean, m2)
+            total = part if total is None else _merge_moments(total, part)
+        count, mean, m2 = total
+        var = jax.tree.map(lambda m: m / count, m2)
+        return self.model.likelihood.summarize(mean, var)
+
+    def log_predictive_density(
+        self, x, y, *, batch_size: int = 1024, draw_batch_size: int = 64, key=None
+    ) -> jax.Array:
+        """log p(y_i | x_i, D) = log (1/S) Σ_s p(y_i | x_i, θ_s) for each row (untempered).
+
+        Its negative mean is the test NLL of the posterior predictive.
+        """
+        x = self._check_x(x)
+        y = self.model.likelihood.validate_targets(np.asarray(y), self.model.out_features)
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
+        total = None
+        for draws, weights, keys in self._draw_chunks(draw_batch_size, key):
+            log_w = jnp.where(weights > 0, 0.0, -jnp.inf)
+            part = map_rows(
+                partial(_logsumexp_loglik, self.model, draws, log_w, keys), (x, y), batch_size
+            )
+            total = part if total is None else jnp.logaddexp(total, part)
+        return total - math.log(self.num_samples)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _check_x(self, x) -> np.ndarray:
+        x = np.asarray(x)
+        if x.ndim < 2:
+            raise ValueError(f"x must have shape (num_examples, ...); got {x.shape}")
+        if not np.issubdtype(x.dtype, np.number):
+            raise TypeError(f"x must be numeric, got dtype {x.dtype}")
+        self.model.check_inputs(x)
+        return x.astype(jnp.result_type(float)) if not np.issubdtype(x.dtype, np.floating) else x
+
+    def _draw_chunks(self, size: int, key):
+        """Yield ``(draws, weights, keys)`` chunks of a fixed size; padding has weight 0."""
+        flat = self.flat_draws()
+        n = self.num_samples
+        size = min(size, n)
+        for start in range(0, n, size):
+            idx = np.minimum(np.arange(start, start + size), n - 1)
+            weights = (np.arange(start, start + size) < n).astype(np.float32)
+            keys = None if key is None else jax.vmap(partial(jax.random.fold_in, key))(idx)
+            yield jax.tree.map(lambda a, i=idx: a[i], flat), jnp.asarray(weights), keys
+
+
+def map_rows(fn, arrays, batch_size: int):
+    """Apply ``fn`` to fixed-size row chunks of ``arrays`` and concatenate the results.
+
+    The last chunk is padded to the same size (one compilation); padding rows are dropped.
+    """
+    single = not isinstance(arrays, tuple)
+    arrays = (arrays,) if single else arrays
+    n = arrays[0].shape[0]
+    size = min(batch_size, n)
+    outs = []
+    for start in range(0, n, size):
+        stop = min(start + size, n)
+        pad = size - (stop - start)
+        chunk = tuple(np.pad(a[start:stop], [(0, pad)] + [(0, 0)] * (a.ndim - 1), mode="edge")
+                      for a in arrays)
+        outs.append(jax.tree.map(lambda o, m=stop - start: o[:m], fn(*chunk)))
+    return jax.tree.map(lambda *o: jnp.concatenate(o), *outs)
+
+
+def _apply_draws(model: BNN, draws, keys, fn):
+    if keys is None:
+        return jax.vmap(lambda pos: fn(pos, None))(draws)
+    return jax.vmap(fn)(draws, keys)
+
+
+class _Moments(NamedTuple):
+    """Weighted count, mean and sum of squared deviations of each statistic over draws."""
+
+    count: float
+    mean: dict
+    m2: dict
+
+
+@partial(jax.jit, static_argnums=0)
+def _chunk_moments(model: BNN, draws, weights, keys, x):
+    """Mean and summed squared deviations of ``draw_stats`` over one chunk of draws."""
+
+    def one(pos, k):
+        return model.likelihood.draw_stats(model.apply(pos, x, k), pos["lik"])
+
+    stats = _apply_draws(model, draws, keys, one)
+    count = jnp.sum(weights)
+
+    def moments(s):
+        w = weights.reshape((-1,) + (1,) * (s.ndim - 1))
+        mean = jnp.sum(w * s, 0) / count
+        return mean, jnp.sum(w * (s - mean) ** 2, 0)
+
+    pairs = jax.tree.map(moments, stats)
+    is_pair = lambda t: isinstance(t, tuple)  # noqa: E731
+    mean = jax.tree.map(lambda t: t[0], pairs, is_leaf=is_pair)
+    m2 = jax.tree.map(lambda t: t[1], pairs, is_leaf=is_pair)
+    return mean, m2
+
+
+def _merge_moments(a: _Moments, b: _Moments) -> _Moments:
+    """Combine the moments of two sets of draws (Chan, Golub & LeVeque 1983)."""
+    n = a.count + b.count
+    frac, cross = b.count / n, a.count * b.count / n
+    mean = jax.tree.map(lambda ma, mb: ma + (mb - ma) * frac, a.mean, b.mean)
+    m2 = jax.tree.map(
+        lambda sa, sb, ma, mb: sa + sb + (mb - ma) ** 2 * cross, a.m2, b.m2, a.mean, b.mean
+    )
+    return _Moments(n, mean, m2)
+
+
+@partial(jax.jit, static_argnums=0)
+def _logsumexp_loglik(model: BNN, draws, log_w, keys, x, y):
+    """log Σ_s w_s p(y | x, θ_s) over one chunk of draws."""
+
+    def one(pos, k):
+        return model.log_prob_per_example(pos, x, y, k)
+
+    ll = _apply_draws(model, draws, keys, one)
+    return jax.nn.logsumexp(ll + log_w[:, None], axis=0)
