@@ -31,7 +31,9 @@ def main(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     train = bnn.data.gap_regression(n=args.n, noise=args.noise, key=args.seed)
     grid = bnn.data.gap_regression_grid(num=200).x
-    net = bnn.models.MLP(1, (args.width, args.width), 1, activation="tanh", rngs=nnx.Rngs(args.seed))
+    net = bnn.models.MLP(
+        1, (args.width, args.width), 1, activation="tanh", rngs=nnx.Rngs(args.seed)
+    )
     model = bnn.BNN(net, bnn.priors.Normal(1.0), bnn.likelihoods.Gaussian(scale=args.noise))
 
     summary, bands = {}, {}

@@ -93,7 +93,7 @@ def run_chunks(
     callback
         ``callback(chunk_index, state, out)`` after each chunk; returning True stops the run.
     progress
-        Show a tqdm bar (it appears only once a run has lasted 2 s). None: when interactive.
+        Show a tqdm bar (it appears only once a run has lasted 2 s). None: on a terminal only.
     hint
         Advice appended to the non-finite error.
 
@@ -115,7 +115,7 @@ def run_chunks(
     t0 = time.perf_counter()
     bar = tqdm(
         total=num_chunks * steps_per_chunk, initial=start_chunk * steps_per_chunk, desc=desc,
-        unit="step", delay=2.0, disable=progress is False, leave=False,
+        unit="step", delay=2.0, disable=None if progress is None else not progress, leave=False,
     )
     try:
         for i in range(start_chunk, num_chunks):

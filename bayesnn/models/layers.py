@@ -99,9 +99,9 @@ def _window_output(layer, input_shape: Shape, window: tuple[int, int], channels=
     return (*out, input_shape[-1] if channels is None else channels)
 
 
-def _check_features(spec, input_shape: Shape) -> int:
+def _check_features(layer, input_shape: Shape) -> int:
     if len(input_shape) < 1:
-        raise ValueError(f"{type(spec).__name__} needs at least one feature axis, got shape ()")
+        raise ValueError(f"{type(layer).__name__} needs at least one feature axis, got shape ()")
     return input_shape[-1]
 
 

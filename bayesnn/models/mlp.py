@@ -31,6 +31,13 @@ class MLP(nnx.Module):
         Dropout rate after each hidden activation, in ``[0, 1)``.
     rngs
         Random streams for the parameter initialisation.
+
+    Attributes
+    ----------
+    input_shape
+        ``(in_features,)``.
+    out_features
+        Width of the output layer.
     """
 
     def __init__(
@@ -66,4 +73,3 @@ class MLP(nnx.Module):
         for layer, k in zip(hidden, split_key(key, len(hidden)), strict=True):
             x = self.dropout(self.activation(layer(x)), key=k)
         return head(x)
-
