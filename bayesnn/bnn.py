@@ -165,6 +165,22 @@ class BNN:
         lik = {name: sites[f"lik/{name}"] for name in self.init_position["lik"]}
         return {"net": unflatten_paths(named, like=net0), "lik": lik}
 
+    # -- persistence -------------------------------------------------------------------
+
+    def to_state(self) -> dict:
+        """Everything needed to rebuild this model, as picklable parts."""
+        return {
+            "graphdef": self.graphdef, "rest": self._rest,
+            "net": jax.device_get(self.init_position["net"]),
+            "prior": self.prior, "likelihood": self.likelihood,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> BNN:
+        """Inverse of :meth:`to_state`."""
+        network = nnx.merge(state["graphdef"], state["net"], state["rest"])
+        return cls(network, state["prior"], state["likelihood"])
+
     # -- checks ------------------------------------------------------------------------
 
     def check_inputs(self, x, *, name: str = "x") -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
+import pickle
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -123,6 +126,37 @@ class Posterior:
             total = part if total is None else jnp.logaddexp(total, part)
         return total - math.log(self.num_samples)
 
+    # -- persistence -------------------------------------------------------------------
+
+    def save(self, path) -> None:
+        """Write the posterior (draws, model, method, info) to one file.
+
+        The network is stored as its NNX graph definition, so :meth:`load` needs no code
+        to rebuild it. The file is a pickle: load only files you trust.
+        """
+        payload = {
+            "format": _FORMAT,
+            "model": self.model.to_state(),
+            "draws": jax.device_get(self.draws),
+            "method": _picklable(self.method),
+            "info": {k: _picklable(v) for k, v in self.info.items()},
+        }
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path) -> Posterior:
+        """Read a posterior written by :meth:`save`."""
+        with open(path, "rb") as f:
+            payload = pickle.load(f)
+        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+            raise ValueError(f"{path} is not a bayesnn posterior file ({_FORMAT})")
+        draws = jax.tree.map(jnp.asarray, payload["draws"])
+        return cls(BNN.from_state(payload["model"]), draws, payload["method"], payload["info"])
+
     # -- helpers -----------------------------------------------------------------------
 
     def _check_x(self, x) -> np.ndarray:
@@ -144,6 +178,18 @@ class Posterior:
             weights = (np.arange(start, start + size) < n).astype(np.float32)
             keys = None if key is None else jax.vmap(partial(jax.random.fold_in, key))(idx)
             yield jax.tree.map(lambda a, i=idx: a[i], flat), jnp.asarray(weights), keys
+
+
+_FORMAT = "bayesnn.Posterior/1"
+
+
+def _picklable(obj):
+    """``obj`` itself when it pickles, else its ``repr`` (e.g. an optax closure)."""
+    try:
+        pickle.dumps(obj)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return repr(obj)
+    return obj
 
 
 def map_rows(fn, arrays, batch_size: int):

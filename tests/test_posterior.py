@@ -61,3 +61,17 @@ def test_axes_and_input_checks():
         bnn.Posterior(post.model, jax.tree.map(lambda a: a[0], post.draws))
     with pytest.raises(ValueError, match="expects"):
         post.predict(np.zeros((3, 5)))
+
+
+def test_save_load_round_trip(tmp_path):
+    post = _posterior(bnn.likelihoods.Categorical(), 3)
+    post.info.update(seconds=1.5, history={"loss": [1.0, 0.5]}, fn=lambda: None)
+    post.save(tmp_path / "post.pkl")
+    back = bnn.Posterior.load(tmp_path / "post.pkl")
+    for a, b in zip(post.predict(X), back.predict(X), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert back.info["history"] == {"loss": [1.0, 0.5]} and isinstance(back.info["fn"], str)
+    assert back.model.input_shape == (2,) and back.model.likelihood == post.model.likelihood
+    (tmp_path / "junk.pkl").write_bytes(__import__("pickle").dumps({"a": 1}))
+    with pytest.raises(ValueError, match="not a bayesnn posterior"):
+        bnn.Posterior.load(tmp_path / "junk.pkl")

@@ -1,5 +1,6 @@
 """Datasets, minibatching and data loaders."""
 
+from bayesnn.data.augment import Augment, affine_matrix, augment_batch, warp
 from bayesnn.data.batching import Batches, check_batch_size, epoch_batches, num_batches, take
 from bayesnn.data.dataset import (
     Dataset,
@@ -20,10 +21,13 @@ from bayesnn.data.toys import (
 from bayesnn.data.uci import list_uci, load_uci, uci_num_splits
 
 __all__ = [
+    "Augment",
     "Batches",
     "Dataset",
     "Standardizer",
+    "affine_matrix",
     "as_dataset",
+    "augment_batch",
     "check_batch_size",
     "epoch_batches",
     "gap_function",
@@ -42,4 +46,5 @@ __all__ = [
     "two_moons",
     "uci_num_splits",
     "validation_split",
+    "warp",
 ]

@@ -215,9 +215,7 @@ class Augment:
             s = math.floor(fraction * size)
             return jax.random.randint(k, n, -s, s + 1) if s else jnp.zeros(n, jnp.int32)
 
-        flip = (
-            jax.random.bernoulli(k_flip, 0.5, n) if self.horizontal_flip else jnp.zeros(n, bool)
-        )
+        flip = jax.random.bernoulli(k_flip, 0.5, n) if self.horizontal_flip else jnp.zeros(n, bool)
         rotation = jax.random.uniform(k_rot, n, minval=-self.rotation, maxval=self.rotation)
         zoom = jax.random.uniform(k_zoom, n, minval=1 - self.zoom, maxval=1 + self.zoom)
         shifts = jnp.stack(

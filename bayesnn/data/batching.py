@@ -15,7 +15,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Batches", "num_batches", "check_batch_size", "epoch_batches", "take"]
+__all__ = ["Batches", "num_batches", "check_batch_size", "epoch_batches", "next_batch", "take"]
 
 
 class Batches(NamedTuple):
@@ -92,6 +92,48 @@ def epoch_batches(
     mask = jnp.arange(slots) < num_examples
     shape = (k, batch_size)
     return Batches(indices.astype(jnp.int32).reshape(shape), mask.reshape(shape))
+
+
+def next_batch(
+    key: jax.Array, epoch: jax.Array, step, num_examples: int, batch_size: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Minibatch number ``step`` of a stream of shuffled epochs, one batch per call.
+
+    For samplers that take one minibatch per step inside ``lax.scan`` and carry the
+    current epoch's batches in their state. At the first batch of every epoch
+    (``step % num_batches == 0``) the epoch is redrawn from ``key`` with
+    :func:`epoch_batches` under ``lax.cond``, so shuffling costs O(N) once per epoch, not
+    per step. Keep ``step`` unbatched under ``jax.vmap`` (shared by all chains): a batched
+    predicate would turn the ``cond`` into a ``select`` that reshuffles at every step.
+
+    Parameters
+    ----------
+    key : PRNG key
+        Used only when a new epoch starts.
+    epoch : int32 array of shape ``(num_batches, batch_size)``
+        The epoch returned by the previous call; at step 0 any array of that shape
+        (e.g. zeros) will do, since it is redrawn.
+    step : int
+        Number of batches drawn so far (may be traced).
+    num_examples, batch_size : int
+        Static sizes.
+
+    Returns
+    -------
+    epoch : int32 array of shape ``(num_batches, batch_size)``
+        The current epoch, to pass to the next call.
+    indices : int32 array of shape ``(batch_size,)``
+    mask : bool array of shape ``(batch_size,)``
+        ``False`` for the padding slots of an epoch's partial last batch.
+    """
+    j = step % num_batches(num_examples, batch_size)
+    epoch = jax.lax.cond(
+        j == 0,
+        lambda: epoch_batches(key, num_examples, batch_size).indices,
+        lambda: epoch.astype(jnp.int32),
+    )
+    mask = j * batch_size + jnp.arange(batch_size) < num_examples
+    return epoch, epoch[j], mask
 
 
 def take(data, indices):

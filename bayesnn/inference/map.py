@@ -24,7 +24,9 @@ from bayesnn.inference.driver import run_chunks, scan_minibatches
 from bayesnn.posterior import Posterior, map_rows
 from bayesnn.tree import save_tree
 
-__all__ = ["MAP", "MAPState", "OPTIMIZERS", "make_optimizer", "map_epoch", "evaluate"]
+__all__ = [
+    "MAP", "MAPState", "OPTIMIZERS", "Tracker", "make_optimizer", "map_epoch", "evaluate",
+]
 
 # name -> (optax constructor, default learning rate as in Keras)
 OPTIMIZERS = {
@@ -161,46 +163,105 @@ class MAP:
             data, self.validation_split
         )
         x, y = jnp.asarray(train.x), jnp.asarray(train.y)
+        val = None if val is None else (jnp.asarray(val.x), jnp.asarray(val.y))
         batch_size = check_batch_size(self.batch_size, x.shape[0])
         tx = make_optimizer(self.optimizer, self.learning_rate)
-        state = MAPState(model.init_position, tx.init(model.init_position))
-        metric_name = _metric_name(model)
-        names = ["loss", metric_name]
-        history = {k: [] for k in names + ["val_" + k for k in names if val is not None]}
-        best = {"loss": np.inf, "epoch": -1, "position": model.init_position}
-
-        def chunk(state, key, _, x, y):
-            return map_epoch(model, tx, batch_size, state, key, x, y)
-
-        def after_epoch(epoch, state, out):
-            count = max(float(np.sum(out["count"])), 1.0)
-            steps = np.asarray(out["count"], float)
-            history["loss"].append(float(np.sum(np.asarray(out["loss"]) * steps) / count))
-            metric = float(np.sum(out["metric"]) / count)
-            history[metric_name].append(metric if metric_name == "accuracy" else metric**0.5)
-            monitored = history["loss"][-1]
-            if val is not None:
-                scores = evaluate(model, state.position, val.x, val.y)
-                history["val_loss"].append(scores["nll"])
-                history[f"val_{metric_name}"].append(scores[metric_name])
-                monitored = scores["nll"]
-            if monitored < best["loss"]:
-                best.update(loss=monitored, epoch=epoch, position=jax.device_get(state.position))
-                if self.checkpoint_path:
-                    save_tree(self.checkpoint_path, best["position"])
-            patience = self.early_stopping_patience
-            return patience is not None and epoch - best["epoch"] >= patience
-
-        result = run_chunks(
-            chunk, state, key, self.epochs, x, y,
-            steps_per_chunk=num_batches(x.shape[0], batch_size), callback=after_epoch,
-            desc="MAP", progress=progress, hint="try a smaller learning_rate",
+        steps = num_batches(x.shape[0], batch_size)
+        per_chunk = max(1, min(self.epochs, _STEPS_PER_CHUNK // steps))
+        train_epoch = partial(
+            _train_epoch, model, tx, batch_size, self.epochs, self.early_stopping_patience
         )
-        position = best["position"] if self.save_best_only else result.state.position
-        draws = jax.tree.map(lambda a: jnp.asarray(a)[None, None], position)
-        info = {
-            "history": history, "best_epoch": best["epoch"], "seconds": result.seconds,
-            "interrupted": result.interrupted, "epochs_run": result.num_chunks_done,
-        }
-        return Posterior(model, draws, self, info)
 
+        def chunk(carry, key, _, x, y, val):
+            keys = jax.random.split(key, per_chunk)
+            return jax.lax.scan(lambda c, k: train_epoch(c, k, x, y, val), carry, keys)
+
+        saved = {"epoch": -1}
+
+        def after_chunk(_, carry, out):
+            tracker = carry[1]
+            if self.checkpoint_path and int(tracker.best_epoch) != saved["epoch"]:
+                save_tree(self.checkpoint_path, tracker.best_position)
+                saved["epoch"] = int(tracker.best_epoch)
+            return bool(tracker.stopped)
+
+        init = model.init_position
+        carry = (MAPState(init, tx.init(init)), Tracker(init, jnp.float32(_WORST), -1, 0, False))
+        result = run_chunks(
+            chunk, carry, key, -(-self.epochs // per_chunk), x, y, val,
+            steps_per_chunk=per_chunk * steps, callback=after_chunk, desc="MAP",
+            progress=progress, hint="try a smaller learning_rate",
+        )
+        state, tracker = result.state
+        rows = jax.tree.map(lambda *a: np.concatenate(a), *result.outputs) if result.outputs else {}
+        ran = rows.pop("ran", np.zeros(0, bool))
+        history = {k: [float(v) for v in rows[k][ran]] for k in _history_names(model, val)}
+        position = tracker.best_position if self.save_best_only else state.position
+        info = {
+            "history": history, "best_epoch": int(tracker.best_epoch),
+            "epochs_run": int(tracker.epoch), "seconds": result.seconds,
+            "interrupted": result.interrupted,
+        }
+        return Posterior(model, jax.tree.map(lambda a: a[None, None], position), self, info)
+
+
+_STEPS_PER_CHUNK = 256  # epochs are grouped into chunks of about this many steps
+_WORST = float(np.finfo(np.float32).max)  # finite "no best yet", so the state stays finite
+
+
+class Tracker(NamedTuple):
+    """Best-epoch bookkeeping carried through the jitted loop (Keras' ``save_best_only`` and
+    ``EarlyStopping``)."""
+
+    best_position: Any
+    best_loss: jax.Array
+    best_epoch: jax.Array
+    epoch: jax.Array
+    stopped: jax.Array
+
+
+def _track(tracker: Tracker, position, monitored, epochs: int, patience: int | None) -> Tracker:
+    """Keep ``position`` if ``monitored`` improved; stop after ``epochs`` or ``patience``."""
+    better = monitored < tracker.best_loss
+    best_epoch = jnp.where(better, tracker.epoch, tracker.best_epoch)
+    stop = tracker.epoch + 1 >= epochs
+    if patience is not None:
+        stop |= tracker.epoch - best_epoch >= patience
+    return Tracker(
+        jax.tree.map(lambda b, p: jnp.where(better, p, b), tracker.best_position, position),
+        jnp.where(better, monitored, tracker.best_loss), best_epoch, tracker.epoch + 1, stop,
+    )
+
+
+def _train_epoch(model, tx, batch_size, epochs, patience, carry, key, x, y, val):
+    """One epoch and its history row; a no-op once the run has stopped."""
+    metric = _metric_name(model)
+
+    def finish(mean_metric):
+        return mean_metric if metric == "accuracy" else jnp.sqrt(mean_metric)
+
+    def train(carry):
+        state, tracker = carry
+        state, out = map_epoch(model, tx, batch_size, state, key, x, y)
+        count = out["count"].sum()
+        row = {
+            "loss": jnp.sum(out["loss"] * out["count"]) / count,
+            metric: finish(out["metric"].sum() / count),
+        }
+        if val is not None:
+            nll, m = _eval_rows(model, state.position, *val)
+            row.update({"val_loss": nll.mean(), f"val_{metric}": finish(m.mean())})
+        monitored = row["val_loss"] if val is not None else row["loss"]
+        tracker = _track(tracker, state.position, monitored, epochs, patience)
+        return (state, tracker), {**row, "ran": jnp.bool_(True)}
+
+    def skip(carry):
+        names = _history_names(model, val)
+        return carry, {**{k: jnp.float32(0) for k in names}, "ran": jnp.bool_(False)}
+
+    return jax.lax.cond(carry[1].stopped, skip, train, carry)
+
+
+def _history_names(model: BNN, val) -> list[str]:
+    names = ["loss", _metric_name(model)]
+    return names + [f"val_{k}" for k in names] if val is not None else names

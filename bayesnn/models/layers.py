@@ -37,6 +37,16 @@ _ACTIVATIONS = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class _Named:
+    """An activation referred to by name, so networks pickle (for saved posteriors)."""
+
+    name: str
+
+    def __call__(self, x):
+        return _ACTIVATIONS[self.name](x)
+
+
 def activation(name: str | Callable | None) -> Callable:
     """Return the activation function called ``name``.
 
@@ -52,16 +62,14 @@ def activation(name: str | Callable | None) -> Callable:
         If ``name`` is an unknown string.
     """
     if name is None:
-        return _identity
+        return _Named("linear")
     if callable(name):
         return name
-    try:
-        return _ACTIVATIONS[name.lower()]
-    except (KeyError, AttributeError):
-        raise ValueError(
-            f"unknown activation {name!r}; expected one of {sorted(_ACTIVATIONS)}, "
-            "None or a callable"
-        ) from None
+    if isinstance(name, str) and name.lower() in _ACTIVATIONS:
+        return _Named(name.lower())
+    raise ValueError(
+        f"unknown activation {name!r}; expected one of {sorted(_ACTIVATIONS)}, None or a callable"
+    )
 
 
 def _pair(value, what: str) -> tuple[int, int]:

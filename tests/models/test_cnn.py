@@ -70,7 +70,7 @@ def test_split_merge_under_jit_with_dropout():
     net = make()
     graphdef, params, rest = nnx.split(net, nnx.Param, ...)
     assert jax.tree.leaves(rest) == []
-    pure = params.to_pure_dict()
+    pure = nnx.to_pure_dict(params)
 
     @jax.jit
     def apply(pure, x, key):

@@ -1,0 +1,481 @@
+"""Stochastic-gradient MCMC with shuffled minibatches: SGLD, pSGLD and SGHMC.
+
+Each kernel is a BlackJAX-style pair of pure functions, ``init(position) -> State`` and
+``step(rng_key, state, grad, step_size, temperature=1.0) -> State``, where ``grad`` is an
+unbiased estimate of ∇ log p(θ | D) at ``state.position``: the gradient of
+:meth:`~bayesnn.BNN.logdensity_fn` on a minibatch, whose likelihood term is scaled by
+N / b. ``temperature`` T scales the variance of the injected noise, so the chain targets
+p(θ | D)^(1/T) (T < 1: a cold posterior, Wenzel et al. 2020).
+
+The method configurations :class:`SGLD`, :class:`PSGLD` and :class:`SGHMC` run a kernel
+with :func:`~bayesnn.inference.driver.run_chunks`: ``num_chains`` chains under ``vmap``,
+a fresh shuffle of the data for each chain and epoch drawn inside the jitted scan,
+``num_warmup`` burn-in steps, then one draw every ``thinning`` steps, stored only at the
+kept steps.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from blackjax.sgmcmc.diffusions import overdamped_langevin
+from blackjax.util import generate_gaussian_noise
+
+from bayesnn.bnn import BNN, Batch
+from bayesnn.data import Dataset, check_batch_size, num_batches
+from bayesnn.data.batching import next_batch
+from bayesnn.inference.base import check_positive
+from bayesnn.inference.driver import run_chunks
+from bayesnn.inference.schedules import Constant, Cyclical
+from bayesnn.posterior import Posterior
+from bayesnn.tree import flatten_paths, tree_size
+
+__all__ = [
+    "SGLD", "PSGLD", "SGHMC", "Kernel", "SGLDState", "PSGLDState", "SGHMCState",
+    "sgld", "psgld", "sghmc", "preconditioned_langevin", "sghmc_dynamics",
+]
+
+_DRAW_BUFFER_BYTES = 64 * 2**20  # device memory for the draws kept within one chunk
+_CHUNKS_PER_RUN = 20  # progress updates (and finiteness checks) per run
+
+
+class Kernel(NamedTuple):
+    """A sampler as a pair of pure functions (BlackJAX's ``SamplingAlgorithm``)."""
+
+    init: Callable
+    step: Callable
+
+
+class SGLDState(NamedTuple):
+    position: Any
+
+
+class PSGLDState(NamedTuple):
+    position: Any
+    square_avg: Any  # V: running average of the squared per-example gradient
+
+
+class SGHMCState(NamedTuple):
+    position: Any
+    momentum: Any  # v = η M⁻¹ r in Chen et al.'s parameterisation
+
+
+# -- diffusion steps -------------------------------------------------------------------
+
+
+def preconditioned_langevin(rng_key, position, grad, preconditioner, step_size, temperature=1.0):
+    """Euler step of Langevin dynamics with a diagonal preconditioner ``G``.
+
+    ``θ ← θ + (ε/2) G ⊙ ĝ + N(0, T ε G)`` (Li et al. 2016, Alg. 1, without ``Γ``); with
+    ``G = 1`` this is SGLD (Welling & Teh 2011, eq. 4).
+    """
+    noise = generate_gaussian_noise(rng_key, position)
+    return jax.tree.map(
+        lambda p, g, c, n: p + 0.5 * step_size * c * g + jnp.sqrt(temperature * step_size * c) * n,
+        position, grad, preconditioner, noise,
+    )
+
+
+def sghmc_dynamics(rng_key, position, momentum, grad, step_size, alpha, temperature=1.0):
+    """One step of SGHMC with friction (Chen et al. 2014, eq. 15, with ``β̂ = 0``).
+
+    ``v ← (1 - α) v + η ĝ + N(0, 2 α η T)``, then ``θ ← θ + v``: the momentum is updated
+    with the gradient at the current position before the position moves (symplectic
+    Euler). BlackJAX's ``diffusions.sghmc`` moves the position with the old momentum
+    instead (explicit Euler), which is stable only for ``η λ_max < α`` (in these units) and
+    is therefore not used here.
+
+    Returns
+    -------
+    position, momentum
+    """
+    noise = generate_gaussian_noise(rng_key, position)
+    scale = jnp.sqrt(2 * alpha * step_size * temperature)
+    momentum = jax.tree.map(
+        lambda v, g, n: (1 - alpha) * v + step_size * g + scale * n, momentum, grad, noise
+    )
+    return jax.tree.map(jnp.add, position, momentum), momentum
+
+
+# -- kernels ---------------------------------------------------------------------------
+
+
+def sgld() -> Kernel:
+    """Stochastic gradient Langevin dynamics (Welling & Teh 2011, eq. 4).
+
+    ``θ ← θ + (ε/2) ĝ + N(0, T ε)``, with ``ε = step_size``: the papers' convention, twice
+    the step size ``h`` of BlackJAX's ``sgld`` (``θ + h ĝ + N(0, 2 T h)``), whose Euler step
+    this kernel reuses.
+
+    References
+    ----------
+    Welling, M. & Teh, Y. W. (2011). Bayesian learning via stochastic gradient Langevin
+    dynamics. *ICML*.
+    """
+    langevin = overdamped_langevin()
+
+    def init(position) -> SGLDState:
+        return SGLDState(position)
+
+    def step(rng_key, state: SGLDState, grad, step_size, temperature=1.0) -> SGLDState:
+        return SGLDState(langevin(rng_key, state.position, grad, step_size / 2, temperature))
+
+    return Kernel(init, step)
+
+
+def psgld(data_size: int, alpha: float = 0.99, eps: float = 1e-5) -> Kernel:
+    """Preconditioned SGLD with an RMSprop preconditioner (Li et al. 2016, Alg. 1).
+
+    ``V ← α V + (1 - α) ḡ ⊙ ḡ``, ``G = 1 ⊘ (λ + √V)`` and
+    ``θ ← θ + (ε/2) G ⊙ ĝ + N(0, T ε G)``, where ``ḡ = ĝ / N`` is the average per-example
+    gradient (the paper's ``ḡ``; here the prior's gradient enters it divided by N), so that
+    ``step_size`` ε and ``eps`` λ mean what they mean in the paper. The correction term
+    ``Γ(θ)`` is omitted, as the paper recommends: it needs derivatives of ``G`` and is
+    negligible when ``α`` is close to 1. ``V`` starts at 0.
+
+    References
+    ----------
+    Li, C., Chen, C., Carlson, D. & Carin, L. (2016). Preconditioned stochastic gradient
+    Langevin dynamics for deep neural networks. *AAAI*.
+    """
+
+    def init(position) -> PSGLDState:
+        return PSGLDState(position, jax.tree.map(jnp.zeros_like, position))
+
+    def step(rng_key, state: PSGLDState, grad, step_size, temperature=1.0) -> PSGLDState:
+        square_avg = jax.tree.map(
+            lambda v, g: alpha * v + (1 - alpha) * (g / data_size) ** 2, state.square_avg, grad
+        )
+        precond = jax.tree.map(lambda v: 1 / (eps + jnp.sqrt(v)), square_avg)
+        position = preconditioned_langevin(
+            rng_key, state.position, grad, precond, step_size, temperature
+        )
+        return PSGLDState(position, square_avg)
+
+    return Kernel(init, step)
+
+
+def sghmc(alpha: float = 0.1) -> Kernel:
+    """Stochastic gradient Hamiltonian Monte Carlo (Chen et al. 2014, eq. 15).
+
+    SGD with momentum ``1 - α`` and learning rate ``η = step_size``, plus noise
+    ``N(0, 2 α η T)`` on the momentum, which compensates the friction ``α`` (the gradient
+    noise estimate ``β̂`` is 0). The momentum starts at 0 and is never resampled. See
+    :func:`sghmc_dynamics`.
+
+    References
+    ----------
+    Chen, T., Fox, E. B. & Guestrin, C. (2014). Stochastic gradient Hamiltonian Monte
+    Carlo. *ICML*.
+    """
+
+    def init(position) -> SGHMCState:
+        return SGHMCState(position, jax.tree.map(jnp.zeros_like, position))
+
+    def step(rng_key, state: SGHMCState, grad, step_size, temperature=1.0) -> SGHMCState:
+        return SGHMCState(*sghmc_dynamics(
+            rng_key, state.position, state.momentum, grad, step_size, alpha, temperature
+        ))
+
+    return Kernel(init, step)
+
+
+# -- the loop --------------------------------------------------------------------------
+
+
+class _Chain(NamedTuple):
+    kernel: Any  # the kernel's state
+    epoch: Any  # this epoch's minibatch indices (num_batches, batch_size); () for full batch
+
+
+def _check_int(minimum: int, **values) -> None:
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum:
+            raise ValueError(f"{name} must be an int >= {minimum}, got {v!r}")
+
+
+def _max_abs(position) -> jax.Array:
+    """Largest |weight| of each chain (leading axis): finite iff the chain's position is."""
+    return jnp.max(jnp.stack([
+        jnp.max(jnp.abs(leaf.reshape(leaf.shape[0], -1)), axis=1)
+        for leaf in jax.tree.leaves(position)
+    ]), axis=0)
+
+
+@dataclass(frozen=True)
+class _SGMCMC:
+    """Fields, validation and the sampling loop shared by the SG-MCMC methods."""
+
+    step_size: float
+    batch_size: int | None = 32
+    num_samples: int = 200
+    num_warmup: int = 1000
+    thinning: int = 10
+    num_chains: int = 1
+    temperature: float = 1.0
+    schedule: Callable | None = None
+
+    def __post_init__(self):
+        check_positive(step_size=self.step_size)
+        _check_int(1, num_samples=self.num_samples, thinning=self.thinning,
+                   num_chains=self.num_chains)
+        _check_int(0, num_warmup=self.num_warmup)
+        check_batch_size(self.batch_size, sys.maxsize)
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature!r}")
+        if self.schedule is not None and not callable(self.schedule):
+            raise TypeError(f"schedule must be a function of the step, got {self.schedule!r}")
+        if isinstance(self.schedule, Cyclical):
+            sampling = self.schedule.cycle_length - self.schedule.exploration_steps
+            if sampling < self.thinning:
+                raise ValueError(
+                    f"thinning ({self.thinning}) exceeds the {sampling} sampling steps per "
+                    "cycle of the cyclical schedule: no cycle would yield a draw"
+                )
+
+    def kernel(self, data_size: int) -> Kernel:
+        raise NotImplementedError
+
+    def kept_steps(self) -> np.ndarray:
+        """Boolean mask over the steps of a run: True where the new position is a draw.
+
+        After ``num_warmup`` steps, every ``thinning``-th step; with a :class:`Cyclical`
+        schedule, every ``thinning``-th step of each cycle's sampling phase. The mask
+        ends at the last kept step, so its length is the number of steps of the run.
+        """
+        t = np.arange(self.num_warmup + self.num_samples * self.thinning)
+        phase = t - self.num_warmup
+        if isinstance(self.schedule, Cyclical):
+            per_cycle = (self.schedule.cycle_length - self.schedule.exploration_steps) // (
+                self.thinning)
+            cycles = -(-self.num_samples // per_cycle) + 1  # + 1: warm-up may end mid-cycle
+            t = np.arange(self.num_warmup + cycles * self.schedule.cycle_length)
+            phase = np.where(t >= self.num_warmup, self.schedule.sampling_step(t), -1)
+        keep = (phase >= 0) & ((phase + 1) % self.thinning == 0)
+        return keep[: np.flatnonzero(keep)[self.num_samples - 1] + 1]
+
+    def run(self, model: BNN, data: Dataset, key, *, progress=None) -> Posterior:
+        name = type(self).__name__
+        point = [p for p, bayes in flatten_paths(model.bayesian_mask).items() if not bayes]
+        if point:
+            raise ValueError(
+                f"{name} samples every weight, but the prior leaves {point} as point "
+                "estimates; give the PerParameter prior a default"
+            )
+        x, y = jnp.asarray(data.x), jnp.asarray(data.y)
+        n = x.shape[0]
+        b = check_batch_size(self.batch_size, n)
+        chains, kernel = self.num_chains, self.kernel(n)
+        schedule = self.schedule or Constant()
+        sampling = getattr(schedule, "sampling", lambda t: True)
+
+        keep = self.kept_steps()
+        num_steps = len(keep)
+        steps = self._steps_per_chunk(num_steps, tree_size(model.init_position))
+        kept_per_chunk = np.add.reduceat(keep, np.arange(0, num_steps, steps))
+        num_chunks = len(kept_per_chunk)
+        slots = int(kept_per_chunk.max()) + 1  # + 1: a scratch slot written at unkept steps
+        slots += slots == steps  # so the driver never mistakes the draws for per-step values
+        keep = np.pad(keep, (0, num_chunks * steps - num_steps))
+
+        def chain_step(key, chain: _Chain, t, x, y) -> _Chain:
+            k_batch, k_step = jax.random.split(key)
+            if b == n:
+                batch, epoch = Batch(x, y), chain.epoch
+            else:
+                epoch, idx, mask = next_batch(k_batch, chain.epoch, t, n, b)
+                batch = Batch(x[idx], y[idx], mask)
+            grad = jax.grad(model.logdensity_fn)(chain.kernel.position, batch, n)
+            step_size = self.step_size * schedule(t)
+            temperature = self.temperature * sampling(t)  # no noise while exploring
+            return _Chain(kernel.step(k_step, chain.kernel, grad, step_size, temperature), epoch)
+
+        def chunk(state: _Chain, key, i, x, y, keep):
+            def body(carry, inp):
+                state, draws, count = carry
+                t, k = inp
+                state = jax.lax.cond(
+                    t < num_steps,
+                    lambda s: jax.vmap(chain_step, (0, 0, None, None, None))(
+                        jax.random.split(k, chains), s, t, x, y),
+                    lambda s: s,
+                    state,
+                )
+                position = state.kernel.position
+                draws = jax.tree.map(
+                    lambda d, p: jax.lax.dynamic_update_index_in_dim(d, p, count, 0),
+                    draws, position,
+                )
+                return (state, draws, count + keep[t]), _max_abs(position)
+
+            draws = jax.tree.map(
+                lambda p: jnp.zeros((slots,) + p.shape, p.dtype), state.kernel.position
+            )
+            ts = i * steps + jnp.arange(steps)
+            (state, draws, _), max_abs = jax.lax.scan(
+                body, (state, draws, jnp.int32(0)), (ts, jax.random.split(key, steps))
+            )
+            return state, {"draws": draws, "max_abs_weight": max_abs}
+
+        k_init, k_run = jax.random.split(key)
+        positions = jax.vmap(model.init_params)(jax.random.split(k_init, chains))
+        epoch = () if b == n else jnp.zeros((chains, num_batches(n, b), b), jnp.int32)
+        result = run_chunks(
+            chunk, _Chain(jax.vmap(kernel.init)(positions), epoch), k_run, num_chunks,
+            x, y, jnp.asarray(keep),
+            steps_per_chunk=steps, desc=name, progress=progress,
+            hint="try a smaller step_size",
+        )
+        if not any(kept_per_chunk[: result.num_chunks_done]):
+            raise RuntimeError(f"{name} was interrupted before its first draw")
+        draws = jax.tree.map(
+            lambda *chunks: np.moveaxis(np.concatenate(
+                [c[:k] for c, k in zip(chunks, kept_per_chunk, strict=False)]), 0, 1),
+            *[out["draws"] for out in result.outputs],
+        )
+        kept_t = np.flatnonzero(keep)[: jax.tree.leaves(draws)[0].shape[1]]
+        step_sizes = self.step_size * np.asarray(schedule(kept_t), np.float64)
+        info = {
+            "seconds": result.seconds,
+            "interrupted": result.interrupted,
+            "num_steps": min(result.num_chunks_done * steps, num_steps),
+            "steps_per_chunk": steps,
+            "sample_stats": {"step_size": np.broadcast_to(step_sizes, (chains, len(kept_t)))},
+        }
+        return Posterior(model, jax.tree.map(jnp.asarray, draws), self, info)
+
+    def _steps_per_chunk(self, num_steps: int, num_params: int) -> int:
+        """About 1/20 of the run, with the chunk's draw buffer under 64 MiB."""
+        max_draws = max(1, _DRAW_BUFFER_BYTES // (4 * num_params * self.num_chains) - 2)
+        return max(1, min(math.ceil(num_steps / _CHUNKS_PER_RUN), max_draws * self.thinning))
+
+
+@dataclass(frozen=True)
+class SGLD(_SGMCMC):
+    """Stochastic gradient Langevin dynamics (Welling & Teh 2011, eq. 4).
+
+    ``θ ← θ + (ε/2) ĝ + N(0, T ε)``, with ``ĝ`` the minibatch estimate of ∇ log p(θ | D).
+    The discretisation inflates the posterior variance by a factor of about
+    ``1 + ε λ / 4`` along a direction of posterior precision λ; keep ``ε λ_max ≪ 1``.
+
+    Parameters
+    ----------
+    step_size : float
+        ε, the paper's step size (twice the step size of BlackJAX's ``sgld``).
+    batch_size : int or None
+        Minibatch size; None uses all the data at every step. Each chain draws a fresh
+        shuffle of the data for every epoch; a partial last batch is masked.
+    num_samples : int
+        Draws kept per chain.
+    num_warmup : int
+        Burn-in steps, discarded.
+    thinning : int
+        Keep one draw every ``thinning`` steps (steps, not epochs).
+    num_chains : int
+        Independent chains (vectorised with ``vmap``), each started from its own draw of
+        :meth:`~bayesnn.BNN.init_params` and with its own minibatch order.
+    temperature : float
+        T, scales the injected noise variance: the chain targets ``p(θ | D)^(1/T)``
+        (T < 1: a cold posterior, Wenzel et al. 2020; T = 0: stochastic optimisation).
+    schedule : callable, optional
+        Step-size factor as a function of the step (:mod:`bayesnn.inference.schedules`);
+        default constant. With :class:`~bayesnn.inference.schedules.Cyclical`, the
+        exploration phase of each cycle injects no noise and draws are kept only in the
+        sampling phase (Zhang et al. 2020).
+
+    Notes
+    -----
+    :func:`~bayesnn.fit` returns a :class:`~bayesnn.Posterior` with draws of shape
+    ``(num_chains, num_samples, ...)``; its ``info`` holds ``seconds``, ``interrupted``,
+    ``num_steps``, ``steps_per_chunk`` and ``sample_stats`` (``step_size`` of each draw).
+
+    References
+    ----------
+    Welling, M. & Teh, Y. W. (2011). Bayesian learning via stochastic gradient Langevin
+    dynamics. *ICML*.
+    Wenzel, F. et al. (2020). How good is the Bayes posterior in deep neural networks
+    really? *ICML*.
+    Zhang, R. et al. (2020). Cyclical stochastic gradient MCMC for Bayesian deep learning.
+    *ICLR*.
+    """
+
+    def kernel(self, data_size: int) -> Kernel:
+        return sgld()
+
+
+@dataclass(frozen=True)
+class PSGLD(_SGMCMC):
+    """Preconditioned SGLD with an RMSprop preconditioner (Li et al. 2016, Alg. 1).
+
+    See :func:`psgld`; the correction term ``Γ`` is omitted, as the paper recommends.
+
+    Parameters
+    ----------
+    step_size : float
+        ε of Li et al.: the drift is ``(ε/2) G ĝ`` and the noise ``N(0, T ε G)``.
+    alpha : float
+        Decay of the running average of squared gradients, in (0, 1).
+    eps : float
+        λ, added to ``√V`` in the preconditioner's denominator.
+    batch_size, num_samples, num_warmup, thinning, num_chains, temperature, schedule
+        As for :class:`SGLD`.
+
+    References
+    ----------
+    Li, C., Chen, C., Carlson, D. & Carin, L. (2016). Preconditioned stochastic gradient
+    Langevin dynamics for deep neural networks. *AAAI*.
+    """
+
+    alpha: float = 0.99
+    eps: float = 1e-5
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_positive(eps=self.eps)
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha!r}")
+
+    def kernel(self, data_size: int) -> Kernel:
+        return psgld(data_size, self.alpha, self.eps)
+
+
+@dataclass(frozen=True)
+class SGHMC(_SGMCMC):
+    """Stochastic gradient Hamiltonian Monte Carlo (Chen et al. 2014, eq. 15).
+
+    See :func:`sghmc`: SGD with momentum ``1 - alpha`` and learning rate ``step_size``,
+    plus noise that leaves the posterior invariant.
+
+    Parameters
+    ----------
+    step_size : float
+        η, the learning rate of Chen et al. (ε² in Hamiltonian units).
+    alpha : float
+        Friction: the momentum decays by the factor ``1 - alpha`` per step, in (0, 1].
+        ``alpha = 1`` is SGLD with ``ε = 2 η``.
+    batch_size, num_samples, num_warmup, thinning, num_chains, temperature, schedule
+        As for :class:`SGLD`.
+
+    References
+    ----------
+    Chen, T., Fox, E. B. & Guestrin, C. (2014). Stochastic gradient Hamiltonian Monte
+    Carlo. *ICML*.
+    """
+
+    alpha: float = 0.1
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 < self.alpha <= 1:
+            raise ValueError(f"alpha must be in (0, 1], got {self.alpha!r}")
+
+    def kernel(self, data_size: int) -> Kernel:
+        return sghmc(self.alpha)
