@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	 echo "using $$python ($$($$python --version))"; \
 	 [ -x $(PY) ] || $$python -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,docs]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -25,6 +25,9 @@ test-all: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check bayesnn tests examples benchmarks
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site
 
 bench: $(STAMP)
 	$(PY) benchmarks/speed.py --quick

@@ -123,7 +123,8 @@ class ReliabilityCurve(NamedTuple):
     """Top-label reliability per confidence bin (NaN where a bin is empty).
 
     ``confidence`` and ``accuracy`` are the bin means of the top-class probability and of
-    its correctness, ``count`` the rows per bin, ``edges`` ``(num_bins + 1,)`` the bin limits.
+    its correctness, ``count`` the rows per bin, ``edges`` ``(num_bins + 1,)`` the bin limits
+    (equal-mass bins: the lowest confidence, then the highest of each bin).
     """
 
     confidence: np.ndarray
@@ -164,8 +165,7 @@ def reliability_curve(
         bins = np.empty(len(conf), dtype=np.int64)
         bins[order] = sorted_bins
         last = np.searchsorted(sorted_bins, np.arange(num_bins), side="right") - 1
-        edges = np.concatenate([[0.0], conf[order][last]])
-        edges[-1] = 1.0
+        edges = conf[order][np.concatenate([[0], last])]
     count = np.bincount(bins, minlength=num_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_conf = np.bincount(bins, conf, num_bins) / count

@@ -92,17 +92,19 @@ def plot_reliability(
 ) -> Figure:
     """Reliability diagram: accuracy against top-class confidence per bin, with the ECE.
 
-    Bars are drawn at each bin's mean confidence (empty bins are left out); a calibrated
-    model's bars touch the diagonal. ``probs`` may be a ``ClassificationPrediction``.
+    Bars span each bin, dots mark its mean confidence and accuracy (empty bins are left
+    out); a calibrated model's dots lie on the diagonal. ``probs`` may be a
+    ``ClassificationPrediction``.
     """
     probs = getattr(probs, "probs", probs)
     curve = metrics.reliability_curve(probs, y, num_bins=num_bins, strategy=strategy)
     error = metrics.ece(probs, y, num_bins=num_bins, strategy=strategy)
     full = curve.count > 0
     fig, ax = _axes(ax, figsize=(4.0, 4.0))
-    widths = np.diff(curve.edges)[full]
-    ax.bar(curve.confidence[full], curve.accuracy[full], width=widths * 0.9, color="C0",
-           alpha=0.8, edgecolor="C0", label="accuracy")
+    ax.bar(curve.edges[:-1][full], curve.accuracy[full], width=np.diff(curve.edges)[full],
+           align="edge", color="C0", alpha=0.35, edgecolor="C0", label="accuracy per bin")
+    ax.plot(curve.confidence[full], curve.accuracy[full], "o-", color="C0", markersize=3,
+            label="(mean confidence, accuracy)")
     ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="calibrated")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
            title=f"{title + ': ' if title else ''}ECE {error:.3f}")

@@ -59,8 +59,9 @@ def affine_matrix(height, width, *, rotation=0.0, zoom=1.0, shift=(0, 0), flip=F
     mirror = jnp.where(flip, -1.0, 1.0)
     a = inv_rotation * jnp.array([1.0, mirror])[:, None] / zoom
     centre = jnp.array([(height - 1) / 2, (width - 1) / 2], jnp.float32)
-    # input = a @ (p - centre - shift) + centre
-    b = centre - a @ (centre + jnp.asarray(shift, jnp.float32))
+    # input = a @ (p - centre - shift) + centre; products written out, as a matmul may run
+    # at reduced precision (TF32) on GPUs.
+    b = centre - jnp.sum(a * (centre + jnp.asarray(shift, jnp.float32)), axis=1)
     return jnp.concatenate([a, b[:, None]], axis=1)
 
 
@@ -115,7 +116,7 @@ def warp(images, matrices, *, fill: str = "constant", order: int = 1) -> jax.Arr
         Outside the input: zeros, or the nearest edge pixel.
     order : {0, 1}
         Nearest-pixel or bilinear interpolation. Both are exact where the map hits
-        integer coordinates (integer shifts, flips, rotations by multiples of 90°).
+        integer coordinates (integer shifts and flips).
 
     Returns
     -------
@@ -132,8 +133,8 @@ def warp(images, matrices, *, fill: str = "constant", order: int = 1) -> jax.Arr
     ).astype(jnp.float32)  # (H, W, 2) output coordinates
 
     def one(image, matrix):
-        coords = grid @ matrix[:, :2].T + matrix[:, 2]
-        out = _sample(image.astype(jnp.float32), coords[..., 0], coords[..., 1], order, fill)
+        rows, cols = (grid[..., 0] * m[0] + grid[..., 1] * m[1] + m[2] for m in matrix)
+        out = _sample(image.astype(jnp.float32), rows, cols, order, fill)
         return out.astype(images.dtype)
 
     return jax.vmap(one)(images, matrices)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Protocol
 
 import jax
@@ -9,6 +10,7 @@ import numpy as np
 
 from bayesnn.bnn import BNN
 from bayesnn.data import Dataset, as_dataset
+from bayesnn.inference.driver import Checkpoint
 from bayesnn.posterior import Posterior
 
 __all__ = ["Method", "fit", "as_key", "prepare_data", "check_positive"]
@@ -17,7 +19,9 @@ __all__ = ["Method", "fit", "as_key", "prepare_data", "check_positive"]
 class Method(Protocol):
     """A method configuration: a frozen dataclass with a ``run`` method."""
 
-    def run(self, model: BNN, data: Dataset, key: jax.Array, *, progress) -> Posterior: ...
+    def run(
+        self, model: BNN, data: Dataset, key: jax.Array, *, progress, checkpoint
+    ) -> Posterior: ...
 
 
 def as_key(key) -> jax.Array:
@@ -47,7 +51,16 @@ def check_positive(**values) -> None:
             raise ValueError(f"{name} must be > 0, got {v!r}")
 
 
-def fit(model: BNN, data, method: Method, *, key, progress: bool | None = None) -> Posterior:
+def fit(
+    model: BNN,
+    data,
+    method: Method,
+    *,
+    key,
+    progress: bool | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 1,
+) -> Posterior:
     """Fit a posterior over ``model``'s weights to ``data`` with ``method``.
 
     Parameters
@@ -61,7 +74,11 @@ def fit(model: BNN, data, method: Method, *, key, progress: bool | None = None) 
     key : int or PRNG key
         All randomness of the run derives from it: same key, same result.
     progress : bool, optional
-        Show a progress bar on runs longer than 2 s (default: when interactive).
+        Show a progress bar on runs longer than 2 s (default: on a terminal).
+    checkpoint : path, optional
+        Save the run there every ``checkpoint_every`` chunks (an epoch or a block of
+        draws); if the file exists, resume from it. The resumed run's draws are identical
+        to those of an uninterrupted run with the same key.
 
     Returns
     -------
@@ -72,4 +89,15 @@ def fit(model: BNN, data, method: Method, *, key, progress: bool | None = None) 
         raise TypeError(f"model must be a bayesnn.BNN, got {type(model).__name__}")
     if not callable(getattr(method, "run", None)):
         raise TypeError(f"method must be a method configuration such as bnn.MAP(), got {method!r}")
-    return method.run(model, prepare_data(model, data), as_key(key), progress=progress)
+    check_positive(checkpoint_every=checkpoint_every)
+    data, key = prepare_data(model, data), as_key(key)
+    ckpt = None if checkpoint is None else Checkpoint(
+        os.fspath(checkpoint), checkpoint_every, _fingerprint(model, data, method)
+    )
+    return method.run(model, data, key, progress=progress, checkpoint=ckpt)
+
+
+def _fingerprint(model: BNN, data: Dataset, method) -> str:
+    """What a checkpoint must match to be resumed: method, model and data shapes."""
+    shapes = jax.tree.map(lambda a: a.shape, model.init_position)
+    return f"{method!r}|{model!r}|{shapes}|{data.x.shape}|{data.y.shape}"

@@ -10,9 +10,12 @@ a run's result depends only on its key, never on how it was split into calls.
 
 from __future__ import annotations
 
+import os
+import pickle
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -22,7 +25,9 @@ from tqdm.auto import tqdm
 
 from bayesnn.bnn import Batch
 
-__all__ = ["NonFiniteError", "RunResult", "run_chunks", "all_finite", "scan_minibatches"]
+__all__ = [
+    "Checkpoint", "NonFiniteError", "RunResult", "all_finite", "run_chunks", "scan_minibatches",
+]
 
 
 class NonFiniteError(FloatingPointError):
@@ -67,10 +72,10 @@ def run_chunks(
     num_chunks: int,
     *args,
     steps_per_chunk: int = 1,
-    start_chunk: int = 0,
     callback: Callable[[int, Any, Any], bool | None] | None = None,
     desc: str = "",
     progress: bool | None = None,
+    checkpoint: Checkpoint | None = None,
     hint: str = "try a smaller step size or learning rate",
 ) -> RunResult:
     """Run ``num_chunks`` jitted chunks of a method.
@@ -85,7 +90,7 @@ def run_chunks(
     key
         PRNG key; chunk ``i`` receives ``jax.random.fold_in(key, i)``.
     num_chunks
-        Total number of chunks of the run (chunks ``start_chunk .. num_chunks - 1`` run).
+        Total number of chunks of the run.
     *args
         Passed to every call (data arrays: arguments, not constants baked into the jit).
     steps_per_chunk
@@ -94,6 +99,11 @@ def run_chunks(
         ``callback(chunk_index, state, out)`` after each chunk; returning True stops the run.
     progress
         Show a tqdm bar (it appears only once a run has lasted 2 s). None: on a terminal only.
+    checkpoint
+        Write the state, the outputs so far and the chunk counter to ``checkpoint.path``
+        every ``checkpoint.every`` chunks; if the file exists, resume from it. Chunk ``i``
+        always uses ``fold_in(key, i)``, so a resumed run gives the same result as one that
+        was never interrupted.
     hint
         Advice appended to the non-finite error.
 
@@ -109,16 +119,18 @@ def run_chunks(
         When the state turns NaN or infinite, naming the step.
     """
     jitted = jax.jit(chunk_fn)
-    outputs = []
-    done = start_chunk
+    outputs, start = [], 0
+    if checkpoint is not None and Path(checkpoint.path).exists():
+        state, outputs, start = _restore(checkpoint, state, key, num_chunks)
+    done = start
     interrupted = False
     t0 = time.perf_counter()
     bar = tqdm(
-        total=num_chunks * steps_per_chunk, initial=start_chunk * steps_per_chunk, desc=desc,
+        total=num_chunks * steps_per_chunk, initial=start * steps_per_chunk, desc=desc,
         unit="step", delay=2.0, disable=None if progress is None else not progress, leave=False,
     )
     try:
-        for i in range(start_chunk, num_chunks):
+        for i in range(start, num_chunks):
             new_state, out = jitted(state, jax.random.fold_in(key, i), jnp.int32(i), *args)
             if not bool(all_finite(new_state)):
                 step = _first_bad_step(out, i, steps_per_chunk)
@@ -132,7 +144,11 @@ def run_chunks(
             outputs.append(jax.device_get(out))
             done = i + 1
             bar.update(steps_per_chunk)
-            if callback is not None and callback(i, state, out):
+            stop = callback is not None and callback(i, state, out)
+            if checkpoint is not None and (stop or done % checkpoint.every == 0
+                                           or done == num_chunks):
+                _save(checkpoint, state, outputs, done, key, num_chunks)
+            if stop:
                 break
     except KeyboardInterrupt:
         interrupted = True
@@ -144,6 +160,76 @@ def run_chunks(
     finally:
         bar.close()
     return RunResult(state, outputs, done, interrupted, time.perf_counter() - t0)
+
+
+class Checkpoint(NamedTuple):
+    """Where and how often :func:`run_chunks` saves a run, and what identifies the run.
+
+    ``fingerprint`` (e.g. the method's repr and the data's shape) guards against resuming
+    a different run from the same file.
+    """
+
+    path: str
+    every: int = 1
+    fingerprint: str = ""
+
+
+_CHECKPOINT_FORMAT = "bayesnn.checkpoint/1"
+
+
+def _is_key(x) -> bool:
+    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _to_host(tree):
+    """Device pytree → numpy pytree; typed PRNG keys become their raw key data."""
+    def leaf(x):
+        return np.asarray(jax.random.key_data(x) if _is_key(x) else x)
+
+    return jax.tree.map(leaf, tree)
+
+
+def _from_host(tree, like):
+    """Inverse of :func:`_to_host`, with the structure and key types of ``like``."""
+    def leaf(saved, ref):
+        if _is_key(ref):
+            return jax.random.wrap_key_data(saved, impl=jax.random.key_impl(ref))
+        return jnp.asarray(saved)
+
+    return jax.tree.map(leaf, jax.tree.unflatten(jax.tree.structure(like), jax.tree.leaves(tree)),
+                        like)
+
+
+def _save(checkpoint: Checkpoint, state, outputs, done: int, key, num_chunks: int) -> None:
+    payload = {
+        "format": _CHECKPOINT_FORMAT, "fingerprint": checkpoint.fingerprint,
+        "key": _to_host(key), "num_chunks": num_chunks, "done": done,
+        "state": _to_host(state), "outputs": outputs,
+    }
+    path = Path(checkpoint.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+
+
+def _restore(checkpoint: Checkpoint, state, key, num_chunks: int):
+    with open(checkpoint.path, "rb") as f:
+        payload = pickle.load(f)
+    if not isinstance(payload, dict) or payload.get("format") != _CHECKPOINT_FORMAT:
+        raise ValueError(f"{checkpoint.path} is not a bayesnn checkpoint")
+    same = (
+        payload["fingerprint"] == checkpoint.fingerprint
+        and payload["num_chunks"] == num_chunks
+        and np.array_equal(payload["key"], _to_host(key))
+    )
+    if not same:
+        raise ValueError(
+            f"checkpoint {checkpoint.path} belongs to a different run (method, data, length or "
+            "key differ); delete it or choose another path"
+        )
+    return _from_host(payload["state"], state), payload["outputs"], payload["done"]
 
 
 def scan_minibatches(step_fn: Callable, state, key: jax.Array, batches, data) -> tuple:

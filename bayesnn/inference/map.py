@@ -25,7 +25,8 @@ from bayesnn.posterior import Posterior, map_rows
 from bayesnn.tree import save_tree
 
 __all__ = [
-    "MAP", "MAPState", "OPTIMIZERS", "Tracker", "make_optimizer", "map_epoch", "evaluate",
+    "MAP", "MAPState", "Members", "OPTIMIZERS", "Tracker", "evaluate", "make_optimizer",
+    "map_epoch", "train_members",
 ]
 
 # name -> (optax constructor, default learning rate as in Keras)
@@ -158,51 +159,94 @@ class MAP:
         if not 0.0 <= self.validation_split < 1.0:
             raise ValueError(f"validation_split must be in [0, 1), got {self.validation_split}")
 
-    def run(self, model: BNN, data: Dataset, key, *, progress=None) -> Posterior:
-        train, val = (data, None) if not self.validation_split else validation_split(
-            data, self.validation_split
+    def run(self, model: BNN, data: Dataset, key, *, progress=None, checkpoint=None) -> Posterior:
+        first = partial(jax.tree.map, lambda a: a[0])
+        path = self.checkpoint_path
+        fitted = train_members(
+            self, model, data, key[None], jax.tree.map(lambda a: a[None], model.init_position),
+            save=(lambda best: save_tree(path, first(best))) if path else None, desc="MAP",
+            progress=progress,
         )
-        x, y = jnp.asarray(train.x), jnp.asarray(train.y)
-        val = None if val is None else (jnp.asarray(val.x), jnp.asarray(val.y))
-        batch_size = check_batch_size(self.batch_size, x.shape[0])
-        tx = make_optimizer(self.optimizer, self.learning_rate)
-        steps = num_batches(x.shape[0], batch_size)
-        per_chunk = max(1, min(self.epochs, _STEPS_PER_CHUNK // steps))
-        train_epoch = partial(
-            _train_epoch, model, tx, batch_size, self.epochs, self.early_stopping_patience
-        )
-
-        def chunk(carry, key, _, x, y, val):
-            keys = jax.random.split(key, per_chunk)
-            return jax.lax.scan(lambda c, k: train_epoch(c, k, x, y, val), carry, keys)
-
-        saved = {"epoch": -1}
-
-        def after_chunk(_, carry, out):
-            tracker = carry[1]
-            if self.checkpoint_path and int(tracker.best_epoch) != saved["epoch"]:
-                save_tree(self.checkpoint_path, tracker.best_position)
-                saved["epoch"] = int(tracker.best_epoch)
-            return bool(tracker.stopped)
-
-        init = model.init_position
-        carry = (MAPState(init, tx.init(init)), Tracker(init, jnp.float32(_WORST), -1, 0, False))
-        result = run_chunks(
-            chunk, carry, key, -(-self.epochs // per_chunk), x, y, val,
-            steps_per_chunk=per_chunk * steps, callback=after_chunk, desc="MAP",
-            progress=progress, hint="try a smaller learning_rate",
-        )
-        state, tracker = result.state
-        rows = jax.tree.map(lambda *a: np.concatenate(a), *result.outputs) if result.outputs else {}
-        ran = rows.pop("ran", np.zeros(0, bool))
-        history = {k: [float(v) for v in rows[k][ran]] for k in _history_names(model, val)}
+        state, tracker = first(fitted.carry)
+        ran = fitted.history.pop("ran")[:, 0]
         position = tracker.best_position if self.save_best_only else state.position
         info = {
-            "history": history, "best_epoch": int(tracker.best_epoch),
-            "epochs_run": int(tracker.epoch), "seconds": result.seconds,
-            "interrupted": result.interrupted,
+            "history": {k: [float(v) for v in h[ran, 0]] for k, h in fitted.history.items()},
+            "best_epoch": int(tracker.best_epoch), "epochs_run": int(tracker.epoch),
+            "seconds": fitted.seconds, "interrupted": fitted.interrupted,
         }
         return Posterior(model, jax.tree.map(lambda a: a[None, None], position), self, info)
+
+
+class Members(NamedTuple):
+    """What :func:`train_members` returns."""
+
+    carry: tuple  # (MAPState, Tracker), each leaf with a leading member axis
+    history: dict  # name -> (epochs, members) rows, and "ran": which member ran which epoch
+    seconds: float
+    interrupted: bool
+
+
+def train_members(
+    method: MAP, model: BNN, data: Dataset, keys, positions, *, save=None, desc="MAP",
+    progress=None,
+) -> Members:
+    """Train networks in parallel (vmapped), member ``m`` from ``positions[m]``.
+
+    Member ``m`` follows exactly the run of ``method`` started at ``positions[m]`` with
+    key ``keys[m]``: :class:`MAP` is one member, :class:`~bayesnn.Ensemble` many. Early
+    stopping stops the run once every member has stopped. ``save(best_positions)`` is
+    called whenever a member's best weights change.
+    """
+    train, val = (data, None) if not method.validation_split else validation_split(
+        data, method.validation_split
+    )
+    x, y = jnp.asarray(train.x), jnp.asarray(train.y)
+    val = None if val is None else (jnp.asarray(val.x), jnp.asarray(val.y))
+    batch_size = check_batch_size(method.batch_size, x.shape[0])
+    tx = make_optimizer(method.optimizer, method.learning_rate)
+    steps = num_batches(x.shape[0], batch_size)
+    per_chunk = max(1, min(method.epochs, _STEPS_PER_CHUNK // steps))
+    train_epoch = partial(
+        _train_epoch, model, tx, batch_size, method.epochs, method.early_stopping_patience
+    )
+
+    def member_chunk(carry, key, x, y, val):
+        keys = jax.random.split(key, per_chunk)
+        return jax.lax.scan(lambda c, k: train_epoch(c, k, x, y, val), carry, keys)
+
+    def chunk(carry, _, chunk_index, x, y, val, keys):
+        # Each member folds the chunk index into its own key, as run_chunks does for one.
+        keys = jax.vmap(jax.random.fold_in, (0, None))(keys, chunk_index)
+        carry, rows = jax.vmap(member_chunk, (0, 0, None, None, None))(carry, keys, x, y, val)
+        return carry, jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), rows)
+
+    saved = {"epochs": None}
+
+    def after_chunk(_, carry, out):
+        tracker = carry[1]
+        best_epochs = np.asarray(tracker.best_epoch)
+        if save is not None and not np.array_equal(best_epochs, saved["epochs"]):
+            save(tracker.best_position)
+            saved["epochs"] = best_epochs
+        return bool(np.all(tracker.stopped))
+
+    def init(position):
+        return MAPState(position, tx.init(position)), Tracker(
+            position, jnp.float32(_WORST), -1, 0, False
+        )
+
+    result = run_chunks(
+        chunk, jax.vmap(init)(positions), keys[0], -(-method.epochs // per_chunk), x, y, val,
+        keys, steps_per_chunk=per_chunk * steps, callback=after_chunk, desc=desc,
+        progress=progress, hint="try a smaller learning_rate",
+    )
+    names = _history_names(model, val) + ["ran"]
+    rows = (
+        jax.tree.map(lambda *a: np.concatenate(a), *result.outputs) if result.outputs
+        else {k: np.zeros((0, len(keys)), bool if k == "ran" else np.float32) for k in names}
+    )
+    return Members(result.state, rows, result.seconds, result.interrupted)
 
 
 _STEPS_PER_CHUNK = 256  # epochs are grouped into chunks of about this many steps

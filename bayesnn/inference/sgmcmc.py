@@ -262,7 +262,7 @@ class _SGMCMC:
         keep = (phase >= 0) & ((phase + 1) % self.thinning == 0)
         return keep[: np.flatnonzero(keep)[self.num_samples - 1] + 1]
 
-    def run(self, model: BNN, data: Dataset, key, *, progress=None) -> Posterior:
+    def run(self, model: BNN, data: Dataset, key, *, progress=None, checkpoint=None) -> Posterior:
         name = type(self).__name__
         point = [p for p, bayes in flatten_paths(model.bayesian_mask).items() if not bayes]
         if point:
@@ -331,7 +331,7 @@ class _SGMCMC:
         result = run_chunks(
             chunk, _Chain(jax.vmap(kernel.init)(positions), epoch), k_run, num_chunks,
             x, y, jnp.asarray(keep),
-            steps_per_chunk=steps, desc=name, progress=progress,
+            steps_per_chunk=steps, desc=name, progress=progress, checkpoint=checkpoint,
             hint="try a smaller step_size",
         )
         if not any(kept_per_chunk[: result.num_chunks_done]):

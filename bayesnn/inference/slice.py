@@ -103,7 +103,8 @@ def slice_sample(
         lo = jnp.where(x1 < x0, x1, lo)
         hi = jnp.where(x1 < x0, hi, x1)
         pick = lambda a, b: jnp.where(accept, a, b)  # noqa: E731
-        return key, lo, hi, pick(x1, x), pick(logp1, logp), jax.tree.map(pick, aux1, aux), accept, n + 1
+        aux = jax.tree.map(pick, aux1, aux)
+        return key, lo, hi, pick(x1, x), pick(logp1, logp), aux, accept, n + 1
 
     init = (k_shrink, left, right, x0, logp0, aux0, jnp.bool_(False), jnp.int32(0))
     _, _, _, x, logp, aux, accepted, shrinks = jax.lax.while_loop(

@@ -144,7 +144,7 @@ def test_jit_and_one_independent_transform_per_image(images):
     x = jnp.broadcast_to(images[:1], (8, H, W, 3))
     key = jax.random.key(5)
     out = jax.jit(AUGMENT)(key, x)
-    np.testing.assert_allclose(out, AUGMENT(key, x), atol=1e-6)
+    np.testing.assert_allclose(out, AUGMENT(key, x), atol=1e-5)  # up to fusion rounding
     flat = np.asarray(out).reshape(8, -1)
     assert all(not np.allclose(flat[i], flat[j]) for i in range(8) for j in range(i))
     # Image i went through its own map.

@@ -1,0 +1,821 @@
+"""Gibbs samplers: coordinate-wise slice Gibbs, latent-variable Gibbs, NUTS-within-Gibbs.
+
+* :class:`CoordinateGibbs` — the classic baseline: every weight in turn drawn from its full
+  conditional p(w_i | w_-i, data) by slice sampling (Neal 2003).
+* :class:`LatentGibbs` — Piccioli, Troiani & Zdeborová (2023): noisy pre- and
+  post-activations of a ReLU MLP become latent variables, and then every block has a
+  conditional that can be sampled exactly and in parallel.
+* :class:`HierarchicalNUTS` — NUTS for the weights, Gibbs for Gamma-distributed prior and
+  noise precisions (Neal 1996; see :mod:`bayesnn.inference.hyper`).
+
+All three need the whole data set at every update: a Gibbs update draws from a full
+conditional, which the noisy likelihood of a minibatch does not define.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+from flax import nnx
+from jax.scipy.special import log_ndtr, ndtri
+from jax.scipy.stats import norm
+from numpyro.infer import NUTS
+from numpyro.infer.gibbs import GIBBS_SITES_KWARG, CustomGibbs, Gibbs
+
+from bayesnn import likelihoods
+from bayesnn.bnn import BNN, Batch
+from bayesnn.data import Dataset
+from bayesnn.inference.base import check_positive
+from bayesnn.inference.driver import run_chunks
+from bayesnn.inference.hyper import NOISE, Hierarchical, gibbs_hyper_update, weight_groups
+from bayesnn.inference.slice import slice_sample
+from bayesnn.models import MLP
+from bayesnn.posterior import Posterior
+from bayesnn.tree import flatten_paths, unflatten_paths
+
+__all__ = [
+    "CoordinateGibbs", "LatentGibbs", "HierarchicalNUTS", "GibbsAlgorithm", "GibbsState",
+    "LatentGibbsState", "coordinate_gibbs", "latent_gibbs", "scan_order",
+    "linear_regression_draw", "relu_preactivation_draw", "postactivation_draw",
+    "truncated_normal_draw", "initial_positions", "run_sweeps", "num_coordinates",
+]
+
+_CHUNKS_PER_RUN = 20  # progress updates and finiteness checks per run
+_DRAW_BUFFER_BYTES = 64 * 2**20  # device memory for the draws kept within one chunk
+
+
+# -- shared pieces ---------------------------------------------------------------------
+
+
+class GibbsAlgorithm(NamedTuple):
+    """A sampler as a pair of pure functions (BlackJAX style)."""
+
+    init: Callable
+    step: Callable
+
+
+def _check_full_batch(method: str, batch_size) -> None:
+    if batch_size is not None:
+        raise ValueError(
+            f"{method} cannot use minibatches (got batch_size={batch_size}): each Gibbs update "
+            "draws from a full conditional p(block | rest, data), which needs the exact "
+            "likelihood of all the data. A minibatch gives only a noisy estimate of it, and "
+            "an exact conditional draw (or slice sampling) on a noisy density no longer leaves "
+            "the posterior invariant: detailed balance needs the same density at the current "
+            "and the new point. Leave batch_size=None, or use SGLD/SGHMC for minibatches."
+        )
+
+
+def _check_chain_args(num_samples, num_warmup, num_chains, thinning) -> None:
+    check_positive(num_samples=num_samples, num_chains=num_chains, thinning=thinning)
+    if num_warmup < 0:
+        raise ValueError(f"num_warmup must be >= 0, got {num_warmup}")
+
+
+def initial_positions(model: BNN, key, num_chains: int):
+    """Independent starting points: fresh ``model.init_params`` draws for the Bayesian
+    weights, the model's own values for point-estimate weights; leading axis ``chain``."""
+
+    def one(k):
+        fresh = model.init_params(k)
+        return jax.tree.map(
+            lambda bayesian, new, old: new if bayesian else old,
+            model.bayesian_mask, fresh, model.init_position,
+        )
+
+    return jax.vmap(one)(jax.random.split(key, num_chains))
+
+
+def run_sweeps(
+    step_fn: Callable, states, key, data, *, num_warmup: int, num_samples: int,
+    thinning: int, position_fn: Callable, desc: str, progress=None, checkpoint=None,
+    hint: str = "",
+):
+    """Warm up, then draw, in one :func:`~bayesnn.inference.driver.run_chunks` run.
+
+    ``step_fn(key, states, x, y) -> (states, info)`` advances all chains by one sweep.
+    After ``num_warmup`` sweeps every ``thinning``-th state is a draw; the draws of a chunk
+    go to a small buffer (only kept sweeps advance its index), so memory holds draws, not
+    sweeps. Returns ``(draws, stats, seconds, interrupted)``, where ``draws`` are
+    ``position_fn(states)`` and ``stats`` the sweeps' ``info``, with leading axes
+    ``(chain, draw)``.
+    """
+    x, y = data
+    num_steps = num_warmup + num_samples * thinning
+    t = np.arange(num_steps)
+    keep = (t >= num_warmup) & ((t - num_warmup + 1) % thinning == 0)
+    info_like = jax.eval_shape(lambda s, k: step_fn(k, s, x, y)[1], states, key)
+    draw_like = jax.eval_shape(position_fn, states)
+    draw_bytes = sum(a.size * a.dtype.itemsize for a in jax.tree.leaves((draw_like, info_like)))
+    max_draws = max(1, _DRAW_BUFFER_BYTES // max(draw_bytes, 1) - 2)
+    steps = max(1, min(math.ceil(num_steps / _CHUNKS_PER_RUN), max_draws * thinning))
+    num_chunks = math.ceil(num_steps / steps)
+    keep = np.pad(keep, (0, num_chunks * steps - num_steps))
+    kept = keep.reshape(num_chunks, steps).sum(1)
+    slots = int(kept.max()) + 1  # + 1: a scratch slot written at unkept sweeps
+    slots += slots == steps  # so the driver never takes the buffer for per-step values
+    zeros = partial(jax.tree.map, lambda a: jnp.zeros(a.shape, a.dtype))
+
+    def chunk(states, key, i, x, y, keep):
+        def body(carry, inp):
+            states, info, buffer, count = carry
+            t, k = inp
+            states, info = jax.lax.cond(
+                t < num_steps, lambda c: step_fn(k, c[0], x, y), lambda c: c, (states, info)
+            )
+            buffer = jax.tree.map(
+                lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, count, 0),
+                buffer, (position_fn(states), info),
+            )
+            return (states, info, buffer, count + keep[t]), None
+
+        buffer = jax.tree.map(
+            lambda a: jnp.zeros((slots, *a.shape), a.dtype), (draw_like, info_like)
+        )
+        ts = i * steps + jnp.arange(steps)
+        (states, _, buffer, _), _ = jax.lax.scan(
+            body, (states, zeros(info_like), buffer, jnp.int32(0)),
+            (ts, jax.random.split(key, steps)),
+        )
+        return states, buffer
+
+    res = run_chunks(chunk, states, key, num_chunks, x, y, jnp.asarray(keep),
+                     steps_per_chunk=steps, desc=desc, progress=progress,
+                     checkpoint=checkpoint, hint=hint)
+    if not any(kept[: res.num_chunks_done]):
+        raise RuntimeError(f"{desc} was interrupted before its first draw")
+    draws, stats = jax.tree.map(
+        lambda *c: np.swapaxes(np.concatenate([a[:k] for a, k in zip(c, kept, strict=False)]),
+                               0, 1),
+        *res.outputs,
+    )
+    return draws, stats, res.seconds, res.interrupted
+
+
+def _posterior(model, method, draws, stats, seconds, interrupted, **info) -> Posterior:
+    draws = jax.tree.map(jnp.asarray, draws)
+    return Posterior(model, draws, method, {
+        "sample_stats": dict(stats), "seconds": seconds, "interrupted": interrupted, **info,
+    })
+
+
+def _network(model: BNN) -> nnx.Module:
+    return nnx.merge(model.graphdef, model.init_position["net"], model._rest)
+
+
+def _flat_inputs(x):
+    return x.reshape(x.shape[0], -1)
+
+
+def _loglik(model: BNN, outputs, y, lik_params) -> jax.Array:
+    """Tempered full-data log-likelihood from the network outputs."""
+    return jnp.sum(model.likelihood.log_prob(outputs, y, lik_params)) / model.likelihood.temperature
+
+
+# -- coordinate-wise slice Gibbs -------------------------------------------------------
+
+
+class GibbsState(NamedTuple):
+    """Position and its full-data log-density."""
+
+    position: Any
+    logdensity: jax.Array
+
+
+class CoordinateGibbsInfo(NamedTuple):
+    """Per sweep: log-density evaluations, and coordinates whose shrinkage gave up."""
+
+    num_evals: jax.Array
+    num_exhausted: jax.Array
+
+
+class _Cache(NamedTuple):
+    """What one coordinate update reuses: the forward pass at the current position."""
+
+    position: Any
+    preacts: tuple  # MLP: every layer's pre-activations (the last: outputs); else (outputs,)
+    loglik: jax.Array
+
+
+def _preactivations(model: BNN, act, position, x) -> tuple:
+    if act is None:
+        return (model.apply(position, x),)
+    layers = position["net"]["layers"]
+    h, zs = x, []
+    for i in range(len(layers)):
+        zs.append(h @ layers[i]["kernel"] + layers[i]["bias"])
+        h = act(zs[-1])
+    return tuple(zs)
+
+
+def _set_element(position, path: str, idx, value):
+    named = flatten_paths(position)
+    leaf = named[path]
+    named[path] = leaf.reshape(-1).at[idx].set(value.astype(leaf.dtype)).reshape(leaf.shape)
+    return unflatten_paths(named, position)
+
+
+def _mlp_preacts_after(act, preacts, layers, x, layer: int, kind: str, idx, delta) -> tuple:
+    """Pre-activations after adding ``delta`` to one weight of ``layer``.
+
+    The weight moves one column ``j`` of the layer's pre-activations by ``delta · input``
+    (O(N)); the next layer's pre-activations then move by a rank-one term (O(N · width));
+    only layers after that are recomputed.
+    """
+    zs = list(preacts)
+    width = zs[layer].shape[1]
+    i, j = (idx // width, idx % width) if kind == "kernel" else (0, idx)
+    if kind == "kernel":
+        inputs = x[:, i] if layer == 0 else act(zs[layer - 1][:, i])
+        shift = delta * inputs
+    else:
+        shift = delta
+    old = zs[layer][:, j]
+    new = old + shift
+    zs[layer] = zs[layer].at[:, j].set(new)
+    if layer + 1 < len(zs):
+        row = layers[layer + 1]["kernel"][j]
+        zs[layer + 1] = zs[layer + 1] + jnp.outer(act(new) - act(old), row)
+    for m in range(layer + 2, len(zs)):
+        zs[m] = act(zs[m - 1]) @ layers[m]["kernel"] + layers[m]["bias"]
+    return tuple(zs)
+
+
+def _coordinate_priors(model: BNN) -> dict[str, dist.Distribution]:
+    """The prior of every Bayesian leaf of the position, by path (``net/...``, ``lik/...``)."""
+    net = model.prior.distributions(model.init_position["net"])
+    lik = model.likelihood.param_priors()
+    return {f"net/{p}": d for p, d in net.items()} | {f"lik/{n}": d for n, d in lik.items()}
+
+
+def num_coordinates(model: BNN) -> int:
+    """Number of coordinates a :class:`CoordinateGibbs` sweep updates."""
+    named = flatten_paths(model.init_position)
+    return sum(int(named[p].size) for p in _coordinate_priors(model))
+
+
+def scan_order(key, num_coordinates: int, scan: str) -> jax.Array:
+    """The order of one sweep: ``0..P-1`` (systematic) or a random permutation (random)."""
+    if scan == "systematic":
+        return jnp.arange(num_coordinates)
+    return jax.random.permutation(key, num_coordinates)
+
+
+def coordinate_gibbs(
+    model: BNN, *, slice_width: float = 1.0, max_steps_out: int = 10
+) -> GibbsAlgorithm:
+    """Coordinate-wise Gibbs sampling by univariate slice sampling.
+
+    ``step(key, state, batch, order)`` updates the Bayesian coordinates of the position
+    (weights with a prior and likelihood parameters; point estimates stay) one at a time in
+    ``order`` (see :func:`scan_order`), each drawn from p(w_i | w_-i, data) by
+    :func:`~bayesnn.inference.slice.slice_sample` on the full-data log-density of
+    :meth:`BNN.logdensity_fn`. ``batch`` must hold all the data.
+
+    Each slice evaluation reuses the forward pass: for an :class:`~bayesnn.models.MLP` the
+    cache holds every layer's pre-activations, so a weight of the last layer costs O(N) per
+    evaluation, one of the layer before O(N · outputs), and only deeper ones recompute the
+    layers above them; likelihood parameters reuse the outputs (O(N)). Other networks run a
+    full forward pass, O(N · P), per evaluation. A sweep over the P weights of a one-hidden-
+    layer MLP thus costs O(k · P · N · outputs), k the evaluations per update (about 5–10),
+    and O(k · P² · N) for other networks. The cache is rebuilt from scratch at each sweep.
+    """
+    net = _network(model)
+    act = net.activation if isinstance(net, MLP) else None
+    priors = _coordinate_priors(model)
+    shapes = {p: v.shape for p, v in flatten_paths(model.init_position).items() if p in priors}
+    paths = list(shapes)
+    sizes = [math.prod(s) for s in shapes.values()]
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int32)
+
+    def cache_at(position, x, y, preacts=None):
+        preacts = _preactivations(model, act, position, x) if preacts is None else preacts
+        return _Cache(position, preacts, _loglik(model, preacts[-1], y, position["lik"]))
+
+    def propose(path, cache, idx, v, x, y) -> _Cache:
+        position = _set_element(cache.position, path, idx, v)
+        if path.startswith("lik/"):
+            return cache_at(position, x, y, cache.preacts)
+        if act is None:
+            return cache_at(position, x, y)
+        _, _, layer, kind = path.split("/")
+        delta = v - flatten_paths(cache.position)[path].reshape(-1)[idx]
+        preacts = _mlp_preacts_after(act, cache.preacts, cache.position["net"]["layers"], x,
+                                     int(layer), kind, idx, delta)
+        return cache_at(position, x, y, preacts)
+
+    def update(path, key, cache, idx, x, y):
+        prior, shape = priors[path], shapes[path]
+
+        def logdensity(v):
+            new = propose(path, cache, idx, v, x, y)
+            return new.loglik + jnp.ravel(prior.log_prob(jnp.broadcast_to(v, shape)))[idx], new
+
+        x0 = flatten_paths(cache.position)[path].reshape(-1)[idx]
+        logp0 = cache.loglik + jnp.ravel(prior.log_prob(jnp.broadcast_to(x0, shape)))[idx]
+        _, _, cache, info = slice_sample(key, logdensity, x0, logp0, cache, slice_width,
+                                         max_steps_out)
+        return cache, info
+
+    def init(position, batch) -> GibbsState:
+        batch = Batch(*batch)
+        return GibbsState(position, model.logdensity_fn(position, batch, batch.x.shape[0]))
+
+    def step(key, state: GibbsState, batch, order) -> tuple[GibbsState, CoordinateGibbsInfo]:
+        batch = Batch(*batch)
+        x = _flat_inputs(batch.x) if act is not None else batch.x
+        branches = [partial(update, p, x=x, y=batch.y) for p in paths]
+        starts = jnp.asarray(offsets)
+
+        def body(t, carry):
+            cache, evals, exhausted = carry
+            g = order[t]
+            leaf = jnp.searchsorted(starts, g, side="right") - 1
+            cache, info = jax.lax.switch(leaf, branches, jax.random.fold_in(key, t), cache,
+                                         g - starts[leaf])
+            return cache, evals + info.num_evals, exhausted + info.exhausted
+
+        zero = jnp.int32(0)
+        cache, evals, exhausted = jax.lax.fori_loop(
+            0, order.shape[0], body, (cache_at(state.position, x, batch.y), zero, zero)
+        )
+        logdensity = cache.loglik + model.logprior_fn(cache.position)
+        return GibbsState(cache.position, logdensity), CoordinateGibbsInfo(evals, exhausted)
+
+    return GibbsAlgorithm(init, step)
+
+
+@dataclass(frozen=True)
+class CoordinateGibbs:
+    """Gibbs sampling one weight at a time, by slice sampling its full conditional.
+
+    A sweep draws every Bayesian coordinate w_i from p(w_i | w_-i, data) ∝ p(w) p(data | w)
+    by univariate slice sampling with stepping out and shrinkage (Neal 2003), in a fixed
+    (``scan="systematic"``) or freshly permuted (``scan="random"``) order; a draw is the
+    position after ``thinning`` sweeps. Chains run in parallel (vmap); in a random scan
+    they share each sweep's order, so the loop over coordinates stays one program.
+
+    Cost: every update needs the likelihood of all N examples, so a sweep costs
+    O(P × N) work times the slice evaluations per update (about 5–10) for a
+    one-hidden-layer MLP, whose forward pass is cached and updated column by column; see
+    :func:`coordinate_gibbs` for deeper and other networks (up to O(P² × N)). It cannot
+    minibatch (see ``batch_size``). It is the slow, exact baseline to compare with.
+
+    Parameters
+    ----------
+    num_samples : int
+        Draws per chain.
+    num_warmup : int
+        Sweeps discarded first.
+    num_chains : int
+        Independent chains, each started from a fresh ``model.init_params`` draw.
+    thinning : int
+        Sweeps per kept draw.
+    scan : {"systematic", "random"}
+        Coordinate order of each sweep.
+    slice_width : float
+        Initial slice interval ``w`` (Neal's); a rough posterior std of a weight is ideal.
+    max_steps_out : int
+        Neal's ``m``: the interval grows by at most ``m - 1`` widths.
+    batch_size : None
+        Must stay None: Gibbs updates need the full data (a ValueError says why).
+
+    References
+    ----------
+    Neal, R. M. (2003). Slice sampling. *Annals of Statistics* 31(3), 705–767, Figs. 3, 5.
+    Geman, S. & Geman, D. (1984). Stochastic relaxation, Gibbs distributions, and the
+    Bayesian restoration of images. *IEEE TPAMI* 6(6), 721–741.
+    """
+
+    num_samples: int = 1000
+    num_warmup: int = 100
+    num_chains: int = 1
+    thinning: int = 1
+    scan: str = "systematic"
+    slice_width: float = 1.0
+    max_steps_out: int = 10
+    batch_size: int | None = None
+
+    def __post_init__(self):
+        _check_full_batch("CoordinateGibbs", self.batch_size)
+        _check_chain_args(self.num_samples, self.num_warmup, self.num_chains, self.thinning)
+        check_positive(slice_width=self.slice_width, max_steps_out=self.max_steps_out)
+        if self.scan not in ("systematic", "random"):
+            raise ValueError(f'scan must be "systematic" or "random", got {self.scan!r}')
+
+    def run(
+        self, model: BNN, data: Dataset, key, *, progress=None, checkpoint=None
+    ) -> Posterior:
+        x, y = jnp.asarray(data.x), jnp.asarray(data.y)
+        k_init, k_run = jax.random.split(key)
+        gibbs = coordinate_gibbs(model, slice_width=self.slice_width,
+                                 max_steps_out=self.max_steps_out)
+        size = num_coordinates(model)
+
+        def step_fn(key, states, x, y):
+            k_order, k_chains = jax.random.split(key)
+            order = scan_order(k_order, size, self.scan)
+            keys = jax.random.split(k_chains, self.num_chains)
+            return jax.vmap(gibbs.step, in_axes=(0, 0, None, None))(keys, states, (x, y), order)
+
+        positions = initial_positions(model, k_init, self.num_chains)
+        states = jax.vmap(gibbs.init, in_axes=(0, None))(positions, (x, y))
+        draws, stats, seconds, interrupted = run_sweeps(
+            step_fn, states, k_run, (x, y), num_warmup=self.num_warmup,
+            num_samples=self.num_samples, thinning=self.thinning,
+            position_fn=lambda s: s.position, desc="CoordinateGibbs", progress=progress,
+            checkpoint=checkpoint,
+        )
+        return _posterior(model, self, draws, stats._asdict(),
+                          seconds, interrupted, num_coordinates=size)
+
+
+# -- latent-variable Gibbs (Piccioli, Troiani & Zdeborová 2023) ------------------------
+
+
+def truncated_normal_draw(key, mean, std, shape=None) -> jax.Array:
+    """Draw N(mean, std²) conditioned on being ≥ 0, exactly, far into either tail.
+
+    With ``a = -mean/std`` the standard normal tail beyond ``a`` is inverted: directly,
+    z = -Φ⁻¹(u Φ(-a)), for a < 5; beyond, by Newton's method on log Φ(-z) = log u + log Φ(-a)
+    from Marsaglia's (1964) tail guess z = sqrt(a² - 2 log u), which lies above the root,
+    so the (concave) iteration converges monotonically; four steps reach float32 precision.
+    """
+    shape = jnp.broadcast_shapes(jnp.shape(mean), jnp.shape(std)) if shape is None else shape
+    a = -mean / std
+    u = 1.0 - jax.random.uniform(key, shape, jnp.result_type(mean))  # (0, 1]
+    log_p = jnp.log(u) + log_ndtr(-a)
+    direct = -ndtri(jnp.exp(log_p))
+    z = jnp.sqrt(jnp.maximum(a, 0.0) ** 2 - 2 * jnp.log(u))
+    for _ in range(4):
+        log_tail = log_ndtr(-z)
+        z = z + (log_tail - log_p) * jnp.exp(log_tail - norm.logpdf(z))
+    return jnp.maximum(mean + std * jnp.where(a < 5.0, direct, z), 0.0)
+
+
+def linear_regression_draw(key, inputs, targets, noise_var, prior_loc, prior_var):
+    """Draw (W, b) from the Gaussian posterior of ``targets = inputs W + b + N(0, noise_var)``.
+
+    Every output column is a Bayesian linear regression on the same design ``[inputs, 1]``
+    with prior ``N(prior_loc, diag(prior_var))`` (``prior_loc`` of shape ``(d + 1, h)``,
+    ``prior_var`` of shape ``(d + 1,)``, the bias last), so one Cholesky factor of the shared
+    posterior precision serves all columns (Bishop 2006, eq. 3.53–3.54).
+    """
+    design = jnp.concatenate([inputs, jnp.ones((inputs.shape[0], 1), inputs.dtype)], axis=1)
+    prior_prec = 1.0 / prior_var
+    chol = jnp.linalg.cholesky(design.T @ design / noise_var + jnp.diag(prior_prec))
+    rhs = design.T @ targets / noise_var + prior_prec[:, None] * prior_loc
+    mean = jax.scipy.linalg.cho_solve((chol, True), rhs)
+    noise = jax.random.normal(key, mean.shape, mean.dtype)
+    theta = mean + jax.scipy.linalg.solve_triangular(chol.T, noise, lower=False)
+    return theta[:-1], theta[-1]
+
+
+def relu_preactivation_draw(key, mean, post, pre_var, post_var) -> jax.Array:
+    """Draw z ∝ N(z; mean, Δz) N(post; relu(z), Δx), elementwise.
+
+    For z < 0 the factor is N(post; 0, Δx): a normal truncated to z < 0 of weight
+    N(post; 0, Δx) Φ(-mean/√Δz); for z ≥ 0 the product of the two Gaussians,
+    N(post; mean, Δz + Δx) N(z; μ, v) with v = (1/Δz + 1/Δx)⁻¹, μ = v (mean/Δz + post/Δx),
+    truncated to z ≥ 0, of weight N(post; mean, Δz + Δx) Φ(μ/√v). The piece is drawn by
+    its weight (in log space), then the truncated normal exactly.
+    """
+    k_piece, k_neg, k_pos = jax.random.split(key, 3)
+    sd = jnp.sqrt(pre_var)
+    var = 1.0 / (1.0 / pre_var + 1.0 / post_var)
+    mu = var * (mean / pre_var + post / post_var)
+    log_neg = norm.logpdf(post, 0.0, jnp.sqrt(post_var)) + log_ndtr(-mean / sd)
+    log_pos = norm.logpdf(post, mean, jnp.sqrt(pre_var + post_var)) + log_ndtr(mu / jnp.sqrt(var))
+    u = jax.random.uniform(k_piece, mean.shape, mean.dtype)
+    positive = u < jax.nn.sigmoid(log_pos - log_neg)
+    z_pos = truncated_normal_draw(k_pos, mu, jnp.sqrt(var), mean.shape)
+    z_neg = -truncated_normal_draw(k_neg, -mean, sd, mean.shape)
+    return jnp.where(positive, z_pos, z_neg)
+
+
+def postactivation_draw(key, act_pre, next_pre, next_kernel, next_bias, post_var, next_var):
+    """Draw post-activations X from N(X; σ(Z), Δx) N(Z' ; X W' + b', Δz').
+
+    The rows are independent Gaussians sharing the precision I/Δx + W' W'ᵀ/Δz', so one
+    Cholesky factor serves all N rows.
+    """
+    width = next_kernel.shape[0]
+    eye = jnp.eye(width, dtype=act_pre.dtype)
+    chol = jnp.linalg.cholesky(eye / post_var + next_kernel @ next_kernel.T / next_var)
+    rhs = act_pre / post_var + (next_pre - next_bias) @ next_kernel.T / next_var
+    mean = jax.scipy.linalg.cho_solve((chol, True), rhs.T).T
+    noise = jax.random.normal(key, mean.shape, mean.dtype)
+    return mean + jax.scipy.linalg.solve_triangular(chol.T, noise.T, lower=False).T
+
+
+class LatentGibbsState(NamedTuple):
+    """Weights and the latent pre- (``preacts``) and post-activations of the hidden layers."""
+
+    position: Any
+    preacts: tuple
+    postacts: tuple
+
+
+def _gaussian_prior_blocks(model: BNN, num_layers: int):
+    """Per layer: prior means ``(d + 1, h)`` and variances ``(d + 1,)`` of ``[kernel; bias]``."""
+    net0 = model.init_position["net"]
+    dists = model.prior.distributions(net0)
+    blocks = []
+    for layer in range(num_layers):
+        locs, variances = [], []
+        for kind in ("kernel", "bias"):
+            path = f"layers/{layer}/{kind}"
+            d = dists.get(path)
+            if not isinstance(getattr(d, "base_dist", d), dist.Normal):
+                raise ValueError(
+                    f"LatentGibbs needs a Gaussian prior on every weight; {path} has "
+                    f"{'none' if d is None else type(getattr(d, 'base_dist', d)).__name__}"
+                )
+            shape = net0["layers"][layer][kind].shape
+            var = np.broadcast_to(np.asarray(d.variance), shape)
+            if np.ptp(var) > 0:
+                raise ValueError(f"LatentGibbs needs one prior variance per leaf; {path} varies")
+            locs.append(np.broadcast_to(np.asarray(d.mean), shape).reshape(-1, shape[-1]))
+            variances.append(np.full(locs[-1].shape[0], var.reshape(-1)[0]))
+        blocks.append((jnp.asarray(np.concatenate(locs)), jnp.asarray(np.concatenate(variances))))
+    return blocks
+
+
+def _per_layer(value, num_hidden: int, name: str) -> tuple[float, ...]:
+    values = tuple(value) if isinstance(value, Sequence) else (value,) * num_hidden
+    if len(values) != num_hidden:
+        raise ValueError(f"{name} needs one value per hidden layer ({num_hidden}), got {values}")
+    check_positive(**{name: min(values, default=1.0)})
+    return tuple(float(v) for v in values)
+
+
+def latent_gibbs(model: BNN, preactivation_var, postactivation_var) -> GibbsAlgorithm:
+    """Gibbs sampling of a ReLU MLP with noisy activations (Piccioli et al. 2023).
+
+    The noisy network, for hidden layers ``l = 1..L-1`` (``X_0`` the inputs):
+    ``Z_l = X_{l-1} W_l + b_l + N(0, Δz_l)``, ``X_l = relu(Z_l) + N(0, Δx_l)``, and the
+    output ``y = X_{L-1} W_L + b_L + N(0, σ² T)`` (the Gaussian likelihood, tempered). Given
+    the rest, each block's conditional is exact and the blocks of one kind are independent,
+    so a sweep updates in three parallel phases: all (W_l, b_l)
+    (:func:`linear_regression_draw`), all Z_l (:func:`relu_preactivation_draw`), all X_l
+    (:func:`postactivation_draw`). Cost per sweep: O(N · P + Σ_l width_l³).
+    """
+    net = _network(model)
+    lik = model.likelihood
+    if not isinstance(net, MLP):
+        raise ValueError(f"LatentGibbs needs a bayesnn.models.MLP, got {type(net).__name__}")
+    act_name = getattr(net.activation, "name", None)
+    if act_name not in ("relu", "linear"):
+        raise ValueError(f"LatentGibbs supports relu (and linear) activations, got {act_name!r}")
+    if not (isinstance(lik, likelihoods.Gaussian) and not lik.heteroscedastic
+            and not lik.learn_scale):
+        raise ValueError(
+            "LatentGibbs needs a homoscedastic likelihoods.Gaussian with a fixed scale"
+        )
+    num_layers = len(model.init_position["net"]["layers"])
+    pre_var = _per_layer(preactivation_var, num_layers - 1, "preactivation_var")
+    post_var = _per_layer(postactivation_var, num_layers - 1, "postactivation_var")
+    out_var = lik.scale**2 * lik.temperature
+    priors = _gaussian_prior_blocks(model, num_layers)
+    act = net.activation
+
+    def preact_draw(key, mean, post, layer):
+        if act_name == "linear":  # N(z; mean, Δz) N(post; z, Δx) is Gaussian
+            var = 1.0 / (1.0 / pre_var[layer] + 1.0 / post_var[layer])
+            mu = var * (mean / pre_var[layer] + post / post_var[layer])
+            return mu + jnp.sqrt(var) * jax.random.normal(key, mean.shape, mean.dtype)
+        return relu_preactivation_draw(key, mean, post, pre_var[layer], post_var[layer])
+
+    def init(position, batch) -> LatentGibbsState:
+        x = _flat_inputs(Batch(*batch).x)
+        zs = _preactivations(model, act, position, x)[:-1]
+        return LatentGibbsState(position, zs, tuple(act(z) for z in zs))
+
+    def step(key, state: LatentGibbsState, batch) -> tuple[LatentGibbsState, dict]:
+        batch = Batch(*batch)
+        k_w, k_z, k_x = (jax.random.split(k, num_layers) for k in jax.random.split(key, 3))
+        inputs = (_flat_inputs(batch.x), *state.postacts)
+        noise = (*pre_var, out_var)
+        layers = {}
+        for l in range(num_layers):  # noqa: E741 - all layers at once: independent given Z, X
+            w, b = linear_regression_draw(k_w[l], inputs[l], (*state.preacts, batch.y)[l],
+                                          noise[l], *priors[l])
+            layers[l] = {"kernel": w, "bias": b}
+        preacts = tuple(
+            preact_draw(k_z[l], inputs[l] @ layers[l]["kernel"] + layers[l]["bias"],
+                        state.postacts[l], l)
+            for l in range(num_layers - 1)
+        )
+        targets = (*preacts, batch.y)
+        postacts = tuple(
+            postactivation_draw(k_x[l], act(preacts[l]), targets[l + 1],
+                                layers[l + 1]["kernel"], layers[l + 1]["bias"],
+                                post_var[l], noise[l + 1])
+            for l in range(num_layers - 1)
+        )
+        net_ = {**state.position["net"], "layers": {**state.position["net"]["layers"], **layers}}
+        position = {**state.position, "net": net_}
+        logdensity = model.logdensity_fn(position, batch, batch.x.shape[0])
+        return LatentGibbsState(position, preacts, postacts), {"logdensity": logdensity}
+
+    return GibbsAlgorithm(init, step)
+
+
+@dataclass(frozen=True)
+class LatentGibbs:
+    """Gibbs sampling of a ReLU MLP with noisy activations as latent variables.
+
+    Piccioli, Troiani & Zdeborová (2023) add Gaussian noise to every hidden pre-activation
+    (variance Δz, ``preactivation_var``) and post-activation (variance Δx,
+    ``postactivation_var``) of the network. With these as latent variables each block —
+    a layer's weights and biases, a layer's pre-activations, a layer's post-activations —
+    has a conditional that is sampled exactly: Bayesian linear regression for the weights,
+    a two-piece truncated normal for ReLU pre-activations, a Gaussian for the
+    post-activations; see :func:`latent_gibbs`. A sweep costs about one forward and
+    backward pass plus a Cholesky factor per layer, and mixes far faster than
+    :class:`CoordinateGibbs`.
+
+    The noisy network is a different model from the ordinary one: its weight posterior
+    is that of a network whose hidden units are noisy. As Δ → 0 it tends to the ordinary
+    network's posterior (at the price of slower mixing, since the latents then pin the
+    weights); the output noise is the model's Gaussian likelihood in both. With no hidden
+    layer there are no latents and the sampler draws the exact linear-regression posterior.
+
+    Predictions use the deterministic forward pass of the sampled weights, like every
+    other :class:`~bayesnn.Posterior`: the network the user built is the model of
+    interest, the activation noise is a device to make Gibbs sampling possible, and for
+    the small Δ it needs the two predictives differ by O(Δ ‖W‖²) in variance.
+
+    Parameters
+    ----------
+    num_samples, num_warmup, num_chains, thinning
+        As :class:`CoordinateGibbs` (chains start from fresh ``model.init_params`` draws,
+        latents at their noise-free values).
+    preactivation_var, postactivation_var : float or sequence of float
+        Δz and Δx, one value for all hidden layers or one per hidden layer.
+    batch_size : None
+        Must stay None: Gibbs updates need the full data (a ValueError says why).
+
+    Needs a :class:`~bayesnn.models.MLP` with ``relu`` (or ``linear``) activation, a
+    Gaussian prior on every weight with one variance per leaf (``priors.Normal``,
+    ``priors.FanInNormal``) and a homoscedastic ``likelihoods.Gaussian`` with fixed scale.
+
+    References
+    ----------
+    Piccioli, G., Troiani, E. & Zdeborová, L. (2023). Gibbs sampling the posterior of
+    neural networks. arXiv:2306.02729.
+    """
+
+    num_samples: int = 1000
+    num_warmup: int = 1000
+    num_chains: int = 1
+    thinning: int = 1
+    preactivation_var: float | Sequence[float] = 1e-2
+    postactivation_var: float | Sequence[float] = 1e-2
+    batch_size: int | None = None
+
+    def __post_init__(self):
+        _check_full_batch("LatentGibbs", self.batch_size)
+        _check_chain_args(self.num_samples, self.num_warmup, self.num_chains, self.thinning)
+        for name in ("preactivation_var", "postactivation_var"):
+            value = getattr(self, name)
+            check_positive(**{name: min(value) if isinstance(value, Sequence) else value})
+
+    def run(
+        self, model: BNN, data: Dataset, key, *, progress=None, checkpoint=None
+    ) -> Posterior:
+        x, y = jnp.asarray(data.x), jnp.asarray(data.y)
+        gibbs = latent_gibbs(model, self.preactivation_var, self.postactivation_var)
+        k_init, k_run = jax.random.split(key)
+
+        def step_fn(key, states, x, y):
+            keys = jax.random.split(key, self.num_chains)
+            return jax.vmap(gibbs.step, in_axes=(0, 0, None))(keys, states, (x, y))
+
+        positions = initial_positions(model, k_init, self.num_chains)
+        states = jax.vmap(gibbs.init, in_axes=(0, None))(positions, (x, y))
+        draws, stats, seconds, interrupted = run_sweeps(
+            step_fn, states, k_run, (x, y), num_warmup=self.num_warmup,
+            num_samples=self.num_samples, thinning=self.thinning,
+            position_fn=lambda s: s.position, desc="LatentGibbs", progress=progress,
+            checkpoint=checkpoint,
+            hint="try larger preactivation_var / postactivation_var",
+        )
+        return _posterior(model, self, draws, stats, seconds, interrupted)
+
+
+# -- NUTS within Gibbs for hierarchical priors -----------------------------------------
+
+
+class _ConjugateBlock(CustomGibbs):
+    """A NumPyro Gibbs block whose update also receives the model's data arguments.
+
+    ``CustomGibbs`` (behind ``HMCGibbs``) hands its function only site values, so data
+    would have to be closed over and baked into the compiled program as constants.
+    """
+
+    def sample(self, state, model_args, model_kwargs):
+        rng_key, key = jax.random.split(state.rng_key)
+        sites = (model_kwargs or {}).get(GIBBS_SITES_KWARG, {})
+        return state._replace(z=self._gibbs_fn(key, state.z, sites, *model_args), rng_key=rng_key)
+
+
+@dataclass(frozen=True)
+class HierarchicalNUTS:
+    """NUTS for the weights, Gibbs for Gamma-distributed prior and noise precisions.
+
+    The model's weight prior is replaced by the hierarchy of ``hierarchical`` (see
+    :class:`~bayesnn.inference.hyper.Hierarchical`): each group's precision, and with a
+    noise hyperprior the Gaussian noise precision, is drawn from its conjugate Gamma
+    conditional (:func:`~bayesnn.inference.hyper.gibbs_hyper_update`) between NUTS
+    updates of the weights given the precisions — Neal's (1996) scheme, with NUTS in
+    place of hybrid Monte Carlo, run as a NumPyro ``Gibbs`` kernel (the machinery of
+    ``HMCGibbs``) through the project's driver. NUTS adapts its step size and mass matrix
+    during warmup; the NumPyro state carries its own PRNG key, derived from ``key``.
+
+    The precision draws are returned in ``info["hyperparameters"]`` (leading
+    ``(chain, draw)``); with a noise hyperprior the position's ``lik/log_scale`` holds
+    the sampled noise std, so predictions use it.
+
+    Parameters
+    ----------
+    hierarchical : Hierarchical
+        The hyperpriors.
+    num_samples, num_warmup, num_chains, thinning
+        NumPyro's meaning (``thinning``: NUTS steps per kept draw).
+    target_accept_prob, max_tree_depth
+        NUTS settings.
+    batch_size : None
+        Must stay None (NUTS and the Gibbs updates need the full data).
+
+    References
+    ----------
+    Neal, R. M. (1996). *Bayesian Learning for Neural Networks*. Springer, ch. 3.
+    Hoffman, M. D. & Gelman, A. (2014). The No-U-Turn sampler. *JMLR* 15, 1593–1623.
+    """
+
+    hierarchical: Hierarchical = Hierarchical()
+    num_samples: int = 1000
+    num_warmup: int = 1000
+    num_chains: int = 1
+    thinning: int = 1
+    target_accept_prob: float = 0.8
+    max_tree_depth: int = 10
+    batch_size: int | None = None
+
+    def __post_init__(self):
+        _check_full_batch("HierarchicalNUTS", self.batch_size)
+        _check_chain_args(self.num_samples, self.num_warmup, self.num_chains, self.thinning)
+        if not 0 < self.target_accept_prob < 1:
+            raise ValueError(f"target_accept_prob must be in (0, 1), got {self.target_accept_prob}")
+
+    def run(
+        self, model: BNN, data: Dataset, key, *, progress=None, checkpoint=None
+    ) -> Posterior:
+        hier = self.hierarchical
+        hier.check(model)
+        x, y = jnp.asarray(data.x), jnp.asarray(data.y)
+        hyper_sites = [f"hyper/{g}" for g in weight_groups(model, hier.group)]
+        hyper_sites += [f"hyper/{NOISE}"] if hier.noise is not None else []
+
+        def position_of(sites):
+            extra = {"lik/log_scale": -0.5 * jnp.log(sites[f"hyper/{NOISE}"])} if hier.noise else {}
+            return model.position_from_sites({**sites, **extra})
+
+        def update(key, gibbs_sites, hmc_sites, x, y):
+            position = position_of({**gibbs_sites, **hmc_sites})
+            tau, _ = gibbs_hyper_update(key, position, hier, model, (x, y))
+            return {f"hyper/{g}": v for g, v in tau.items()}
+
+        nuts = NUTS(partial(hier.numpyro_model, model), target_accept_prob=self.target_accept_prob,
+                    max_tree_depth=self.max_tree_depth)
+        kernel = Gibbs([(_ConjugateBlock(update), hyper_sites), (nuts, None)])
+        k_init, k_run = jax.random.split(key)
+        keys = jax.random.split(k_init, self.num_chains)
+        states = jax.vmap(lambda k: kernel.init(k, self.num_warmup, None, (x, y), {}))(keys)
+
+        def step_fn(_, states, x, y):
+            states = jax.vmap(lambda s: kernel.sample(s, (x, y), {}))(states)
+            nuts_state = states.block_states[1]
+            return states, {"diverging": nuts_state.diverging, "num_steps": nuts_state.num_steps,
+                            "accept_prob": nuts_state.accept_prob}
+
+        draws, stats, seconds, interrupted = run_sweeps(
+            step_fn, states, k_run, (x, y), num_warmup=self.num_warmup,
+            num_samples=self.num_samples, thinning=self.thinning,
+            position_fn=lambda s: (jax.vmap(position_of)(s.z),
+                                   {k.removeprefix("hyper/"): s.z[k] for k in hyper_sites}),
+            desc="HierarchicalNUTS", progress=progress, checkpoint=checkpoint,
+            hint="try a larger target_accept_prob or tighter hyperpriors",
+        )
+        positions, hyper = draws
+        return _posterior(model, self, positions, stats, seconds, interrupted,
+                          hyperparameters=hyper)
