@@ -8,6 +8,7 @@ this class: :meth:`BNN.logprior_fn`, :meth:`BNN.loglikelihood_fn`,
 
 from __future__ import annotations
 
+import fnmatch
 from typing import Any, NamedTuple
 
 import jax
@@ -18,7 +19,7 @@ from flax import nnx
 
 from bayesnn import likelihoods as lik_
 from bayesnn import priors as priors_
-from bayesnn.tree import flatten_paths, unflatten_paths
+from bayesnn.tree import flatten_paths, merge_trees, split_tree, unflatten_paths
 
 __all__ = ["BNN", "Batch"]
 
@@ -48,9 +49,13 @@ class BNN:
         as point estimates (flat prior).
     likelihood : bayesnn.likelihoods.Likelihood, optional
         Default ``likelihoods.Gaussian()``.
+    frozen : sequence of str, optional
+        Glob patterns of parameter paths (``"layers/0/*"``) held fixed at the network's
+        current values: constants to every inference method, absent from the position
+        (transfer learning: a frozen body).
     """
 
-    def __init__(self, network: nnx.Module, prior=None, likelihood=None):
+    def __init__(self, network: nnx.Module, prior=None, likelihood=None, *, frozen=()):
         if not isinstance(network, nnx.Module):
             raise TypeError(f"network must be a flax.nnx.Module, got {type(network).__name__}")
         for attr in ("input_shape", "out_features"):
@@ -64,10 +69,11 @@ class BNN:
         self.input_shape = tuple(network.input_shape)
         self.out_features = int(network.out_features)
         self.graphdef, params, self._rest = nnx.split(network, nnx.Param, ...)
-        self.init_position: Position = {
-            "net": jax.tree.map(jnp.asarray, nnx.to_pure_dict(params)),
-            "lik": self.likelihood.init_params(),
-        }
+        self.frozen = tuple([frozen] if isinstance(frozen, str) else frozen)
+        net, self._frozen = _split_frozen(
+            jax.tree.map(jnp.asarray, nnx.to_pure_dict(params)), self.frozen
+        )
+        self.init_position: Position = {"net": net, "lik": self.likelihood.init_params()}
         # Validates per-parameter prior rules against the network once, up front.
         self.bayesian_mask = {
             "net": self.prior.mask(self.init_position["net"]),
@@ -78,7 +84,8 @@ class BNN:
 
     def apply(self, position: Position, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
         """Network outputs for inputs ``x``; ``key`` turns dropout on (training mode)."""
-        return nnx.merge(self.graphdef, position["net"], self._rest)(x, key=key)
+        net = merge_trees(position["net"], self._frozen) if self._frozen else position["net"]
+        return nnx.merge(self.graphdef, net, self._rest)(x, key=key)
 
     def init_params(self, key: jax.Array) -> Position:
         """A fresh position: LeCun-normal kernels and zero biases (NNX's defaults)."""
@@ -171,15 +178,15 @@ class BNN:
         """Everything needed to rebuild this model, as picklable parts."""
         return {
             "graphdef": self.graphdef, "rest": self._rest,
-            "net": jax.device_get(self.init_position["net"]),
-            "prior": self.prior, "likelihood": self.likelihood,
+            "net": jax.device_get(merge_trees(self.init_position["net"], self._frozen)),
+            "prior": self.prior, "likelihood": self.likelihood, "frozen": self.frozen,
         }
 
     @classmethod
     def from_state(cls, state: dict) -> BNN:
         """Inverse of :meth:`to_state`."""
         network = nnx.merge(state["graphdef"], state["net"], state["rest"])
-        return cls(network, state["prior"], state["likelihood"])
+        return cls(network, state["prior"], state["likelihood"], frozen=state["frozen"])
 
     # -- checks ------------------------------------------------------------------------
 
@@ -196,8 +203,22 @@ class BNN:
     def __repr__(self) -> str:
         return (
             f"BNN(input_shape={self.input_shape}, out_features={self.out_features}, "
-            f"prior={self.prior!r}, likelihood={self.likelihood!r})"
+            f"prior={self.prior!r}, likelihood={self.likelihood!r}, frozen={self.frozen})"
         )
+
+
+def _split_frozen(net: dict, patterns: tuple[str, ...]) -> tuple[dict, dict]:
+    """(trainable, frozen) weights; every pattern must match a parameter."""
+    paths = list(flatten_paths(net))
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(p, pattern) for p in paths):
+            raise ValueError(f"frozen pattern {pattern!r} matches no parameter; paths: {paths}")
+    trainable, frozen = split_tree(
+        net, lambda p: any(fnmatch.fnmatchcase(p, pat) for pat in patterns)
+    )
+    if not trainable:
+        raise ValueError("every parameter is frozen: nothing is left to infer")
+    return trainable, frozen
 
 
 def _leading_shape(sites, position) -> tuple[int, ...]:

@@ -9,6 +9,7 @@ import numpy as np
 
 __all__ = [
     "path_str", "flatten_paths", "unflatten_paths", "tree_size", "save_tree", "load_tree",
+    "split_tree", "merge_trees",
 ]
 
 
@@ -54,3 +55,32 @@ def load_tree(path, like):
     """Read a pytree written by :func:`save_tree` into the structure of ``like``."""
     with np.load(path) as f:
         return unflatten_paths({k: jax.numpy.asarray(f[k]) for k in f.files}, like)
+
+
+def split_tree(tree: dict, select, prefix: str = "") -> tuple[dict, dict]:
+    """Split a nested dict into (leaves whose path ``select`` rejects, leaves it accepts).
+
+    Keys (ints included) and nesting are kept; branches left empty are dropped.
+    """
+    rest, chosen = {}, {}
+    for k, v in tree.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, dict):
+            a, b = split_tree(v, select, path + "/")
+            if a:
+                rest[k] = a
+            if b:
+                chosen[k] = b
+        elif select(path):
+            chosen[k] = v
+        else:
+            rest[k] = v
+    return rest, chosen
+
+
+def merge_trees(a: dict, b: dict) -> dict:
+    """Union of two nested dicts with disjoint leaves (inverse of :func:`split_tree`)."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = merge_trees(out[k], v) if k in out else v
+    return out

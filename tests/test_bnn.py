@@ -120,3 +120,24 @@ def test_bad_network_and_inputs(model):
         bnn.BNN(lambda x: x)
     with pytest.raises(ValueError, match=r"per-example shape \(4,\).*expects \(3,\)"):
         model.check_inputs(np.zeros((5, 4)))
+
+
+def test_frozen_weights_are_constants_outside_the_position(data):
+    x, y = data
+    net = bnn.models.MLP(3, (8,), 1, rngs=nnx.Rngs(0))
+    full = bnn.BNN(net)
+    frozen = bnn.BNN(net, frozen=["layers/0/*"])
+    assert set(bnn.tree.flatten_paths(frozen.init_position["net"])) == {
+        "layers/1/kernel", "layers/1/bias"}
+    np.testing.assert_array_equal(frozen.apply(frozen.init_position, x),
+                                  full.apply(full.init_position, x))
+    grads = jax.grad(frozen.logdensity_fn)(frozen.init_position, (x, y), 40)
+    assert set(bnn.tree.flatten_paths(grads["net"])) == {"layers/1/kernel", "layers/1/bias"}
+    back = bnn.BNN.from_state(frozen.to_state())
+    assert back.frozen == ("layers/0/*",)
+    np.testing.assert_array_equal(back.apply(back.init_position, x),
+                                  frozen.apply(frozen.init_position, x))
+    with pytest.raises(ValueError, match="matches no parameter"):
+        bnn.BNN(net, frozen=["body/*"])
+    with pytest.raises(ValueError, match="nothing is left"):
+        bnn.BNN(net, frozen=["*"])
