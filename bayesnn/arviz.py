@@ -57,45 +57,59 @@ def _as_array(samples) -> np.ndarray:
 # -- per-draw evaluation in chunks ------------------------------------------------------------
 
 
-def _loglik(model, position, key, start, x, y):
-    return model.log_prob_per_example(position, x, y)
+def _sample_rows(model, position, key, rows, f):
+    """One target draw per row; row ``i`` uses ``fold_in(key, i)`` whatever the chunking."""
+    one = lambda k, fi: model.likelihood.sample(k, fi[None], position["lik"])[0]  # noqa: E731
+    return jax.vmap(one)(jax.vmap(partial(jax.random.fold_in, key))(rows), f)
 
 
-def _sample_y(model, position, key, start, x):
-    f = model.apply(position, x)
-    return model.likelihood.sample(jax.random.fold_in(key, start), f, position["lik"])
+def _sample_y(model, position, key, dropout, rows, x):
+    return _sample_rows(model, position, key, rows, model.apply(position, x, dropout))
 
 
-def _draw_stats(model, position, key, start, x):
-    return model.likelihood.draw_stats(model.apply(position, x), position["lik"])
+def _loglik_and_sample(model, position, key, dropout, rows, x, y):
+    """Untempered log p(y_i | x_i, θ) and a target draw per row, from one forward pass."""
+    f = model.apply(position, x, dropout)
+    loglik = model.likelihood.log_prob(f, y, position["lik"])
+    return loglik, _sample_rows(model, position, key, rows, f)
+
+
+def _draw_stats(model, position, key, dropout, rows, x):
+    return model.likelihood.draw_stats(model.apply(position, x, dropout), position["lik"])
+
+
+def _fold_all(key, index):
+    return None if key is None else jax.vmap(partial(jax.random.fold_in, key))(index)
 
 
 @partial(jax.jit, static_argnums=(0, 1))
-def _rows_of_draws(model, fn, draws, keys, rows, *arrays):
+def _rows_of_draws(model, fn, draws, key, dropout_key, draw_index, rows, *arrays):
     """``fn`` for each draw on one chunk of rows; output ``(rows, draws, ...)``."""
-    one = lambda position, key: fn(model, position, key, rows[0], *arrays)  # noqa: E731
-    return jax.vmap(one, out_axes=1)(draws, keys)
+    one = lambda position, k, d: fn(model, position, k, d, rows, *arrays)  # noqa: E731
+    keys, dropout = _fold_all(key, draw_index), _fold_all(dropout_key, draw_index)
+    return jax.vmap(one, out_axes=1)(draws, keys, dropout)
 
 
 def _per_draw(posterior, fn, arrays, *, key, index=None, batch_size=1024, draw_batch_size=64):
-    """``fn(model, position, key, first_row, *row_chunks)`` for each selected draw, on the host.
+    """``fn(model, position, key, dropout_key, row_indices, *row_chunks)`` for each draw.
 
     Draws (flat indices ``index``, default all) go through in chunks of ``draw_batch_size``
     and rows in chunks of ``batch_size``, so device memory stays bounded; results are stacked
-    as ``(len(index), num_rows, ...)`` NumPy arrays. Draw ``s`` uses ``fold_in(key, s)``.
+    on the host as ``(len(index), num_rows, ...)`` NumPy arrays. Draw ``s`` gets the key
+    ``fold_in(key, s)`` and, for MC-dropout posteriors (``info["dropout_key"]``), the
+    dropout key ``fold_in(dropout_key, s)`` that :meth:`~bayesnn.Posterior.predict` uses.
     """
-    flat = posterior.flat_draws()
+    flat = jax.tree.map(lambda a: np.asarray(a).reshape((-1,) + a.shape[2:]), posterior.draws)
     index = np.arange(posterior.num_samples) if index is None else np.asarray(index)
     size = min(draw_batch_size, len(index))
     rows = np.arange(arrays[0].shape[0])
+    dropout_key = posterior.info.get("dropout_key")
     parts = []
     for start in range(0, len(index), size):
         sel = index[np.minimum(np.arange(start, start + size), len(index) - 1)]
         draws = jax.tree.map(lambda a, s=sel: a[s], flat)
-        keys = jax.vmap(partial(jax.random.fold_in, key))(sel)
-        out = map_rows(
-            partial(_rows_of_draws, posterior.model, fn, draws, keys), (rows, *arrays), batch_size
-        )
+        out = map_rows(partial(_rows_of_draws, posterior.model, fn, draws, key, dropout_key, sel),
+                       (rows, *arrays), batch_size)
         keep = min(size, len(index) - start)
         parts.append(jax.tree.map(lambda a, k=keep: np.swapaxes(np.asarray(a), 0, 1)[:k], out))
     return jax.tree.map(lambda *a: np.concatenate(a), *parts)
@@ -175,10 +189,8 @@ def _sample_stats(posterior) -> dict[str, np.ndarray]:
     return out
 
 
-def _predictive_groups(posterior, inputs, key, index, chunks) -> tuple[xr.Dataset, ...]:
-    """Target draws at ``inputs`` for the flat draw ``index`` and the inputs themselves."""
-    inputs = posterior._check_x(inputs)
-    draws = _per_draw(posterior, _sample_y, (inputs,), key=key, index=index, **chunks)
+def _predictive_groups(posterior, inputs, draws, index) -> tuple[xr.Dataset, ...]:
+    """Datasets of target ``draws`` (flat draw ``index``) and of the ``inputs``."""
     draws = _squeeze_target(posterior.model, _by_chain(draws, posterior.num_chains))
     draw_coord = index[: len(index) // posterior.num_chains] % posterior.num_draws
     return (
@@ -224,8 +236,8 @@ def to_datatree(
     x_new : array, optional
         Inputs for the ``predictions`` group.
     key : int or PRNG key, optional
-        Randomness of the predictive draws (default ``0``); draw ``s`` uses
-        ``fold_in(key, s)``.
+        Randomness of the predictive draws (default ``0``). Each (draw, row) pair gets its own
+        folded-in key, so the draws do not depend on the chunk sizes.
     num_pp_samples : int, optional
         Keep only this many evenly spaced draws per chain in ``posterior_predictive`` and
         ``predictions`` (their ``draw`` coordinate keeps the original indices); default all.
@@ -254,12 +266,15 @@ def to_datatree(
     flat_index = (np.arange(num_chains)[:, None] * posterior.num_draws + draw_index).ravel()
     chunks = dict(batch_size=batch_size, draw_batch_size=draw_batch_size)
     if x is not None:
-        x = posterior._check_x(x)
-        if y is not None:
+        x, k_pp = posterior._check_x(x), jax.random.fold_in(key, 1)
+        if y is None:
+            samples = _per_draw(posterior, _sample_y, (x,), key=k_pp, index=flat_index, **chunks)
+        else:
             y = model.likelihood.validate_targets(np.asarray(y), model.out_features)
             if y.shape[0] != x.shape[0]:
                 raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
-            loglik = _per_draw(posterior, _loglik, (x, y), key=key, **chunks)
+            loglik, samples = _per_draw(posterior, _loglik_and_sample, (x, y), key=k_pp, **chunks)
+            samples = samples[flat_index]
             groups["log_likelihood"] = _dataset(
                 {"y": _by_chain(loglik, num_chains)}, dims={"y": ["obs"]}
             )
@@ -267,11 +282,14 @@ def to_datatree(
                 {"y": _squeeze_target(model, y)}, dims={"y": ["obs"]}, sample_dims=()
             )
         groups["posterior_predictive"], groups["constant_data"] = _predictive_groups(
-            posterior, x, jax.random.fold_in(key, 1), flat_index, chunks
+            posterior, x, samples, flat_index
         )
     if x_new is not None:
+        x_new = posterior._check_x(x_new)
+        samples = _per_draw(posterior, _sample_y, (x_new,), key=jax.random.fold_in(key, 2),
+                            index=flat_index, **chunks)
         groups["predictions"], groups["predictions_constant_data"] = _predictive_groups(
-            posterior, x_new, jax.random.fold_in(key, 2), flat_index, chunks
+            posterior, x_new, samples, flat_index
         )
 
     tree = xr.DataTree.from_dict(groups)
@@ -288,18 +306,18 @@ def to_datatree(
 
 def _extremes(samples: np.ndarray, block: int = 4096) -> dict[str, float]:
     """Max R̂ and min bulk/tail ESS over the coordinates of ``(chain, draw, P)``, in blocks
-    of ``block`` coordinates; constant coordinates (NaN R̂) are ignored."""
-    r, bulk, tail = [], [], []
+    of ``block`` coordinates. NaNs (constant coordinates) are ignored; R̂ may be inf (chains
+    constant at different values)."""
+    worst = {"max_rhat": [], "min_ess_bulk": [], "min_ess_tail": []}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks: nothing varies
         for start in range(0, samples.shape[-1], block):
             part = samples[..., start:start + block]
-            r.append(np.nanmax(rhat(part), initial=-np.inf))
-            bulk.append(np.nanmin(ess(part, "bulk"), initial=np.inf))
-            tail.append(np.nanmin(ess(part, "tail"), initial=np.inf))
-    finite = lambda v: float(v) if np.isfinite(v) else float("nan")  # noqa: E731
-    return {"max_rhat": finite(max(r)), "min_ess_bulk": finite(min(bulk)),
-            "min_ess_tail": finite(min(tail))}
+            worst["max_rhat"].append(np.nanmax(rhat(part)))
+            worst["min_ess_bulk"].append(np.nanmin(ess(part, "bulk")))
+            worst["min_ess_tail"].append(np.nanmin(ess(part, "tail")))
+        return {k: float(np.nanmax(v) if k == "max_rhat" else np.nanmin(v))
+                for k, v in worst.items()}
 
 
 def diagnostics(
@@ -314,7 +332,23 @@ def diagnostics(
     network are only identified up to permutations of hidden units, so chains in different
     modes give a large weight R̂ even when their predictions agree: the predictive R̂ is the
     meaningful one (Izmailov et al. 2021, *What are Bayesian neural network posteriors really
-    like?*, §4).
+    like?*).
+
+    Parameters
+    ----------
+    posterior : Posterior
+        At least 2 chains of 4 draws.
+    x : array, optional
+        Inputs at which to check the predictions.
+    batch_size, draw_batch_size : int
+        Chunk sizes over rows and draws (memory only).
+
+    Returns
+    -------
+    dict
+        ``num_chains``, ``num_draws``, ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail`` and,
+        with ``x``, ``max_rhat_pred``, ``min_ess_bulk_pred``, ``min_ess_tail_pred``. NaN
+        where nothing varies (e.g. no weight has a prior).
 
     Raises
     ------

@@ -86,7 +86,8 @@ class Posterior:
         batch_size, draw_batch_size : int
             Chunk sizes over inputs and draws.
         key : PRNG key, optional
-            Keep dropout on, with an independent mask per draw (MC dropout).
+            Keep dropout on, with an independent mask per draw (MC dropout). Default:
+            ``info["dropout_key"]`` when the method set one (:class:`~bayesnn.MCDropout`).
 
         Returns
         -------
@@ -157,6 +158,20 @@ class Posterior:
         draws = jax.tree.map(jnp.asarray, payload["draws"])
         return cls(BNN.from_state(payload["model"]), draws, payload["method"], payload["info"])
 
+    # -- ArviZ -------------------------------------------------------------------------
+
+    def to_arviz(self, x=None, y=None, **kwargs):
+        """ArviZ ``xarray.DataTree`` of the draws; see :func:`bayesnn.arviz.to_datatree`."""
+        from bayesnn.arviz import to_datatree
+
+        return to_datatree(self, x, y, **kwargs)
+
+    def diagnostics(self, x=None, **kwargs) -> dict[str, float]:
+        """Worst R̂ and ESS of weights and predictions; see :func:`bayesnn.arviz.diagnostics`."""
+        from bayesnn.arviz import diagnostics
+
+        return diagnostics(self, x, **kwargs)
+
     # -- helpers -----------------------------------------------------------------------
 
     def _check_x(self, x) -> np.ndarray:
@@ -170,6 +185,7 @@ class Posterior:
 
     def _draw_chunks(self, size: int, key):
         """Yield ``(draws, weights, keys)`` chunks of a fixed size; padding has weight 0."""
+        key = self.info.get("dropout_key") if key is None else key
         flat = self.flat_draws()
         n = self.num_samples
         size = min(size, n)

@@ -67,7 +67,7 @@ def _format(column: str, value: float) -> str:
     return f"{value:.4g}"
 
 
-@dataclass
+@dataclass(repr=False)
 class Report:
     """The result of :func:`compare`.
 
@@ -97,6 +97,9 @@ class Report:
     levels: tuple[float, ...] = (0.5, 0.9)
     num_bins: int = 15
     num_ood: int = 0
+
+    def __repr__(self) -> str:
+        return f"Report(task={self.task!r}, methods={self.methods}, columns={self.columns})"
 
     @property
     def methods(self) -> list[str]:
