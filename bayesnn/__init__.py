@@ -2,11 +2,29 @@
 
 from bayesnn import data, likelihoods, models, priors
 from bayesnn.bnn import BNN
-from bayesnn.inference import MAP, NonFiniteError, fit
+from bayesnn.inference import (
+    HMC,
+    MAP,
+    NUTS,
+    PSGLD,
+    SGHMC,
+    SGLD,
+    CoordinateGibbs,
+    Ensemble,
+    HierarchicalNUTS,
+    LatentGibbs,
+    LowRankVI,
+    MCDropout,
+    MeanFieldVI,
+    NonFiniteError,
+    fit,
+)
 from bayesnn.posterior import Posterior
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BNN", "MAP", "NonFiniteError", "Posterior", "data", "fit", "likelihoods", "models", "priors",
+    "Ensemble", "HMC", "MCDropout", "NUTS", "LowRankVI", "MeanFieldVI", "CoordinateGibbs",
+    "LatentGibbs", "HierarchicalNUTS", "SGLD", "PSGLD", "SGHMC",
 ]

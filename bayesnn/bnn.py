@@ -84,8 +84,12 @@ class BNN:
 
     def apply(self, position: Position, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
         """Network outputs for inputs ``x``; ``key`` turns dropout on (training mode)."""
-        net = merge_trees(position["net"], self._frozen) if self._frozen else position["net"]
-        return nnx.merge(self.graphdef, net, self._rest)(x, key=key)
+        return self.network(position)(x, key=key)
+
+    def network(self, position: Position | None = None) -> nnx.Module:
+        """The NNX network holding the weights of ``position`` (default: the initial ones)."""
+        net = (self.init_position if position is None else position)["net"]
+        return nnx.merge(self.graphdef, merge_trees(net, self._frozen), self._rest)
 
     def init_params(self, key: jax.Array) -> Position:
         """A fresh position: LeCun-normal kernels and zero biases (NNX's defaults)."""

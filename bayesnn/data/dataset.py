@@ -116,8 +116,8 @@ def _split(data: Dataset, order: np.ndarray, fraction: float, what: str):
     return take(data, order[:n_first]), take(data, order[n_first:])
 
 
-def train_test_split(data, test_fraction: float = 0.2, *, key: jax.Array):
-    """Shuffle with ``key`` and hold out ``test_fraction`` of the examples.
+def train_test_split(data, test_fraction: float = 0.2, *, key: int | jax.Array):
+    """Shuffle with ``key`` (a PRNG key or an int seed) and hold out ``test_fraction``.
 
     Returns
     -------
@@ -126,6 +126,7 @@ def train_test_split(data, test_fraction: float = 0.2, *, key: jax.Array):
         examples.
     """
     data = as_dataset(data)
+    key = jax.random.key(key) if isinstance(key, int) else key
     order = np.asarray(jax.random.permutation(key, data.num_examples))
     return _split(data, order, test_fraction, "test_fraction")
 

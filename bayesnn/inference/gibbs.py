@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 from flax import nnx
-from jax.scipy.special import log_ndtr, ndtri
+from jax.scipy.special import erfcx, log_ndtr, ndtri
 from jax.scipy.stats import norm
 from numpyro.infer import NUTS
 from numpyro.infer.gibbs import GIBBS_SITES_KWARG, CustomGibbs, Gibbs
@@ -43,11 +43,12 @@ from bayesnn.tree import flatten_paths, unflatten_paths
 
 __all__ = [
     "CoordinateGibbs", "LatentGibbs", "HierarchicalNUTS", "GibbsAlgorithm", "GibbsState",
-    "LatentGibbsState", "coordinate_gibbs", "latent_gibbs", "scan_order",
+    "LatentGibbsState", "coordinate_gibbs", "latent_gibbs",
     "linear_regression_draw", "relu_preactivation_draw", "postactivation_draw",
     "truncated_normal_draw", "initial_positions", "run_sweeps", "num_coordinates",
 ]
 
+_SQRT2, _SQRT_HALF_PI = math.sqrt(2.0), math.sqrt(math.pi / 2)
 _CHUNKS_PER_RUN = 20  # progress updates and finiteness checks per run
 _DRAW_BUFFER_BYTES = 64 * 2**20  # device memory for the draws kept within one chunk
 
@@ -92,6 +93,17 @@ def initial_positions(model: BNN, key, num_chains: int):
         )
 
     return jax.vmap(one)(jax.random.split(key, num_chains))
+
+
+def _init_chains(model: BNN, init: Callable, key, num_chains: int, x, y):
+    """Initial states of all chains (one compiled program rather than many small ones)."""
+
+    @jax.jit
+    def states(key, x, y):
+        positions = initial_positions(model, key, num_chains)
+        return jax.vmap(init, in_axes=(0, None))(positions, (x, y))
+
+    return states(key, x, y)
 
 
 def run_sweeps(
@@ -167,8 +179,13 @@ def _posterior(model, method, draws, stats, seconds, interrupted, **info) -> Pos
     })
 
 
-def _network(model: BNN) -> nnx.Module:
-    return nnx.merge(model.graphdef, model.init_position["net"], model._rest)
+def _mlp(model: BNN) -> MLP | None:
+    """The model's network if it is a :class:`~bayesnn.models.MLP` with no frozen weights
+    (whose layers are then all in the position), else None."""
+    if model.frozen:
+        return None
+    net = nnx.merge(model.graphdef, model.init_position["net"], model._rest)
+    return net if isinstance(net, MLP) else None
 
 
 def _flat_inputs(x):
@@ -201,8 +218,8 @@ class _Cache(NamedTuple):
     """What one coordinate update reuses: the forward pass at the current position."""
 
     position: Any
-    preacts: tuple  # MLP: every layer's pre-activations (the last: outputs); else (outputs,)
-    loglik: jax.Array
+    preacts: tuple  # MLP: every layer's pre-activations (the last: outputs); else (outputs,);
+    loglik: jax.Array  # all transposed, (width, N)
 
 
 def _preactivations(model: BNN, act, position, x) -> tuple:
@@ -223,30 +240,40 @@ def _set_element(position, path: str, idx, value):
     return unflatten_paths(named, position)
 
 
-def _mlp_preacts_after(act, preacts, layers, x, layer: int, kind: str, idx, delta) -> tuple:
-    """Pre-activations after adding ``delta`` to one weight of ``layer``.
+def _mlp_preacts_after(act, preacts, layers, inputs, layer: int, kind: str, idx, delta) -> tuple:
+    """Transposed pre-activations ``(width, N)`` after adding ``delta`` to one weight.
 
-    The weight moves one column ``j`` of the layer's pre-activations by ``delta · input``
-    (O(N)); the next layer's pre-activations then move by a rank-one term (O(N · width));
-    only layers after that are recomputed.
+    The weight moves the row of its unit ``j`` in its layer by ``delta · input`` (O(N)); the
+    next layer's pre-activations then move by a rank-one term (O(N · width)); only the
+    layers after that are recomputed. Rows, not columns, so a unit's values are contiguous.
     """
     zs = list(preacts)
-    width = zs[layer].shape[1]
+    width = zs[layer].shape[0]
     i, j = (idx // width, idx % width) if kind == "kernel" else (0, idx)
     if kind == "kernel":
-        inputs = x[:, i] if layer == 0 else act(zs[layer - 1][:, i])
-        shift = delta * inputs
+        shift = delta * (inputs[i] if layer == 0 else act(zs[layer - 1][i]))
     else:
         shift = delta
-    old = zs[layer][:, j]
+    old = zs[layer][j]
     new = old + shift
-    zs[layer] = zs[layer].at[:, j].set(new)
+    zs[layer] = zs[layer].at[j].set(new)
     if layer + 1 < len(zs):
-        row = layers[layer + 1]["kernel"][j]
-        zs[layer + 1] = zs[layer + 1] + jnp.outer(act(new) - act(old), row)
+        zs[layer + 1] = zs[layer + 1] + jnp.outer(layers[layer + 1]["kernel"][j],
+                                                  act(new) - act(old))
     for m in range(layer + 2, len(zs)):
-        zs[m] = act(zs[m - 1]) @ layers[m]["kernel"] + layers[m]["bias"]
+        zs[m] = layers[m]["kernel"].T @ act(zs[m - 1]) + layers[m]["bias"][:, None]
     return tuple(zs)
+
+
+def _element_logprob(d: dist.Distribution, shape, idx, v) -> jax.Array:
+    """log-density of element ``idx`` of a factorised distribution over a leaf at ``v``:
+    O(1) when the parameters are shared by the leaf (an expanded scalar distribution),
+    else by evaluating the whole leaf."""
+    if d.batch_shape == ():
+        return d.log_prob(v)
+    if isinstance(d, dist.ExpandedDistribution) and d.base_dist.batch_shape == ():
+        return d.base_dist.log_prob(v)
+    return jnp.ravel(d.log_prob(jnp.broadcast_to(v, shape)))[idx]
 
 
 def _coordinate_priors(model: BNN) -> dict[str, dist.Distribution]:
@@ -262,45 +289,46 @@ def num_coordinates(model: BNN) -> int:
     return sum(int(named[p].size) for p in _coordinate_priors(model))
 
 
-def scan_order(key, num_coordinates: int, scan: str) -> jax.Array:
-    """The order of one sweep: ``0..P-1`` (systematic) or a random permutation (random)."""
-    if scan == "systematic":
-        return jnp.arange(num_coordinates)
-    return jax.random.permutation(key, num_coordinates)
-
-
 def coordinate_gibbs(
-    model: BNN, *, slice_width: float = 1.0, max_steps_out: int = 10
+    model: BNN, *, scan: str = "systematic", slice_width: float = 1.0, max_steps_out: int = 10
 ) -> GibbsAlgorithm:
     """Coordinate-wise Gibbs sampling by univariate slice sampling.
 
-    ``step(key, state, batch, order)`` updates the Bayesian coordinates of the position
-    (weights with a prior and likelihood parameters; point estimates stay) one at a time in
-    ``order`` (see :func:`scan_order`), each drawn from p(w_i | w_-i, data) by
-    :func:`~bayesnn.inference.slice.slice_sample` on the full-data log-density of
-    :meth:`BNN.logdensity_fn`. ``batch`` must hold all the data.
+    ``step(key, state, batch, order_key)`` updates every Bayesian coordinate of the position
+    (weights with a prior, likelihood parameters; point estimates stay) once, each drawn
+    from p(w_i | w_-i, data) by :func:`~bayesnn.inference.slice.slice_sample` on the
+    full-data log-density of :meth:`BNN.logdensity_fn`; ``batch`` must hold all the data.
+    The sweep goes leaf by leaf (``layers/0/bias``, ``layers/0/kernel``, ...): in the
+    leaves' order and in index order within each (``scan="systematic"``), or in a random
+    order of the leaves drawn from ``order_key`` and a random order within each leaf
+    drawn from ``key`` (``scan="random"``). Chains under ``vmap`` share ``order_key``, so
+    the choice of leaf stays a branch rather than a select over all leaves.
 
-    Each slice evaluation reuses the forward pass: for an :class:`~bayesnn.models.MLP` the
-    cache holds every layer's pre-activations, so a weight of the last layer costs O(N) per
-    evaluation, one of the layer before O(N · outputs), and only deeper ones recompute the
-    layers above them; likelihood parameters reuse the outputs (O(N)). Other networks run a
-    full forward pass, O(N · P), per evaluation. A sweep over the P weights of a one-hidden-
-    layer MLP thus costs O(k · P · N · outputs), k the evaluations per update (about 5–10),
-    and O(k · P² · N) for other networks. The cache is rebuilt from scratch at each sweep.
+    Cost. Each update evaluates the density k ≈ 5–10 times (stepping out, shrinkage) and
+    every evaluation reuses the forward pass. For an :class:`~bayesnn.models.MLP` the state
+    of a sweep caches every layer's pre-activations: a weight of the last layer moves one
+    output column (O(N)); a weight of the layer before moves one column of its
+    pre-activations and the outputs by a rank-one term (O(N · outputs)); deeper weights
+    also recompute the layers above. Only the scalar density leaves an evaluation; the
+    cache is updated in place once, at the accepted value. A sweep of a one-hidden-layer
+    MLP with P weights thus costs O(k · P · N · outputs). Other networks run a full
+    forward pass per evaluation: O(k · P² · N) per sweep. The cache is rebuilt at the
+    start of every sweep, so rounding errors do not accumulate.
     """
-    net = _network(model)
-    act = net.activation if isinstance(net, MLP) else None
+    if scan not in ("systematic", "random"):
+        raise ValueError(f'scan must be "systematic" or "random", got {scan!r}')
+    net = _mlp(model)
+    act = None if net is None else net.activation
     priors = _coordinate_priors(model)
     shapes = {p: v.shape for p, v in flatten_paths(model.init_position).items() if p in priors}
-    paths = list(shapes)
-    sizes = [math.prod(s) for s in shapes.values()]
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int32)
 
     def cache_at(position, x, y, preacts=None):
-        preacts = _preactivations(model, act, position, x) if preacts is None else preacts
-        return _Cache(position, preacts, _loglik(model, preacts[-1], y, position["lik"]))
+        if preacts is None:
+            preacts = tuple(z.T for z in _preactivations(model, act, position, x))
+        return _Cache(position, preacts, _loglik(model, preacts[-1].T, y, position["lik"]))
 
-    def propose(path, cache, idx, v, x, y) -> _Cache:
+    def propose(path, cache, idx, v, x, x_t, y) -> _Cache:
+        """The cache with coordinate ``idx`` of leaf ``path`` set to ``v``."""
         position = _set_element(cache.position, path, idx, v)
         if path.startswith("lik/"):
             return cache_at(position, x, y, cache.preacts)
@@ -308,44 +336,59 @@ def coordinate_gibbs(
             return cache_at(position, x, y)
         _, _, layer, kind = path.split("/")
         delta = v - flatten_paths(cache.position)[path].reshape(-1)[idx]
-        preacts = _mlp_preacts_after(act, cache.preacts, cache.position["net"]["layers"], x,
+        preacts = _mlp_preacts_after(act, cache.preacts, cache.position["net"]["layers"], x_t,
                                      int(layer), kind, idx, delta)
         return cache_at(position, x, y, preacts)
 
-    def update(path, key, cache, idx, x, y):
-        prior, shape = priors[path], shapes[path]
+    def logdensity(path, cache, idx, v, x, x_t, y):
+        """log p(w_i = v | w_-i, data) + const: only the scalar is used, so the updated
+        copies of the cached arrays are never built (dead code)."""
+        prior = _element_logprob(priors[path], shapes[path], idx, v)
+        return propose(path, cache, idx, v, x, x_t, y).loglik + prior
 
-        def logdensity(v):
-            new = propose(path, cache, idx, v, x, y)
-            return new.loglik + jnp.ravel(prior.log_prob(jnp.broadcast_to(v, shape)))[idx], new
+    def leaf_sweep(path, key, cache, x, x_t, y):
+        """Update every coordinate of one leaf; returns the cache and the sweep's counts."""
+        size = math.prod(shapes[path])
+        k_order, k_updates = jax.random.split(key)
+        order = jnp.arange(size) if scan == "systematic" else jax.random.permutation(
+            k_order, size)
 
-        x0 = flatten_paths(cache.position)[path].reshape(-1)[idx]
-        logp0 = cache.loglik + jnp.ravel(prior.log_prob(jnp.broadcast_to(x0, shape)))[idx]
-        _, _, cache, info = slice_sample(key, logdensity, x0, logp0, cache, slice_width,
-                                         max_steps_out)
-        return cache, info
+        def body(i, carry):
+            cache, evals, exhausted = carry
+            idx = order[i]
+            x0 = flatten_paths(cache.position)[path].reshape(-1)[idx]
+            density = partial(logdensity, path, idx=idx, x=x, x_t=x_t, y=y)
+            # The cache goes through the slice loop as an argument, not in its closure, so
+            # it is updated in place below rather than copied.
+            x1, _, (cache,), info = slice_sample(
+                jax.random.fold_in(k_updates, i), lambda v, c: density(c, v=v), x0,
+                density(cache, v=x0), slice_width, max_steps_out, args=(cache,),
+            )
+            cache = propose(path, cache, idx, x1, x, x_t, y)
+            return cache, evals + info.num_evals, exhausted + info.exhausted
+
+        zero = jnp.int32(0)
+        return jax.lax.fori_loop(0, size, body, (cache, zero, zero))
 
     def init(position, batch) -> GibbsState:
         batch = Batch(*batch)
         return GibbsState(position, model.logdensity_fn(position, batch, batch.x.shape[0]))
 
-    def step(key, state: GibbsState, batch, order) -> tuple[GibbsState, CoordinateGibbsInfo]:
+    def step(key, state: GibbsState, batch, order_key) -> tuple[GibbsState, CoordinateGibbsInfo]:
         batch = Batch(*batch)
         x = _flat_inputs(batch.x) if act is not None else batch.x
-        branches = [partial(update, p, x=x, y=batch.y) for p in paths]
-        starts = jnp.asarray(offsets)
+        sweeps = [partial(leaf_sweep, p, x=x, x_t=x.T, y=batch.y) for p in shapes]
+        leaves = jnp.arange(len(sweeps))
+        leaves = leaves if scan == "systematic" else jax.random.permutation(order_key, leaves)
 
-        def body(t, carry):
+        def body(b, carry):
             cache, evals, exhausted = carry
-            g = order[t]
-            leaf = jnp.searchsorted(starts, g, side="right") - 1
-            cache, info = jax.lax.switch(leaf, branches, jax.random.fold_in(key, t), cache,
-                                         g - starts[leaf])
-            return cache, evals + info.num_evals, exhausted + info.exhausted
+            cache, e, ex = jax.lax.switch(leaves[b], sweeps, jax.random.fold_in(key, b), cache)
+            return cache, evals + e, exhausted + ex
 
         zero = jnp.int32(0)
         cache, evals, exhausted = jax.lax.fori_loop(
-            0, order.shape[0], body, (cache_at(state.position, x, batch.y), zero, zero)
+            0, len(sweeps), body, (cache_at(state.position, x, batch.y), zero, zero)
         )
         logdensity = cache.loglik + model.logprior_fn(cache.position)
         return GibbsState(cache.position, logdensity), CoordinateGibbsInfo(evals, exhausted)
@@ -359,9 +402,9 @@ class CoordinateGibbs:
 
     A sweep draws every Bayesian coordinate w_i from p(w_i | w_-i, data) ∝ p(w) p(data | w)
     by univariate slice sampling with stepping out and shrinkage (Neal 2003), in a fixed
-    (``scan="systematic"``) or freshly permuted (``scan="random"``) order; a draw is the
-    position after ``thinning`` sweeps. Chains run in parallel (vmap); in a random scan
-    they share each sweep's order, so the loop over coordinates stays one program.
+    (``scan="systematic"``) or freshly permuted (``scan="random"``: the parameter leaves in
+    random order, shared by the chains, and the coordinates of each leaf in random order)
+    order; a draw is the position after ``thinning`` sweeps. Chains run in parallel (vmap).
 
     Cost: every update needs the likelihood of all N examples, so a sweep costs
     O(P × N) work times the slice evaluations per update (about 5–10) for a
@@ -416,18 +459,16 @@ class CoordinateGibbs:
     ) -> Posterior:
         x, y = jnp.asarray(data.x), jnp.asarray(data.y)
         k_init, k_run = jax.random.split(key)
-        gibbs = coordinate_gibbs(model, slice_width=self.slice_width,
+        gibbs = coordinate_gibbs(model, scan=self.scan, slice_width=self.slice_width,
                                  max_steps_out=self.max_steps_out)
-        size = num_coordinates(model)
 
         def step_fn(key, states, x, y):
             k_order, k_chains = jax.random.split(key)
-            order = scan_order(k_order, size, self.scan)
             keys = jax.random.split(k_chains, self.num_chains)
-            return jax.vmap(gibbs.step, in_axes=(0, 0, None, None))(keys, states, (x, y), order)
+            return jax.vmap(gibbs.step, in_axes=(0, 0, None, None))(keys, states, (x, y),
+                                                                     k_order)
 
-        positions = initial_positions(model, k_init, self.num_chains)
-        states = jax.vmap(gibbs.init, in_axes=(0, None))(positions, (x, y))
+        states = _init_chains(model, gibbs.init, k_init, self.num_chains, x, y)
         draws, stats, seconds, interrupted = run_sweeps(
             step_fn, states, k_run, (x, y), num_warmup=self.num_warmup,
             num_samples=self.num_samples, thinning=self.thinning,
@@ -435,7 +476,8 @@ class CoordinateGibbs:
             checkpoint=checkpoint,
         )
         return _posterior(model, self, draws, stats._asdict(),
-                          seconds, interrupted, num_coordinates=size)
+                          seconds, interrupted,
+                          num_coordinates=num_coordinates(model))
 
 
 # -- latent-variable Gibbs (Piccioli, Troiani & Zdeborová 2023) ------------------------
@@ -444,21 +486,30 @@ class CoordinateGibbs:
 def truncated_normal_draw(key, mean, std, shape=None) -> jax.Array:
     """Draw N(mean, std²) conditioned on being ≥ 0, exactly, far into either tail.
 
-    With ``a = -mean/std`` the standard normal tail beyond ``a`` is inverted: directly,
-    z = -Φ⁻¹(u Φ(-a)), for a < 5; beyond, by Newton's method on log Φ(-z) = log u + log Φ(-a)
-    from Marsaglia's (1964) tail guess z = sqrt(a² - 2 log u), which lies above the root,
-    so the (concave) iteration converges monotonically; four steps reach float32 precision.
+    With ``a = -mean/std`` the standard normal is drawn beyond ``a`` by inverting its tail
+    probability: directly, z = -Φ⁻¹(u Φ(-a)), for a < 5; beyond, the excess e = z - a
+    solves log Φ(-(a + e)) - log Φ(-a) = log u, written with the scaled complementary
+    error function as -(a e + e²/2) + log erfcx((a + e)/√2) - log erfcx(a/√2) so that no
+    large terms cancel. Newton's method solves it from Marsaglia's (1964) tail guess
+    e = sqrt(a² - 2 log u) - a, which lies above the root, so the iteration (on a concave
+    function) converges monotonically; three steps reach float32 precision. The draw is
+    then ``std · e`` (``mean + std · a = 0``), accurate even thousands of stds out.
     """
     shape = jnp.broadcast_shapes(jnp.shape(mean), jnp.shape(std)) if shape is None else shape
     a = -mean / std
     u = 1.0 - jax.random.uniform(key, shape, jnp.result_type(mean))  # (0, 1]
-    log_p = jnp.log(u) + log_ndtr(-a)
-    direct = -ndtri(jnp.exp(log_p))
-    z = jnp.sqrt(jnp.maximum(a, 0.0) ** 2 - 2 * jnp.log(u))
-    for _ in range(4):
-        log_tail = log_ndtr(-z)
-        z = z + (log_tail - log_p) * jnp.exp(log_tail - norm.logpdf(z))
-    return jnp.maximum(mean + std * jnp.where(a < 5.0, direct, z), 0.0)
+    direct = mean + std * -ndtri(u * jnp.exp(log_ndtr(-a)))
+    tail = jnp.maximum(a, 5.0)  # the tail branch only serves a ≥ 5
+    e = -2 * jnp.log(u) / (jnp.sqrt(tail**2 - 2 * jnp.log(u)) + tail)
+    log_erfcx_a = jnp.log(erfcx(tail / _SQRT2))
+
+    def newton(_, e):
+        scaled = erfcx((tail + e) / _SQRT2)
+        g = -(tail * e + e**2 / 2) + jnp.log(scaled) - log_erfcx_a - jnp.log(u)
+        return e + g * _SQRT_HALF_PI * scaled  # Φ(-z)/φ(z) = sqrt(π/2) erfcx(z/√2)
+
+    e = jax.lax.fori_loop(0, 3, newton, e)
+    return jnp.maximum(jnp.where(a < 5.0, direct, std * e), 0.0)
 
 
 def linear_regression_draw(key, inputs, targets, noise_var, prior_loc, prior_var):
@@ -488,7 +539,7 @@ def relu_preactivation_draw(key, mean, post, pre_var, post_var) -> jax.Array:
     truncated to z ≥ 0, of weight N(post; mean, Δz + Δx) Φ(μ/√v). The piece is drawn by
     its weight (in log space), then the truncated normal exactly.
     """
-    k_piece, k_neg, k_pos = jax.random.split(key, 3)
+    k_piece, k_draw = jax.random.split(key)
     sd = jnp.sqrt(pre_var)
     var = 1.0 / (1.0 / pre_var + 1.0 / post_var)
     mu = var * (mean / pre_var + post / post_var)
@@ -496,9 +547,9 @@ def relu_preactivation_draw(key, mean, post, pre_var, post_var) -> jax.Array:
     log_pos = norm.logpdf(post, mean, jnp.sqrt(pre_var + post_var)) + log_ndtr(mu / jnp.sqrt(var))
     u = jax.random.uniform(k_piece, mean.shape, mean.dtype)
     positive = u < jax.nn.sigmoid(log_pos - log_neg)
-    z_pos = truncated_normal_draw(k_pos, mu, jnp.sqrt(var), mean.shape)
-    z_neg = -truncated_normal_draw(k_neg, -mean, sd, mean.shape)
-    return jnp.where(positive, z_pos, z_neg)
+    # z ≥ 0: N(μ, v) truncated to [0, ∞); z < 0: minus N(-mean, Δz) truncated to [0, ∞).
+    loc, scale = jnp.where(positive, mu, -mean), jnp.where(positive, jnp.sqrt(var), sd)
+    return jnp.where(positive, 1.0, -1.0) * truncated_normal_draw(k_draw, loc, scale, mean.shape)
 
 
 def postactivation_draw(key, act_pre, next_pre, next_kernel, next_bias, post_var, next_var):
@@ -568,10 +619,10 @@ def latent_gibbs(model: BNN, preactivation_var, postactivation_var) -> GibbsAlgo
     (:func:`linear_regression_draw`), all Z_l (:func:`relu_preactivation_draw`), all X_l
     (:func:`postactivation_draw`). Cost per sweep: O(N · P + Σ_l width_l³).
     """
-    net = _network(model)
+    net = _mlp(model)
     lik = model.likelihood
-    if not isinstance(net, MLP):
-        raise ValueError(f"LatentGibbs needs a bayesnn.models.MLP, got {type(net).__name__}")
+    if net is None:
+        raise ValueError("LatentGibbs needs a bayesnn.models.MLP without frozen weights")
     act_name = getattr(net.activation, "name", None)
     if act_name not in ("relu", "linear"):
         raise ValueError(f"LatentGibbs supports relu (and linear) activations, got {act_name!r}")
@@ -700,8 +751,7 @@ class LatentGibbs:
             keys = jax.random.split(key, self.num_chains)
             return jax.vmap(gibbs.step, in_axes=(0, 0, None))(keys, states, (x, y))
 
-        positions = initial_positions(model, k_init, self.num_chains)
-        states = jax.vmap(gibbs.init, in_axes=(0, None))(positions, (x, y))
+        states = _init_chains(model, gibbs.init, k_init, self.num_chains, x, y)
         draws, stats, seconds, interrupted = run_sweeps(
             step_fn, states, k_run, (x, y), num_warmup=self.num_warmup,
             num_samples=self.num_samples, thinning=self.thinning,
@@ -738,8 +788,10 @@ class HierarchicalNUTS:
     conditional (:func:`~bayesnn.inference.hyper.gibbs_hyper_update`) between NUTS
     updates of the weights given the precisions — Neal's (1996) scheme, with NUTS in
     place of hybrid Monte Carlo, run as a NumPyro ``Gibbs`` kernel (the machinery of
-    ``HMCGibbs``) through the project's driver. NUTS adapts its step size and mass matrix
-    during warmup; the NumPyro state carries its own PRNG key, derived from ``key``.
+    ``HMCGibbs``) through the project's driver, so it can checkpoint. Chains start at fresh
+    ``model.init_params`` draws with the precisions at their prior means. NUTS adapts its
+    step size and diagonal mass matrix during warmup; the NumPyro state carries its own
+    PRNG key, derived from ``key``.
 
     The precision draws are returned in ``info["hyperparameters"]`` (leading
     ``(chain, draw)``); with a noise hyperprior the position's ``lik/log_scale`` holds
@@ -798,15 +850,25 @@ class HierarchicalNUTS:
         nuts = NUTS(partial(hier.numpyro_model, model), target_accept_prob=self.target_accept_prob,
                     max_tree_depth=self.max_tree_depth)
         kernel = Gibbs([(_ConjugateBlock(update), hyper_sites), (nuts, None)])
-        k_init, k_run = jax.random.split(key)
-        keys = jax.random.split(k_init, self.num_chains)
-        states = jax.vmap(lambda k: kernel.init(k, self.num_warmup, None, (x, y), {}))(keys)
+        k_init, k_pos, k_run = jax.random.split(key, 3)
+        # Chains start at fresh network initialisations, the precisions at their prior means.
+        bayesian = {p for paths in weight_groups(model, hier.group).values() for p in paths}
+        positions = initial_positions(model, k_pos, self.num_chains)
+        init_params = {f"net/{p}": v for p, v in flatten_paths(positions["net"]).items()
+                       if p in bayesian}
+        init_params |= {
+            f"hyper/{g}": jnp.broadcast_to(tau, (self.num_chains,))
+            for g, tau in hier.init_precisions(model).items()
+        }
+        states = jax.vmap(lambda k, p: kernel.init(k, self.num_warmup, p, (x, y), {}))(
+            jax.random.split(k_init, self.num_chains), init_params
+        )
 
         def step_fn(_, states, x, y):
             states = jax.vmap(lambda s: kernel.sample(s, (x, y), {}))(states)
-            nuts_state = states.block_states[1]
-            return states, {"diverging": nuts_state.diverging, "num_steps": nuts_state.num_steps,
-                            "accept_prob": nuts_state.accept_prob}
+            nuts = states.block_states[1]
+            return states, {"diverging": nuts.diverging, "n_steps": nuts.num_steps,
+                            "acceptance_rate": nuts.accept_prob}
 
         draws, stats, seconds, interrupted = run_sweeps(
             step_fn, states, k_run, (x, y), num_warmup=self.num_warmup,

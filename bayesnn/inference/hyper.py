@@ -225,6 +225,8 @@ def gibbs_hyper_update(key, position, hierarchical: Hierarchical, model: BNN, da
     position
         ``position`` with ``lik/log_scale = -log(τ_noise)/2`` when the noise is sampled.
     """
+    if hierarchical.noise is not None and data is None:
+        raise ValueError("the noise precision update needs the training data (x, y)")
     groups = weight_groups(model, hierarchical.group)
     keys = jax.random.split(key, len(groups) + 1)
     named = flatten_paths(position["net"])
@@ -234,8 +236,6 @@ def gibbs_hyper_update(key, position, hierarchical: Hierarchical, model: BNN, da
         count = sum(named[p].size for p in paths)
         precisions[g] = sample_precision(k, hierarchical.weights, sum_sq, count)
     if hierarchical.noise is not None:
-        if data is None:
-            raise ValueError("the noise precision update needs the training data (x, y)")
         x, y = data
         residual = y - model.apply(position, x)
         tau = sample_precision(

@@ -165,7 +165,7 @@ class MAP:
         fitted = train_members(
             self, model, data, key[None], jax.tree.map(lambda a: a[None], model.init_position),
             save=(lambda best: save_tree(path, first(best))) if path else None, desc="MAP",
-            progress=progress,
+            progress=progress, checkpoint=checkpoint,
         )
         state, tracker = first(fitted.carry)
         ran = fitted.history.pop("ran")[:, 0]
@@ -189,14 +189,15 @@ class Members(NamedTuple):
 
 def train_members(
     method: MAP, model: BNN, data: Dataset, keys, positions, *, save=None, desc="MAP",
-    progress=None,
+    progress=None, checkpoint=None,
 ) -> Members:
     """Train networks in parallel (vmapped), member ``m`` from ``positions[m]``.
 
     Member ``m`` follows exactly the run of ``method`` started at ``positions[m]`` with
     key ``keys[m]``: :class:`MAP` is one member, :class:`~bayesnn.Ensemble` many. Early
     stopping stops the run once every member has stopped. ``save(best_positions)`` is
-    called whenever a member's best weights change.
+    called whenever a member's best weights change; ``checkpoint`` goes to
+    :func:`~bayesnn.inference.driver.run_chunks`.
     """
     train, val = (data, None) if not method.validation_split else validation_split(
         data, method.validation_split
@@ -239,7 +240,7 @@ def train_members(
     result = run_chunks(
         chunk, jax.vmap(init)(positions), keys[0], -(-method.epochs // per_chunk), x, y, val,
         keys, steps_per_chunk=per_chunk * steps, callback=after_chunk, desc=desc,
-        progress=progress, hint="try a smaller learning_rate",
+        progress=progress, checkpoint=checkpoint, hint="try a smaller learning_rate",
     )
     names = _history_names(model, val) + ["ran"]
     rows = (

@@ -108,7 +108,8 @@ class Cyclical:
         return math.ceil(Fraction(self.exploration) * self.cycle_length)  # exact arithmetic
 
     def __call__(self, t):
-        return optax.cosine_decay_schedule(1.0, self.cycle_length)(t % self.cycle_length)
+        L = self.cycle_length
+        return optax.cosine_decay_schedule(1.0, L)(jnp.asarray(t) % L)
 
     def sampling_step(self, t):
         """Index of step ``t`` within its cycle's sampling phase (negative while exploring)."""

@@ -1,9 +1,9 @@
 """Univariate slice sampling with stepping out and shrinkage (Neal 2003).
 
 One update draws a new value of a scalar ``x`` whose (unnormalised) log-density is
-``logdensity_fn(x) -> (logp, aux)``: ``aux`` is any pytree the caller wants back for the
-accepted point (a cache of the forward pass, say), so the accepted point is never
-evaluated twice.
+``logdensity_fn(x, *args)``. The ``args`` (a cache of the forward pass, say) travel through
+the loop state and come back with the result, so large arrays are read in place: a value
+captured by the loop's closure and used again after it would be copied at every update.
 
 References
 ----------
@@ -14,7 +14,7 @@ Neal, R. M. (2003). Slice sampling. *Annals of Statistics* 31(3), 705–767: Fig
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,33 +29,31 @@ class SliceInfo(NamedTuple):
     exhausted: jax.Array
 
 
-def _step_out(logdensity_fn, edge, budget, level, step):
-    """Move ``edge`` by ``step`` while it is inside the slice and the budget lasts (Fig. 3)."""
-
-    def inside(e):
-        return logdensity_fn(e)[0] >= level
-
-    def body(carry):
-        e, n, _, evals = carry
-        e = e + step
-        return e, n - 1, inside(e), evals + 1
-
-    edge, _, _, evals = jax.lax.while_loop(
-        lambda c: c[2] & (c[1] > 0), body, (edge, budget, inside(edge), jnp.int32(1))
-    )
-    return edge, evals
+class _Carry(NamedTuple):
+    key: jax.Array
+    phase: jax.Array  # 0: step out left, 1: step out right, 2: shrink
+    left: jax.Array
+    right: jax.Array
+    budget_left: jax.Array
+    budget_right: jax.Array
+    x: jax.Array
+    logp: jax.Array
+    args: tuple
+    accepted: jax.Array
+    evals: jax.Array
+    shrinks: jax.Array
 
 
 def slice_sample(
     key: jax.Array,
-    logdensity_fn: Callable[[jax.Array], tuple[jax.Array, Any]],
+    logdensity_fn: Callable[..., jax.Array],
     x0: jax.Array,
     logp0: jax.Array,
-    aux0: Any,
     width: float,
     max_steps_out: int = 10,
     max_shrinks: int = 100,
-) -> tuple[jax.Array, jax.Array, Any, SliceInfo]:
+    args: tuple = (),
+) -> tuple[jax.Array, jax.Array, tuple, SliceInfo]:
     """One slice-sampling update of the scalar ``x0`` (Neal 2003, Figs. 3 and 5).
 
     Draws the level ``y = logp0 - Exp(1)``, places an interval of size ``width`` at random
@@ -68,9 +66,9 @@ def slice_sample(
     key
         PRNG key.
     logdensity_fn
-        ``logdensity_fn(x) -> (logp, aux)`` for a scalar ``x``.
-    x0, logp0, aux0
-        Current point, its log-density and its ``aux``.
+        ``logdensity_fn(x, *args) -> logp`` for a scalar ``x``.
+    x0, logp0
+        Current point and its log-density.
     width
         Initial interval size ``w``; stepping out corrects a too small one, shrinkage a
         too large one.
@@ -80,10 +78,12 @@ def slice_sample(
         Guard against a non-finite density: after this many rejections the update keeps
         ``x0`` (and reports ``exhausted``). With a finite density shrinkage accepts long
         before, since the interval collapses onto ``x0``, which is always in the slice.
+    args
+        Extra arguments of ``logdensity_fn``, returned unchanged (see the module notes).
 
     Returns
     -------
-    x, logp, aux, SliceInfo
+    x, logp, args, SliceInfo
     """
     k_level, k_place, k_split, k_shrink = jax.random.split(key, 4)
     dtype = jnp.result_type(x0)
@@ -91,24 +91,35 @@ def slice_sample(
     left = x0 - width * jax.random.uniform(k_place, (), dtype)
     budget_left = jnp.floor(max_steps_out * jax.random.uniform(k_split, (), dtype)).astype(int)
     budget_right = max_steps_out - 1 - budget_left
-    right, evals_right = _step_out(logdensity_fn, left + width, budget_right, level, width)
-    left, evals_left = _step_out(logdensity_fn, left, budget_left, level, -width)
 
-    def body(carry):
-        key, lo, hi, x, logp, aux, _, n = carry
-        key, sub = jax.random.split(key)
-        x1 = lo + jax.random.uniform(sub, (), dtype) * (hi - lo)
-        logp1, aux1 = logdensity_fn(x1)
-        accept = logp1 >= level
-        lo = jnp.where(x1 < x0, x1, lo)
-        hi = jnp.where(x1 < x0, hi, x1)
+    # One loop, one evaluation per iteration, so the density is traced once: phase 0 steps
+    # the left end out, phase 1 the right end, phase 2 shrinks.
+    def body(c: _Carry) -> _Carry:
+        phase = jnp.where((c.phase == 0) & (c.budget_left == 0), 1, c.phase)
+        phase = jnp.where((phase == 1) & (c.budget_right == 0), 2, phase)
+        key, sub = jax.random.split(c.key)
+        proposal = c.left + jax.random.uniform(sub, (), dtype) * (c.right - c.left)
+        point = jnp.select([phase == 0, phase == 1], [c.left, c.right], proposal)
+        logp = logdensity_fn(point, *c.args)
+        inside = logp >= level
+        out_left, out_right = inside & (phase == 0), inside & (phase == 1)
+        accept = inside & (phase == 2)
+        shrink = ~inside & (phase == 2)
         pick = lambda a, b: jnp.where(accept, a, b)  # noqa: E731
-        aux = jax.tree.map(pick, aux1, aux)
-        return key, lo, hi, pick(x1, x), pick(logp1, logp), aux, accept, n + 1
+        return _Carry(
+            key=key,
+            phase=jnp.where(~inside & (phase < 2), phase + 1, phase),
+            left=jnp.where(out_left, c.left - width,
+                           jnp.where(shrink & (point < x0), point, c.left)),
+            right=jnp.where(out_right, c.right + width,
+                            jnp.where(shrink & (point >= x0), point, c.right)),
+            budget_left=c.budget_left - out_left,
+            budget_right=c.budget_right - out_right,
+            x=pick(point, c.x), logp=pick(logp, c.logp), args=c.args,
+            accepted=accept, evals=c.evals + 1, shrinks=c.shrinks + (phase == 2),
+        )
 
-    init = (k_shrink, left, right, x0, logp0, aux0, jnp.bool_(False), jnp.int32(0))
-    _, _, _, x, logp, aux, accepted, shrinks = jax.lax.while_loop(
-        lambda c: ~c[6] & (c[7] < max_shrinks), body, init
-    )
-    info = SliceInfo(evals_left + evals_right + shrinks, ~accepted)
-    return x, logp, aux, info
+    init = _Carry(k_shrink, jnp.int32(0), left, left + width, budget_left, budget_right,
+                  x0, logp0, tuple(args), jnp.bool_(False), jnp.int32(0), jnp.int32(0))
+    c = jax.lax.while_loop(lambda c: ~c.accepted & (c.shrinks < max_shrinks), body, init)
+    return c.x, c.logp, c.args, SliceInfo(c.evals, ~c.accepted)

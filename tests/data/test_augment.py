@@ -148,9 +148,8 @@ def test_jit_and_one_independent_transform_per_image(images):
     flat = np.asarray(out).reshape(8, -1)
     assert all(not np.allclose(flat[i], flat[j]) for i in range(8) for j in range(i))
     # Image i went through its own map.
-    np.testing.assert_allclose(
-        out, warp(x, jax.jit(AUGMENT.matrices, static_argnums=(1, 2, 3))(key, 8, H, W)), atol=1e-6
-    )
+    matrices = jax.jit(AUGMENT.matrices, static_argnums=(1, 2, 3))(key, 8, H, W)
+    np.testing.assert_allclose(out, warp(x, matrices), atol=1e-5)
 
 
 def test_identity_config_returns_the_images(images):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from bayesnn.data import Batches, Dataset, check_batch_size, epoch_batches, num_batches, take
+from bayesnn.data.batching import next_batch
 
 jit_batches = jax.jit(epoch_batches, static_argnums=(1, 2, 3))
 
@@ -101,3 +102,51 @@ def test_take_gathers_rows_inside_jit():
     np.testing.assert_array_equal(batch.y, [4, 1])
     host = take(data, np.array([[0, 5]]))  # NumPy in, NumPy out; batch axes are kept
     assert isinstance(host.x, np.ndarray) and host.x.shape == (1, 2, 2)
+
+
+@partial(jax.jit, static_argnums=(1, 2, 3))
+def _stream(key, num_examples, batch_size, num_steps):
+    """``num_steps`` batches of next_batch, each step with its own key."""
+
+    def body(epoch, inp):
+        step, k = inp
+        epoch, idx, mask = next_batch(k, epoch, step, num_examples, batch_size)
+        return epoch, (idx, mask)
+
+    k = num_batches(num_examples, batch_size)
+    epoch = jnp.zeros((k, batch_size), jnp.int32)
+    steps = jnp.arange(num_steps)
+    return jax.lax.scan(body, epoch, (steps, jax.random.split(key, num_steps)))[1]
+
+
+def test_next_batch_streams_epochs_that_each_cover_the_data_once():
+    idx, mask = _stream(jax.random.key(0), 10, 4, 9)  # 3 epochs of batches of 4, 4, 2
+    idx, mask = np.asarray(idx).reshape(3, 3, 4), np.asarray(mask).reshape(3, 3, 4)
+    np.testing.assert_array_equal(mask.sum(-1), [[4, 4, 2]] * 3)
+    epochs = [np.sort(i[m]) for i, m in zip(idx, mask, strict=True)]
+    for e in epochs:
+        np.testing.assert_array_equal(e, np.arange(10))
+    # each epoch is a fresh shuffle
+    assert not np.array_equal(idx[0][mask[0]], idx[1][mask[1]])
+
+
+def test_next_batch_matches_epoch_batches_at_the_start_of_an_epoch():
+    key = jax.random.key(3)
+    epoch, idx, mask = next_batch(key, jnp.zeros((3, 4), jnp.int32), 3, 12, 4)
+    expected = epoch_batches(key, 12, 4)
+    np.testing.assert_array_equal(epoch, expected.indices)
+    np.testing.assert_array_equal(idx, expected.indices[0])
+    # mid-epoch the carried epoch is used as is, whatever the key
+    _, idx, _ = next_batch(jax.random.key(9), epoch, 5, 12, 4)
+    np.testing.assert_array_equal(idx, expected.indices[2])
+
+
+def test_next_batch_reshuffles_with_a_branch_under_vmap_when_the_step_is_shared():
+    def chains(keys, epochs, step):
+        return jax.vmap(next_batch, (0, 0, None, None, None))(keys, epochs, step, 1000, 10)
+
+    jaxpr = jax.make_jaxpr(chains)(
+        jax.random.split(jax.random.key(0), 4), jnp.zeros((4, 100, 10), jnp.int32), 0
+    )
+    # a cond (not a select of both branches): the O(N) shuffle runs only at epoch starts
+    assert "cond" in str(jaxpr)

@@ -1,0 +1,149 @@
+"""Non-Bayesian baselines: deep ensembles and Monte Carlo dropout.
+
+Both train point-estimate networks with :class:`~bayesnn.MAP` and return a
+:class:`~bayesnn.Posterior` like every other method, so they are compared with the Bayesian
+methods on the same footing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bayesnn.bnn import BNN
+from bayesnn.data import Dataset
+from bayesnn.inference.base import check_positive
+from bayesnn.inference.map import MAP, train_members
+from bayesnn.posterior import Posterior
+from bayesnn.tree import save_tree
+
+__all__ = ["Ensemble", "MCDropout", "member_keys"]
+
+
+def _check_config(map_config, count_name: str, count) -> None:
+    if not isinstance(map_config, MAP):
+        raise TypeError(f"map_config must be a bayesnn.MAP, got {map_config!r}")
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise TypeError(f"{count_name} must be an int, got {count!r}")
+    check_positive(**{count_name: count})
+
+
+def member_keys(key, size: int) -> tuple[jax.Array, jax.Array]:
+    """Initialisation and training keys of each member: ``split(fold_in(key, m))``."""
+    keys = jax.vmap(lambda m: jax.random.split(jax.random.fold_in(key, m)))(jnp.arange(size))
+    return keys[:, 0], keys[:, 1]
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """Deep ensemble: ``size`` MAP networks from independent initialisations.
+
+    The members train in parallel (vmapped) with the settings of ``map_config``. Member
+    ``m`` starts at :meth:`~bayesnn.BNN.init_params` with its own initialisation key,
+    shuffles the data with its own training key (both from :func:`member_keys`), and keeps
+    its own best weights with a validation split. Its run is exactly that of
+    ``map_config`` from the same start and key. Draws have shape ``(size, 1, ...)``: each
+    member is a chain of one draw.
+
+    Parameters
+    ----------
+    map_config : MAP
+        Training of every member. Its ``checkpoint_path`` receives the best weights of all
+        members stacked (leading member axis); early stopping ends the run once every
+        member has stopped.
+    size : int
+        Number of members ``M``.
+
+    Notes
+    -----
+    ``info["history"]`` maps each metric to an array ``(size, epochs)`` (NaN after a
+    member stopped early); ``best_epoch`` and ``epochs_run`` are arrays ``(size,)``.
+    The members' adversarial training of the paper is not included.
+
+    References
+    ----------
+    Lakshminarayanan, Pritzel & Blundell (2017), *Simple and scalable predictive
+    uncertainty estimation using deep ensembles*, NeurIPS (Algorithm 1; predictions are
+    the uniformly weighted mixture of the members).
+    """
+
+    map_config: MAP = field(default_factory=MAP)
+    size: int = 5
+
+    def __post_init__(self):
+        _check_config(self.map_config, "size", self.size)
+
+    def run(self, model: BNN, data: Dataset, key, *, progress=None, checkpoint=None) -> Posterior:
+        init_keys, train_keys = member_keys(key, self.size)
+        path = self.map_config.checkpoint_path
+        fitted = train_members(
+            self.map_config, model, data, train_keys, jax.vmap(model.init_params)(init_keys),
+            save=partial(save_tree, path) if path else None, desc="Ensemble",
+            progress=progress, checkpoint=checkpoint,
+        )
+        state, tracker = fitted.carry
+        ran = fitted.history.pop("ran")
+        history = {k: np.where(ran, h, np.nan)[ran.any(1)].T for k, h in fitted.history.items()}
+        position = tracker.best_position if self.map_config.save_best_only else state.position
+        info = {
+            "history": history, "best_epoch": np.asarray(tracker.best_epoch),
+            "epochs_run": np.asarray(tracker.epoch), "seconds": fitted.seconds,
+            "interrupted": fitted.interrupted,
+        }
+        return Posterior(model, jax.tree.map(lambda a: a[:, None], position), self, info)
+
+
+@dataclass(frozen=True)
+class MCDropout:
+    """Monte Carlo dropout: one network trained with dropout, predicting with dropout on.
+
+    The network is trained by ``map_config`` (dropout is on during training, and the
+    prior acts as the weight decay of the paper's objective). The posterior holds the
+    trained weights as ``num_samples`` draws ``(1, num_samples, ...)`` (views of one copy)
+    and ``info["dropout_key"]``, so :meth:`~bayesnn.Posterior.predict` averages
+    ``num_samples`` independent dropout masks unless given another ``key``.
+
+    Parameters
+    ----------
+    map_config : MAP
+        Training of the network.
+    num_samples : int
+        Dropout masks averaged by predictions.
+
+    Raises
+    ------
+    ValueError
+        At fit time, when the network has no active dropout.
+
+    References
+    ----------
+    Gal & Ghahramani (2016), *Dropout as a Bayesian approximation: representing model
+    uncertainty in deep learning*, ICML (section 4, "Obtaining model uncertainty").
+    """
+
+    map_config: MAP = field(default_factory=MAP)
+    num_samples: int = 100
+
+    def __post_init__(self):
+        _check_config(self.map_config, "num_samples", self.num_samples)
+
+    def run(self, model: BNN, data: Dataset, key, *, progress=None, checkpoint=None) -> Posterior:
+        k_check, k_fit, k_dropout = jax.random.split(key, 3)
+        x = jnp.asarray(data.x[:8])
+        if np.array_equal(model.apply(model.init_position, x),
+                          model.apply(model.init_position, x, k_check)):
+            raise ValueError(
+                "MCDropout needs a network with dropout > 0 (e.g. models.MLP(..., dropout=0.1)); "
+                "this network gives the same outputs with and without dropout"
+            )
+        fitted = self.map_config.run(model, data, k_fit, progress=progress, checkpoint=checkpoint)
+        draws = jax.tree.map(
+            lambda a: np.broadcast_to(np.asarray(a), (1, self.num_samples, *np.shape(a))),
+            fitted.point(),
+        )
+        info = fitted.info | {"dropout_key": jax.random.key_data(k_dropout)}
+        return Posterior(model, draws, self, info)

@@ -1,0 +1,265 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from scipy import integrate, stats
+
+import bayesnn as bnn
+from bayesnn.inference.gibbs import (
+    CoordinateGibbs,
+    HierarchicalNUTS,
+    LatentGibbs,
+    coordinate_gibbs,
+    latent_gibbs,
+    num_coordinates,
+    relu_preactivation_draw,
+    truncated_normal_draw,
+)
+from bayesnn.inference.hyper import GammaPrecision, Hierarchical
+from bayesnn.testing import assert_gaussian_matches, linear_posterior
+
+PRIOR, NOISE = 1.0, 0.5
+
+
+@pytest.fixture(scope="module")
+def linear_data():
+    data, _ = bnn.data.linear_regression(n=40, num_features=2, noise=NOISE, key=0)
+    return data
+
+
+def _linear_model(network=None):
+    net = network or bnn.models.MLP(2, (), 1, rngs=nnx.Rngs(0))
+    return bnn.BNN(net, bnn.priors.Normal(PRIOR), bnn.likelihoods.Gaussian(scale=NOISE))
+
+
+class _Linear(nnx.Module):
+    """A linear model that is not a bayesnn MLP: CoordinateGibbs' generic path."""
+
+    def __init__(self, rngs):
+        self.input_shape, self.out_features = (2,), 1
+        self.dense = nnx.Linear(2, 1, rngs=rngs)
+
+    def __call__(self, x, *, key=None):
+        return self.dense(x)
+
+
+def _weights(post, layer="layers"):
+    d = post.draws["net"][layer] if layer == "dense" else post.draws["net"][layer][0]
+    return np.concatenate([d["kernel"][..., 0], d["bias"]], axis=-1)
+
+
+def test_coordinate_gibbs_recovers_the_linear_regression_posterior(linear_data):
+    post = bnn.fit(_linear_model(), linear_data,
+                   CoordinateGibbs(num_samples=600, num_warmup=20, num_chains=2,
+                                   slice_width=0.5), key=0)
+    assert (post.num_chains, post.num_draws) == (2, 600)
+    mean, cov = linear_posterior(linear_data.x, linear_data.y, PRIOR, NOISE)
+    assert_gaussian_matches(_weights(post), mean, cov)
+    stats_ = post.info["sample_stats"]
+    assert stats_["num_evals"].shape == (2, 600) and stats_["num_exhausted"].sum() == 0
+    assert post.info["seconds"] > 0 and post.info["num_coordinates"] == 3
+
+
+def test_same_key_same_draws_on_any_network(linear_data):
+    """A network that is not a bayesnn MLP takes the generic path (a full forward pass per
+    evaluation); a random scan; the same key gives the same draws."""
+    model = _linear_model(_Linear(nnx.Rngs(0)))
+    method = CoordinateGibbs(num_samples=500, num_warmup=20, num_chains=2, scan="random",
+                             slice_width=0.5)
+    a, b = (bnn.fit(model, linear_data, method, key=3) for _ in range(2))
+    np.testing.assert_array_equal(_weights(a, "dense"), _weights(b, "dense"))
+    assert not np.array_equal(_weights(a, "dense")[0], _weights(a, "dense")[1])
+    mean, cov = linear_posterior(linear_data.x, linear_data.y, PRIOR, NOISE)
+    assert_gaussian_matches(_weights(a, "dense"), mean, cov)
+    pred = a.predict(linear_data.x[:5])
+    np.testing.assert_allclose(pred.aleatoric_std, NOISE, rtol=1e-5)
+
+
+def test_latent_gibbs_recovers_the_linear_regression_posterior(linear_data, tmp_path):
+    """No hidden layer: no latents, and each sweep is an exact posterior draw. Same key,
+    same draws; a finished checkpoint gives them back without sampling."""
+    method = LatentGibbs(num_samples=500, num_warmup=5, num_chains=2)
+    path = tmp_path / "latent.ckpt"
+    post = bnn.fit(_linear_model(), linear_data, method, key=0, checkpoint=path)
+    for again in (bnn.fit(_linear_model(), linear_data, method, key=0),
+                  bnn.fit(_linear_model(), linear_data, method, key=0, checkpoint=path)):
+        np.testing.assert_array_equal(_weights(post), _weights(again))
+    mean, cov = linear_posterior(linear_data.x, linear_data.y, PRIOR, NOISE)
+    report = assert_gaussian_matches(_weights(post), mean, cov)
+    assert report["ess"] > 600  # independent draws
+    assert post.info["sample_stats"]["logdensity"].shape == (2, 500)
+
+
+def test_coordinate_gibbs_caches_the_mlp_forward_pass_exactly():
+    """After a sweep of column-by-column updates of the cached pre-activations (two hidden
+    layers, a learned noise scale), the log-density equals a fresh evaluation."""
+    net = bnn.models.MLP(2, (3, 2), 2, rngs=nnx.Rngs(0))
+    model = bnn.BNN(net, bnn.priors.Normal(1.0),
+                    bnn.likelihoods.Gaussian(scale=0.3, learn_scale=True))
+    x = jax.random.normal(jax.random.key(1), (30, 2))
+    y = jax.random.normal(jax.random.key(2), (30, 2))
+    gibbs = coordinate_gibbs(model, scan="random")
+    size = num_coordinates(model)
+    assert size == 2 * 3 + 3 + 3 * 2 + 2 + 2 * 2 + 2 + 1
+    state = jax.jit(gibbs.init)(model.init_position, (x, y))
+    new, info = jax.jit(gibbs.step)(jax.random.key(0), state, (x, y), jax.random.key(3))
+    fresh = jax.jit(model.logdensity_fn, static_argnums=2)(new.position, (x, y), 30)
+    np.testing.assert_allclose(new.logdensity, fresh, rtol=1e-5)
+    moved = jax.tree.map(lambda a, b: np.mean(np.asarray(a) != np.asarray(b)),
+                         new.position, state.position)
+    assert all(m == 1.0 for m in jax.tree.leaves(moved))  # every coordinate was updated
+    assert info.num_evals >= size
+
+
+def _geweke_chains(gibbs, model, x, num_steps, num_chains, key):
+    """Successive-conditional simulator (Geweke 2004): a Gibbs sweep given y, then a fresh
+    y | rest; its stationary law is the joint prior, so weights keep their prior marginal."""
+    k_init, k_run = jax.random.split(key)
+
+    def resample_y(key, state):
+        if hasattr(state, "postacts"):  # noisy network: y | last hidden post-activations
+            last = state.position["net"]["layers"][len(state.postacts)]
+            f = state.postacts[-1] @ last["kernel"] + last["bias"]
+        else:
+            f = model.apply(state.position, x)
+        return f + NOISE * jax.random.normal(key, f.shape)
+
+    def chain(key, position):
+        k0, k1, k_steps = jax.random.split(key, 3)
+        state = gibbs.init(position, (x, jnp.zeros((x.shape[0], 1))))
+        y = resample_y(k0, state)  # noise-free latents: a start near, not at, the joint prior
+
+        def body(carry, k):
+            state, y = carry
+            k_sweep, k_y = jax.random.split(k)
+            state = gibbs.step(k_sweep, state, (x, y))[0]
+            return (state, resample_y(k_y, state)), _flat(state.position)
+
+        return jax.lax.scan(body, (state, y), jax.random.split(k_steps, num_steps))[1]
+
+    priors = jax.vmap(lambda k: model.prior.sample(k, model.init_position))(
+        jax.random.split(k_init, num_chains))
+    return jax.jit(jax.vmap(chain))(jax.random.split(k_run, num_chains),
+                                    {"net": priors["net"], "lik": {}})
+
+
+def _flat(position):
+    return jnp.concatenate([a.ravel() for a in jax.tree.leaves(position)])
+
+
+@pytest.mark.parametrize("activation", ["relu", pytest.param("linear", marks=pytest.mark.slow)])
+def test_latent_gibbs_keeps_the_joint_prior_invariant(activation):
+    """Geweke's joint-distribution test of the whole noisy-network sweep (weights, ReLU
+    pre-activations, post-activations): weights keep their N(0, 1) prior marginal."""
+    net = bnn.models.MLP(1, (2,), 1, activation=activation, rngs=nnx.Rngs(0))
+    model = bnn.BNN(net, bnn.priors.Normal(1.0), bnn.likelihoods.Gaussian(scale=NOISE))
+    x = jnp.linspace(-1.5, 1.5, 3)[:, None]
+    gibbs = latent_gibbs(model, 0.1, 0.1)
+    samples = _geweke_chains(gibbs, model, x, 1500, 4, jax.random.key(0))[:, 300:]
+    assert_gaussian_matches(samples, np.zeros(7), np.eye(7))
+
+
+@pytest.mark.slow
+def test_coordinate_gibbs_keeps_the_joint_prior_invariant():
+    """Geweke's test of the cached hidden-layer updates of CoordinateGibbs."""
+    net = bnn.models.MLP(1, (2,), 1, activation="tanh", rngs=nnx.Rngs(0))
+    model = bnn.BNN(net, bnn.priors.Normal(1.0), bnn.likelihoods.Gaussian(scale=NOISE))
+    x = jnp.linspace(-1.5, 1.5, 3)[:, None]
+    gibbs = coordinate_gibbs(model, slice_width=1.0)
+    step = lambda k, s, b: gibbs.step(k, s, b, k)  # noqa: E731
+    samples = _geweke_chains(gibbs._replace(step=step), model, x, 1500, 4, jax.random.key(0))
+    assert_gaussian_matches(samples[:, 100:], np.zeros(7), np.eye(7))
+
+
+@pytest.mark.parametrize("mean,std", [(2.0, 1.0), (0.0, 1.0), (-2.0, 1.0), (-6.0, 1.0),
+                                      (-30.0, 0.5), (-3e3, 1.0), (-1e5, 2.0)])
+def test_truncated_normal_draw_matches_scipy_into_the_far_tail(mean, std):
+    n = 20000
+    draw = jax.jit(truncated_normal_draw)
+    z = np.asarray(draw(jax.random.key(0), jnp.full(n, mean), std), np.float64)
+    a = -mean / std
+    if a < 30:
+        ref = stats.truncnorm(a, np.inf, loc=mean, scale=std)
+        ref_mean, ref_std = ref.mean(), ref.std()
+    else:  # far tail: the excess is exponential with rate a / std, up to O(1/a²)
+        ref_mean = ref_std = std / a
+    assert z.min() >= 0
+    assert abs(z.mean() - ref_mean) < 5 * ref_std / np.sqrt(n)
+    assert abs(z.std() / ref_std - 1) < 0.05
+
+
+@pytest.mark.parametrize("mean,post", [(0.3, 0.5), (-1.0, 0.05), (1.5, 0.0), (0.0, -0.3)])
+def test_relu_preactivation_draw_matches_its_density(mean, post):
+    pre_var, post_var = 0.1, 0.05
+
+    def density(z):
+        return stats.norm.pdf(z, mean, pre_var**0.5) * stats.norm.pdf(post, max(z, 0.0),
+                                                                      post_var**0.5)
+
+    grid = (-10, 0, 10)
+    mass = sum(integrate.quad(density, a, b)[0] for a, b in zip(grid, grid[1:], strict=False))
+    m1 = sum(integrate.quad(lambda z: z * density(z), a, b)[0]
+             for a, b in zip(grid, grid[1:], strict=False)) / mass
+    m2 = sum(integrate.quad(lambda z: z * z * density(z), a, b)[0]
+             for a, b in zip(grid, grid[1:], strict=False)) / mass
+    n = 40000
+    draw = jax.jit(relu_preactivation_draw)
+    z = np.asarray(draw(jax.random.key(1), jnp.full(n, mean), post, pre_var, post_var),
+                   np.float64)
+    sd = np.sqrt(m2 - m1**2)
+    assert abs(z.mean() - m1) < 5 * sd / np.sqrt(n)
+    assert abs(z.var() / sd**2 - 1) < 0.05
+    neg = integrate.quad(density, -10, 0)[0] / mass
+    assert abs(np.mean(z < 0) - neg) < 5 * np.sqrt(neg * (1 - neg) / n) + 1e-3
+
+
+@pytest.mark.parametrize("method", [CoordinateGibbs, LatentGibbs, HierarchicalNUTS])
+def test_minibatches_are_refused_with_the_reason(method):
+    with pytest.raises(ValueError, match="full conditional.*exact.*likelihood of all the data"):
+        method(batch_size=32)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="scan"):
+        CoordinateGibbs(scan="sometimes")
+    with pytest.raises(ValueError, match="slice_width"):
+        CoordinateGibbs(slice_width=0.0)
+    with pytest.raises(ValueError, match="num_warmup"):
+        LatentGibbs(num_warmup=-1)
+    with pytest.raises(ValueError, match="preactivation_var"):
+        LatentGibbs(preactivation_var=(0.1, 0.0))
+    tanh = bnn.BNN(bnn.models.MLP(2, (3,), 1, activation="tanh", rngs=nnx.Rngs(0)),
+                   bnn.priors.Normal(1.0), bnn.likelihoods.Gaussian())
+    with pytest.raises(ValueError, match="relu"):
+        latent_gibbs(tanh, 0.1, 0.1)
+    laplace = bnn.BNN(bnn.models.MLP(2, (3,), 1, rngs=nnx.Rngs(0)), bnn.priors.Laplace(1.0))
+    with pytest.raises(ValueError, match="Gaussian prior"):
+        latent_gibbs(laplace, 0.1, 0.1)
+    learned = bnn.BNN(bnn.models.MLP(2, (3,), 1, rngs=nnx.Rngs(0)), bnn.priors.Normal(1.0),
+                      bnn.likelihoods.Gaussian(learn_scale=True))
+    with pytest.raises(ValueError, match="fixed scale"):
+        latent_gibbs(learned, 0.1, 0.1)
+    relu = bnn.BNN(bnn.models.MLP(2, (3,), 1, rngs=nnx.Rngs(0)))
+    with pytest.raises(ValueError, match="one value per hidden layer"):
+        latent_gibbs(relu, (0.1, 0.1), 0.1)
+
+
+@pytest.mark.slow
+def test_hierarchical_nuts_samples_weights_and_precisions(linear_data):
+    net = bnn.models.MLP(2, (), 1, rngs=nnx.Rngs(0))
+    model = bnn.BNN(net, bnn.priors.Normal(1.0),
+                    bnn.likelihoods.Gaussian(scale=1.0, learn_scale=True))
+    method = HierarchicalNUTS(Hierarchical(GammaPrecision(1.0, 1.0), noise=GammaPrecision()),
+                              num_samples=200, num_warmup=200)
+    post = bnn.fit(model, linear_data, method, key=0)
+    hyper = post.info["hyperparameters"]
+    assert set(hyper) == {"layers/0", "noise"} and hyper["noise"].shape == (1, 200)
+    np.testing.assert_allclose(post.draws["lik"]["log_scale"], -0.5 * np.log(hyper["noise"]),
+                               rtol=1e-5)
+    sigma = np.exp(post.draws["lik"]["log_scale"]).mean()
+    assert 0.35 < sigma < 0.7  # the data's noise std is 0.5
+    assert post.info["sample_stats"]["diverging"].mean() < 0.05
+    assert post.info["sample_stats"]["acceptance_rate"].mean() > 0.6
+    with pytest.raises(ValueError, match="learn_scale=True"):
+        bnn.fit(_linear_model(), linear_data, method, key=0)
