@@ -215,11 +215,28 @@ class CoordinateGibbsInfo(NamedTuple):
 
 
 class _Cache(NamedTuple):
-    """What one coordinate update reuses: the forward pass at the current position."""
+    """The forward pass at the current position, reused by every update of a sweep.
+
+    ``preacts``: for an MLP each layer's pre-activations, transposed to ``(width, N)`` so a
+    unit's row is contiguous, the last being the outputs; for other networks
+    ``(outputs.T,)``. ``loglik``: the tempered full-data log-likelihood.
+    """
 
     position: Any
-    preacts: tuple  # MLP: every layer's pre-activations (the last: outputs); else (outputs,);
-    loglik: jax.Array  # all transposed, (width, N)
+    preacts: tuple
+    loglik: jax.Array
+
+
+class _Unit(NamedTuple):
+    """What the density of one MLP weight needs, all small: the slice loop carries only this."""
+
+    row: jax.Array  # pre-activations of the weight's unit j, (N,)
+    slope: jax.Array  # their derivative in the weight: the unit's input i (kernel) or 1 (bias)
+    downstream: jax.Array  # the next layer's pre-activations; for an output unit, the outputs
+    fan_out: jax.Array | None  # the next layer's weights from unit j; None for an output unit
+    later: tuple  # (kernel, bias) of the layers after the next
+    unit: jax.Array  # j
+    lik: dict  # likelihood parameters
 
 
 def _preactivations(model: BNN, act, position, x) -> tuple:
@@ -236,33 +253,47 @@ def _preactivations(model: BNN, act, position, x) -> tuple:
 def _set_element(position, path: str, idx, value):
     named = flatten_paths(position)
     leaf = named[path]
-    named[path] = leaf.reshape(-1).at[idx].set(value.astype(leaf.dtype)).reshape(leaf.shape)
+    flat = jax.lax.dynamic_update_index_in_dim(leaf.reshape(-1), value.astype(leaf.dtype), idx, 0)
+    named[path] = flat.reshape(leaf.shape)
     return unflatten_paths(named, position)
 
 
-def _mlp_preacts_after(act, preacts, layers, inputs, layer: int, kind: str, idx, delta) -> tuple:
-    """Transposed pre-activations ``(width, N)`` after adding ``delta`` to one weight.
+def _set_row(a, i, row):
+    """``a.at[i].set(row)`` in place: with ``.at`` an out-of-range index would be dropped,
+    and the select that implements it makes XLA copy the whole array."""
+    return jax.lax.dynamic_update_index_in_dim(a, row, i, 0)
 
-    The weight moves the row of its unit ``j`` in its layer by ``delta · input`` (O(N)); the
-    next layer's pre-activations then move by a rank-one term (O(N · width)); only the
-    layers after that are recomputed. Rows, not columns, so a unit's values are contiguous.
-    """
-    zs = list(preacts)
+
+def _mlp_unit(act, cache: _Cache, inputs_t, layer: int, kind: str, idx) -> _Unit:
+    """The :class:`_Unit` of coordinate ``idx`` of a layer's ``kind`` (kernel or bias)."""
+    zs, layers = cache.preacts, cache.position["net"]["layers"]
     width = zs[layer].shape[0]
     i, j = (idx // width, idx % width) if kind == "kernel" else (0, idx)
+    row = zs[layer][j]
     if kind == "kernel":
-        shift = delta * (inputs[i] if layer == 0 else act(zs[layer - 1][i]))
+        slope = inputs_t[i] if layer == 0 else act(zs[layer - 1][i])
     else:
-        shift = delta
-    old = zs[layer][j]
-    new = old + shift
-    zs[layer] = zs[layer].at[j].set(new)
-    if layer + 1 < len(zs):
-        zs[layer + 1] = zs[layer + 1] + jnp.outer(layers[layer + 1]["kernel"][j],
-                                                  act(new) - act(old))
-    for m in range(layer + 2, len(zs)):
-        zs[m] = layers[m]["kernel"].T @ act(zs[m - 1]) + layers[m]["bias"][:, None]
-    return tuple(zs)
+        slope = jnp.ones_like(row)
+    last = layer + 1 == len(zs)
+    return _Unit(
+        row, slope, zs[layer] if last else zs[layer + 1],
+        None if last else layers[layer + 1]["kernel"][j],
+        tuple((layers[m]["kernel"], layers[m]["bias"]) for m in range(layer + 2, len(zs))),
+        j, cache.position["lik"],
+    )
+
+
+def _mlp_forward_from(act, unit: _Unit, delta) -> tuple:
+    """Pre-activations after adding ``delta`` to the weight: the unit's new row (O(N)),
+    then, below an output layer, the next layer's moved by a rank-one term
+    (O(N · width)) and the later layers in full."""
+    new = unit.row + delta * unit.slope
+    if unit.fan_out is None:
+        return (new,)
+    zs = [unit.downstream + jnp.outer(unit.fan_out, act(new) - act(unit.row))]
+    for kernel, bias in unit.later:
+        zs.append(kernel.T @ act(zs[-1]) + bias[:, None])
+    return (new, *zs)
 
 
 def _element_logprob(d: dist.Distribution, shape, idx, v) -> jax.Array:
@@ -304,16 +335,18 @@ def coordinate_gibbs(
     drawn from ``key`` (``scan="random"``). Chains under ``vmap`` share ``order_key``, so
     the choice of leaf stays a branch rather than a select over all leaves.
 
-    Cost. Each update evaluates the density k ≈ 5–10 times (stepping out, shrinkage) and
-    every evaluation reuses the forward pass. For an :class:`~bayesnn.models.MLP` the state
-    of a sweep caches every layer's pre-activations: a weight of the last layer moves one
-    output column (O(N)); a weight of the layer before moves one column of its
-    pre-activations and the outputs by a rank-one term (O(N · outputs)); deeper weights
-    also recompute the layers above. Only the scalar density leaves an evaluation; the
+    Cost. Each update evaluates the density k ≈ 5–10 times (stepping out, shrinkage), and
+    every evaluation reuses the forward pass of the sweep's cache. For an
+    :class:`~bayesnn.models.MLP` the cache holds every layer's pre-activations (transposed,
+    so a unit's row is contiguous): a weight of the output layer moves one output row
+    (O(N)); a weight of the layer below moves one row of its pre-activations and the
+    outputs by a rank-one term (O(N · outputs)); deeper weights also recompute the layers
+    above the next. The slice loop carries only these few rows (:class:`_Unit`); the
     cache is updated in place once, at the accepted value. A sweep of a one-hidden-layer
-    MLP with P weights thus costs O(k · P · N · outputs). Other networks run a full
-    forward pass per evaluation: O(k · P² · N) per sweep. The cache is rebuilt at the
-    start of every sweep, so rounding errors do not accumulate.
+    MLP with P weights thus costs O(k · P · N · outputs); likelihood parameters reuse the
+    outputs. Other networks run a full forward pass per evaluation: O(k · P² · N) per
+    sweep. The cache is rebuilt at the start of every sweep, so rounding errors do not
+    accumulate.
     """
     if scan not in ("systematic", "random"):
         raise ValueError(f'scan must be "systematic" or "random", got {scan!r}')
@@ -327,24 +360,41 @@ def coordinate_gibbs(
             preacts = tuple(z.T for z in _preactivations(model, act, position, x))
         return _Cache(position, preacts, _loglik(model, preacts[-1].T, y, position["lik"]))
 
-    def propose(path, cache, idx, v, x, x_t, y) -> _Cache:
-        """The cache with coordinate ``idx`` of leaf ``path`` set to ``v``."""
+    def context(path, cache, idx, x_t):
+        """What the density of one coordinate needs besides its value."""
+        if path.startswith("lik/"):
+            return cache.preacts[-1], cache.position["lik"]
+        if act is None:
+            return cache.position
+        _, _, layer, kind = path.split("/")
+        return _mlp_unit(act, cache, x_t, int(layer), kind, idx)
+
+    def loglik(path, idx, value, ctx, v, x, y):
+        """Full-data log-likelihood with the coordinate at ``v`` instead of ``value``."""
+        if path.startswith("lik/"):
+            outputs_t, lik = ctx
+            return _loglik(model, outputs_t.T, y, _set_element({"lik": lik}, path, idx, v)["lik"])
+        if act is None:
+            position = _set_element(ctx, path, idx, v)
+            return _loglik(model, model.apply(position, x), y, position["lik"])
+        forward = _mlp_forward_from(act, ctx, v - value)
+        outputs = forward[-1] if ctx.fan_out is not None else _set_row(ctx.downstream, ctx.unit,
+                                                                         forward[0])
+        return _loglik(model, outputs.T, y, ctx.lik)
+
+    def commit(path, cache, idx, value, ctx, v, x, y) -> _Cache:
+        """The cache with the coordinate at ``v``."""
         position = _set_element(cache.position, path, idx, v)
         if path.startswith("lik/"):
             return cache_at(position, x, y, cache.preacts)
         if act is None:
             return cache_at(position, x, y)
-        _, _, layer, kind = path.split("/")
-        delta = v - flatten_paths(cache.position)[path].reshape(-1)[idx]
-        preacts = _mlp_preacts_after(act, cache.preacts, cache.position["net"]["layers"], x_t,
-                                     int(layer), kind, idx, delta)
-        return cache_at(position, x, y, preacts)
-
-    def logdensity(path, cache, idx, v, x, x_t, y):
-        """log p(w_i = v | w_-i, data) + const: only the scalar is used, so the updated
-        copies of the cached arrays are never built (dead code)."""
-        prior = _element_logprob(priors[path], shapes[path], idx, v)
-        return propose(path, cache, idx, v, x, x_t, y).loglik + prior
+        layer = int(path.split("/")[2])
+        forward = _mlp_forward_from(act, ctx, v - value)
+        zs = list(cache.preacts)
+        zs[layer] = _set_row(zs[layer], ctx.unit, forward[0])
+        zs[layer + 1:] = forward[1:]
+        return cache_at(position, x, y, tuple(zs))
 
     def leaf_sweep(path, key, cache, x, x_t, y):
         """Update every coordinate of one leaf; returns the cache and the sweep's counts."""
@@ -352,19 +402,26 @@ def coordinate_gibbs(
         k_order, k_updates = jax.random.split(key)
         order = jnp.arange(size) if scan == "systematic" else jax.random.permutation(
             k_order, size)
+        prior = partial(_element_logprob, priors[path], shapes[path])
 
         def body(i, carry):
             cache, evals, exhausted = carry
             idx = order[i]
-            x0 = flatten_paths(cache.position)[path].reshape(-1)[idx]
-            density = partial(logdensity, path, idx=idx, x=x, x_t=x_t, y=y)
-            # The cache goes through the slice loop as an argument, not in its closure, so
-            # it is updated in place below rather than copied.
-            x1, _, (cache,), info = slice_sample(
-                jax.random.fold_in(k_updates, i), lambda v, c: density(c, v=v), x0,
-                density(cache, v=x0), slice_width, max_steps_out, args=(cache,),
+            value = flatten_paths(cache.position)[path].reshape(-1)[idx]
+
+            def logdensity(v, ctx, y):
+                return loglik(path, idx, value, ctx, v, x, y) + prior(idx, v)
+
+            # The slice loop gets the context and data as arguments, not in its closure (a
+            # closed-over array used again after the loop would be copied each time), and
+            # behind a barrier, which stops XLA from sinking the slicing of the cache into
+            # the loop (the whole cache would then enter the loop and be copied).
+            args = jax.lax.optimization_barrier((context(path, cache, idx, x_t), y))
+            x1, _, (ctx, y_), info = slice_sample(
+                jax.random.fold_in(k_updates, i), logdensity, value,
+                cache.loglik + prior(idx, value), slice_width, max_steps_out, args=args,
             )
-            cache = propose(path, cache, idx, x1, x, x_t, y)
+            cache = commit(path, cache, idx, value, ctx, x1, x, y_)
             return cache, evals + info.num_evals, exhausted + info.exhausted
 
         zero = jnp.int32(0)
@@ -408,9 +465,10 @@ class CoordinateGibbs:
 
     Cost: every update needs the likelihood of all N examples, so a sweep costs
     O(P × N) work times the slice evaluations per update (about 5–10) for a
-    one-hidden-layer MLP, whose forward pass is cached and updated column by column; see
-    :func:`coordinate_gibbs` for deeper and other networks (up to O(P² × N)). It cannot
-    minibatch (see ``batch_size``). It is the slow, exact baseline to compare with.
+    one-hidden-layer MLP, whose forward pass is cached and updated one unit's row at a
+    time; see :func:`coordinate_gibbs` for deeper and other networks (up to O(P² × N)).
+    It cannot minibatch (see ``batch_size``). It is the slow, exact baseline to compare
+    with; ``benchmarks/gibbs_scaling.py`` measures it.
 
     Parameters
     ----------
@@ -430,6 +488,13 @@ class CoordinateGibbs:
         Neal's ``m``: the interval grows by at most ``m - 1`` widths.
     batch_size : None
         Must stay None: Gibbs updates need the full data (a ValueError says why).
+
+    Notes
+    -----
+    ``info`` holds ``seconds``, ``interrupted``, ``num_coordinates`` and ``sample_stats``:
+    ``num_evals`` (density evaluations in the sweep of each draw) and ``num_exhausted``
+    (updates whose shrinkage gave up, keeping the old value; 0 unless the density is
+    non-finite somewhere).
 
     References
     ----------

@@ -199,10 +199,11 @@ def gibbs_hyper_update(key, position, hierarchical: Hierarchical, model: BNN, da
     """Draw every precision from its full conditional given the weights (Neal 1996).
 
     The update an outer sampler makes between its own steps: NUTS through NumPyro's Gibbs
-    blocks, or SGLD/SGHMC once per epoch (Chen, Fox & Guestrin 2014, sec. 5.2, resample
-    the hyperparameters this way every so often). The weights' log-density given the new
-    precisions is :meth:`Hierarchical.logprior_fn` plus the likelihood at the returned
-    position.
+    blocks (:class:`~bayesnn.inference.gibbs.HierarchicalNUTS`), or SGLD/SGHMC once per
+    epoch, as Chen, Fox & Guestrin (2014) did in their Bayesian neural network
+    experiment. The weights' log-density given the new precisions is
+    :meth:`Hierarchical.logprior_fn` plus the likelihood at the returned position; an
+    SG-MCMC loop would use it for its gradients until the next update. Pure and jittable.
 
     Parameters
     ----------

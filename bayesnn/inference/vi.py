@@ -218,7 +218,8 @@ class _GaussianVI:
         draws = _draw(model, guide, self.num_samples, k_draws, params)
         epochs_run = min(result.num_chunks_done * per_chunk, self.epochs)
         losses = np.concatenate(result.outputs or [np.zeros(0, np.float32)])
-        history = {"elbo": list(-losses[: epochs_run * steps].reshape(-1, steps).mean(1))}
+        elbo = -losses[: epochs_run * steps].reshape(-1, steps).mean(1)
+        history = {"elbo": [float(v) for v in elbo]}
         if self.kl_warmup is not None:
             history["beta"] = [
                 float(kl_weight((e + 1) * steps - 1, self.kl_warmup)) for e in range(epochs_run)
@@ -361,7 +362,8 @@ class LowRankVI(_GaussianVI):
     NumPyro's ``AutoLowRankMultivariateNormal`` (with ``D = diag(exp(ρ))``): a factor
     covariance (Ong, Nott & Smith 2018, eq. 2) over all latent coordinates, which captures
     ``rank`` directions of correlation that mean-field VI ignores. ``W`` starts at 0, i.e.
-    at the mean-field guide.
+    at the mean-field guide. NumPyro has no closed-form KL for this guide, so both ``elbo``
+    choices give the same Monte Carlo estimate.
     """
         + _PARAMETERS
         + """    rank : int
