@@ -1,4 +1,8 @@
-"""Every example runs end to end with tiny sizes and writes what it promises."""
+"""Every example runs end to end with tiny sizes and writes what it promises.
+
+The two that fit a dozen models each are marked slow (`make test-all`): their cost is
+compilation, one program per method.
+"""
 
 import importlib.util
 import json
@@ -54,6 +58,7 @@ def test_mnist_uncertainty_on_digits(tmp_path):
     assert "auroc_mi" in table and "SGLD" in table
 
 
+@pytest.mark.slow
 def test_compare_samplers(tmp_path):
     ex = _load("compare_samplers")
     rep = ex.main(ex.parse_args([
@@ -65,6 +70,7 @@ def test_compare_samplers(tmp_path):
     assert (tmp_path / "comparison.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_transfer_learning_on_digits(tmp_path):
     ex = _load("transfer_learning")
     rep = ex.main(ex.parse_args([

@@ -10,35 +10,33 @@ import time
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 import bayesnn as bnn
 
-SCRIPT = textwrap.dedent(
+PROBLEM = textwrap.dedent(
     """
-    import sys
     import numpy as np
     from flax import nnx
     import bayesnn as bnn
 
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(2048, 4)).astype(np.float32)
-    y = np.sin(x[:, :1]) + 0.1 * rng.normal(size=(2048, 1)).astype(np.float32)
-    net = bnn.models.MLP(4, (128, 128), 1, rngs=nnx.Rngs(0))
+    x = rng.normal(size=(1024, 4)).astype(np.float32)
+    y = np.sin(x[:, :1]) + 0.1 * rng.normal(size=(1024, 1)).astype(np.float32)
+    net = bnn.models.MLP(4, (64, 64), 1, rngs=nnx.Rngs(0))
     model = bnn.BNN(net, likelihood=bnn.likelihoods.Gaussian(0.1))
+    data = (x, y)
     method = bnn.MAP(epochs=200, batch_size=32, learning_rate=1e-3)
-    bnn.fit(model, (x, y), method, key=7, checkpoint=sys.argv[1], progress=False)
     """
+)
+SCRIPT = PROBLEM + (
+    "import sys\nbnn.fit(model, data, method, key=7, checkpoint=sys.argv[1], progress=False)\n"
 )
 
 
 def _problem():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(2048, 4)).astype(np.float32)
-    y = np.sin(x[:, :1]) + 0.1 * rng.normal(size=(2048, 1)).astype(np.float32)
-    net = bnn.models.MLP(4, (128, 128), 1, rngs=nnx.Rngs(0))
-    model = bnn.BNN(net, likelihood=bnn.likelihoods.Gaussian(0.1))
-    return model, (x, y), bnn.MAP(epochs=200, batch_size=32, learning_rate=1e-3)
+    namespace = {}
+    exec(PROBLEM, namespace)
+    return namespace["model"], namespace["data"], namespace["method"]
 
 
 def test_killed_run_resumes_to_the_same_result(tmp_path):
