@@ -18,7 +18,15 @@ import numpy as np
 import optax
 
 from bayesnn.bnn import BNN
-from bayesnn.data import Dataset, check_batch_size, epoch_batches, num_batches, validation_split
+from bayesnn.data import (
+    Augment,
+    Dataset,
+    augment_batch,
+    check_batch_size,
+    epoch_batches,
+    num_batches,
+    validation_split,
+)
 from bayesnn.inference.base import check_positive
 from bayesnn.inference.driver import run_chunks, scan_minibatches
 from bayesnn.posterior import Posterior, map_rows
@@ -79,13 +87,19 @@ def _batch_metric(model: BNN, f, y, lik_params) -> jax.Array:
     return jnp.sum((stats["mean"] - y) ** 2, axis=-1)
 
 
-def map_epoch(model: BNN, tx, batch_size: int, state: MAPState, key, x, y):
-    """One epoch of shuffled minibatch steps; returns per-step loss, metric and batch size."""
+def map_epoch(model: BNN, tx, batch_size: int, state: MAPState, key, x, y, augment=None):
+    """One epoch of shuffled minibatch steps; returns per-step loss, metric and batch size.
+
+    ``augment`` (a :class:`bayesnn.data.Augment`) transforms each minibatch's images.
+    """
     n = x.shape[0]
     k_batches, k_steps = jax.random.split(key)
     batches = epoch_batches(k_batches, n, batch_size)
 
     def step(state, k, batch):
+        if augment is not None:
+            k, k_aug = jax.random.split(k)
+            batch = augment_batch(augment, k_aug, batch)
         (loss, f), grads = jax.value_and_grad(_objective, argnums=1, has_aux=True)(
             model, state.position, batch, k, n
         )
@@ -140,6 +154,9 @@ class MAP:
         Stop after this many epochs without improvement.
     checkpoint_path : str, optional
         Write the best weights there (``.npz``, see :func:`bayesnn.tree.load_tree`).
+    augment : bayesnn.data.Augment, optional
+        Random image transformations applied to every training minibatch, inside the
+        jitted loop, each step with its own key.
     """
 
     optimizer: Any = "adam"
@@ -150,6 +167,7 @@ class MAP:
     save_best_only: bool = True
     early_stopping_patience: int | None = None
     checkpoint_path: str | None = None
+    augment: Augment | None = None
 
     def __post_init__(self):
         make_optimizer(self.optimizer, self.learning_rate)
@@ -209,7 +227,8 @@ def train_members(
     steps = num_batches(x.shape[0], batch_size)
     per_chunk = max(1, min(method.epochs, _STEPS_PER_CHUNK // steps))
     train_epoch = partial(
-        _train_epoch, model, tx, batch_size, method.epochs, method.early_stopping_patience
+        _train_epoch, model, tx, batch_size, method.epochs, method.early_stopping_patience,
+        method.augment,
     )
 
     def member_chunk(carry, key, x, y, val):
@@ -278,7 +297,7 @@ def _track(tracker: Tracker, position, monitored, epochs: int, patience: int | N
     )
 
 
-def _train_epoch(model, tx, batch_size, epochs, patience, carry, key, x, y, val):
+def _train_epoch(model, tx, batch_size, epochs, patience, augment, carry, key, x, y, val):
     """One epoch and its history row; a no-op once the run has stopped."""
     metric = _metric_name(model)
 
@@ -287,7 +306,7 @@ def _train_epoch(model, tx, batch_size, epochs, patience, carry, key, x, y, val)
 
     def train(carry):
         state, tracker = carry
-        state, out = map_epoch(model, tx, batch_size, state, key, x, y)
+        state, out = map_epoch(model, tx, batch_size, state, key, x, y, augment)
         count = out["count"].sum()
         row = {
             "loss": jnp.sum(out["loss"] * out["count"]) / count,

@@ -30,7 +30,7 @@ from blackjax.sgmcmc.diffusions import overdamped_langevin
 from blackjax.util import generate_gaussian_noise
 
 from bayesnn.bnn import BNN, Batch
-from bayesnn.data import Dataset, check_batch_size, num_batches
+from bayesnn.data import Augment, Dataset, augment_batch, check_batch_size, num_batches
 from bayesnn.data.batching import next_batch
 from bayesnn.inference.base import check_positive
 from bayesnn.inference.driver import run_chunks
@@ -226,6 +226,7 @@ class _SGMCMC:
     temperature: float = 1.0
     schedule: Callable | None = None
     init: str | MAP = "random"
+    augment: Augment | None = None
 
     def __post_init__(self):
         check_positive(step_size=self.step_size)
@@ -299,6 +300,9 @@ class _SGMCMC:
             else:
                 epoch, idx, mask = next_batch(k_batch, chain.epoch, t, n, b)
                 batch = Batch(x[idx], y[idx], mask if n % b else None)
+            if self.augment is not None:
+                k_step, k_aug = jax.random.split(k_step)
+                batch = augment_batch(self.augment, k_aug, batch)
             grad = jax.grad(model.logdensity_fn)(chain.kernel.position, batch, n)
             step_size = self.step_size * schedule(t)
             temperature = self.temperature * sampling(t)  # no noise while exploring
@@ -404,6 +408,10 @@ class SGLD(_SGMCMC):
         Where chains start: a fresh :meth:`~bayesnn.BNN.init_params` per chain, the
         network's own weights (every chain), or the weights of one MAP fit (``"map"``:
         ``MAP()``; or the given config), a common warm start for SG-MCMC.
+    augment : bayesnn.data.Augment, optional
+        Random image transformations of every minibatch (each step its own key). The chain
+        then samples the posterior of the augmented-data likelihood, as is usual in
+        Bayesian deep learning.
 
     Notes
     -----

@@ -122,3 +122,20 @@ def test_batch_larger_than_data(gap):
     train, _ = gap
     with pytest.raises(ValueError, match=r"batch_size \(512\) is larger than the dataset"):
         bnn.fit(_regression_model(width=8), train, bnn.MAP(batch_size=512, epochs=1), key=0)
+
+
+@pytest.mark.parametrize("kind", ["MAP", "SGLD"])
+def test_augmentation_runs_inside_the_training_loop(kind):
+    digits = bnn.data.load_digits()  # (N, 8, 8, 1) images; the MLP flattens them
+    train = bnn.data.Dataset(digits.x[:128], digits.y[:128])
+    model = bnn.BNN(bnn.models.MLP(64, (16,), 10, rngs=nnx.Rngs(0)),
+                    likelihood=bnn.likelihoods.Categorical())
+    augment = bnn.data.Augment(width_shift=0.25, horizontal_flip=True)
+    if kind == "MAP":
+        plain, shifted = (bnn.MAP(epochs=2, batch_size=32, augment=a) for a in (None, augment))
+    else:
+        plain, shifted = (bnn.SGLD(step_size=1e-4, batch_size=32, num_warmup=8, num_samples=2,
+                                   thinning=4, augment=a) for a in (None, augment))
+    a, b, c = (bnn.fit(model, train, m, key=0).draws for m in (plain, shifted, shifted))
+    assert not np.allclose(a["net"]["layers"][0]["kernel"], b["net"]["layers"][0]["kernel"])
+    assert jax.tree.all(jax.tree.map(np.array_equal, b, c))
