@@ -29,8 +29,13 @@ lint: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site
 
+# Short versions of the benchmarks (minutes); full sizes via each script's flags.
 bench: $(STAMP)
-	$(PY) benchmarks/speed.py --quick
+	$(PY) benchmarks/speed_sgmcmc.py --steps 2000 --out out/bench
+	$(PY) benchmarks/nuts_overhead.py --repeats 1 --out out/bench
+	$(PY) benchmarks/vi_epoch.py --num-examples 2560 --repeats 3 --out out/bench
+	$(PY) benchmarks/gibbs_scaling.py --widths 8 32 --sizes 500 2000 --num-samples 500 \
+	  --num-warmup 200 --out out/bench
 
 clean:
 	rm -rf $(VENV) out site .pytest_cache

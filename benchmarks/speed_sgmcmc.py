@@ -6,9 +6,9 @@ step (uniform indices with replacement, the cheapest way). bayesnn is timed on a
 ``fit``'s chunks after the first (which compiles), driver overhead between chunks
 included; the two loops on as many scans of the same number of steps, after compiling.
 The figures are the fastest chunk of each (medians in the JSON), as the machine may be
-shared. Writes ``sgld_speed.json`` and ``sgld_speed.md`` to ``--out``.
+shared. Writes ``speed_sgmcmc.json`` and ``speed_sgmcmc.md`` to ``--out``.
 
-    python benchmarks/sgld_speed.py --out benchmarks/results
+    python benchmarks/speed_sgmcmc.py --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def main(args) -> dict:
 
 def write(out: Path, result: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sgld_speed.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "speed_sgmcmc.json").write_text(json.dumps(result, indent=2) + "\n")
     m, s, us = result["machine"], result["sizes"], result["us_per_step"]
     lines = [
         "# SGLD step time",
@@ -165,7 +165,7 @@ def write(out: Path, result: dict) -> None:
     ]
     for name in ("bayesnn", "blackjax", "optax_sgd"):
         lines.append(f"| {name} | {us[name]:.1f} | {us['bayesnn'] / us[name]:.2f} |")
-    (out / "sgld_speed.md").write_text("\n".join(lines) + "\n")
+    (out / "speed_sgmcmc.md").write_text("\n".join(lines) + "\n")
 
 
 def parse_args(argv=None):
