@@ -160,6 +160,18 @@ class BNN:
             with numpyro.handlers.scale(scale=1.0 / self.likelihood.temperature):
                 numpyro.sample("y", self.likelihood.distribution(f, lik), obs=yb)
 
+    def sites(self, position: Position) -> tuple[dict[str, Any], dict[str, Any]]:
+        """NumPyro site values of a position: ``(sample sites, point-estimate params)``.
+
+        The inverse of :meth:`position_from_sites`.
+        """
+        bayesian = flatten_paths(self.bayesian_mask["net"])
+        weights = flatten_paths(position["net"])
+        latent = {f"net/{p}": v for p, v in weights.items() if bayesian[p]}
+        latent |= {f"lik/{k}": v for k, v in position["lik"].items()}
+        params = {f"net/{p}": v for p, v in weights.items() if not bayesian[p]}
+        return latent, params
+
     def position_from_sites(self, sites: dict[str, Any], params: dict[str, Any] | None = None):
         """Rebuild positions from NumPyro site values (leading axes allowed).
 

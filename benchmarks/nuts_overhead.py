@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from functools import partial
 from pathlib import Path
@@ -33,27 +31,12 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from flax import nnx
+from machine import machine  # noqa: I001 (benchmarks/machine.py)
 from numpyro.infer import MCMC, NUTS, init_to_value
 from numpyro.infer.util import initialize_model
 
 import bayesnn as bnn
 from bayesnn.arviz import ess
-
-
-def machine() -> dict:
-    """CPU model, cores, load, jax and numpyro versions and device of this run."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    device = jax.devices()[0]
-    return {
-        "cpu": cpu, "cores": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
-        "jax": jax.__version__, "numpyro": numpyro.__version__,
-        "device": f"{device.platform}: {device.device_kind}",
-    }
 
 
 def raw_model(x, y=None, *, hidden: int, prior_scale: float, noise: float):
@@ -161,7 +144,7 @@ def main(args) -> dict:
     b = summary(ours, gradient_seconds(model.numpyro_model, sites, data, args))
     r = summary(theirs, gradient_seconds(raw, start, data, args))
     result = {
-        "machine": machine(),
+        "machine": machine("numpyro"),
         "sizes": {
             "num_examples": args.num_examples, "hidden": args.hidden,
             "num_params": bnn.tree.tree_size(model.init_position),

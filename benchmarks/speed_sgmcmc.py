@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -26,28 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from machine import machine  # noqa: I001 (benchmarks/machine.py)
 
 import bayesnn as bnn
 from bayesnn.bnn import Batch
 from bayesnn.inference import sgmcmc
 from bayesnn.inference.sgmcmc import SGLD
-
-
-def machine() -> dict:
-    """CPU model, cores, load, library versions and device of this run."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    device = jax.devices()[0]
-    return {
-        "cpu": cpu, "cores": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
-        "jax": jax.__version__,
-        "blackjax": blackjax.__version__, "optax": optax.__version__,
-        "device": f"{device.platform}: {device.device_kind}",
-    }
 
 
 def problem(args):
@@ -129,7 +111,7 @@ def main(args) -> dict:
     )
     us = {k: 1e6 * float(np.min(v)) / steps for k, v in seconds.items()}
     result = {
-        "machine": machine(),
+        "machine": machine("blackjax", "optax"),
         "sizes": {
             "num_examples": n, "features": args.features, "hidden": list(args.hidden),
             "batch_size": b, "steps": args.steps, "steps_per_chunk": steps,

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from functools import partial
@@ -26,26 +24,11 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
+from machine import machine  # noqa: I001 (benchmarks/machine.py)
 
 import bayesnn as bnn
 from bayesnn.inference.map import MAPState, make_optimizer, map_epoch
 from bayesnn.inference.vi import vi_epoch
-
-
-def machine() -> dict:
-    """CPU model, cores, jax version and device of this run."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    device = jax.devices()[0]
-    return {
-        "cpu": cpu, "cores": os.cpu_count(), "jax": jax.__version__,
-        "numpyro": numpyro.__version__, "device": f"{device.platform}: {device.device_kind}",
-    }
 
 
 def mnist(args) -> tuple[np.ndarray, np.ndarray, str]:
@@ -107,7 +90,7 @@ def main(args) -> dict:
     model = bnn.BNN(bnn.models.mnist_mlp(), bnn.priors.Normal(1.0), bnn.likelihoods.Categorical())
     x, y = jnp.asarray(x), jnp.asarray(model.likelihood.validate_targets(y, 10))
     result = {
-        "machine": machine(),
+        "machine": machine("numpyro"),
         "sizes": {
             "data": source, "num_examples": int(x.shape[0]), "num_particles": args.num_particles,
             "repeats": args.repeats, "num_weights": bnn.tree.tree_size(model.init_position),

@@ -26,9 +26,8 @@ from bayesnn.data import Dataset
 from bayesnn.inference.base import check_positive
 from bayesnn.inference.map import MAP
 from bayesnn.posterior import Posterior
-from bayesnn.tree import flatten_paths
 
-__all__ = ["NUTS", "HMC", "INITS", "initial_positions", "sample_stats", "split_sites"]
+__all__ = ["NUTS", "HMC", "INITS", "initial_positions", "sample_stats"]
 
 INITS = ("network", "random", "prior", "map")
 CHAIN_METHODS = ("vectorized", "sequential", "parallel")
@@ -42,15 +41,6 @@ _STATS = {
     "energy": "energy",
     "potential_energy": "lp",
 }
-
-
-def split_sites(model: BNN, position) -> tuple[dict, dict]:
-    """NumPyro site values of a position: ``(latent sample sites, point-estimate params)``."""
-    bayesian = flatten_paths(model.bayesian_mask["net"])
-    weights = {f"net/{p}": v for p, v in flatten_paths(position["net"]).items()}
-    latent = {k: v for k, v in weights.items() if bayesian[k.removeprefix("net/")]}
-    params = {k: v for k, v in weights.items() if k not in latent}
-    return latent | {f"lik/{k}": v for k, v in position["lik"].items()}, params
 
 
 def initial_positions(key, model: BNN, data: Dataset, init, num_chains: int, *, progress=None):
@@ -129,7 +119,7 @@ class _MCMC:
             positions, map_info = initial_positions(
                 k_init, model, data, self.init, self.num_chains, progress=progress
             )
-            sites, chain_params = split_sites(model, positions)
+            sites, chain_params = model.sites(positions)
             if map_info is not None:
                 # Weights without a prior stay at their MAP values (they are not sampled).
                 info["map_info"] = map_info

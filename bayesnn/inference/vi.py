@@ -39,7 +39,6 @@ from bayesnn.inference.base import check_positive
 from bayesnn.inference.driver import run_chunks
 from bayesnn.inference.map import MAP, make_optimizer
 from bayesnn.posterior import Posterior
-from bayesnn.tree import flatten_paths
 
 __all__ = ["MeanFieldVI", "LowRankVI", "ELBOS", "kl_weight", "scale_latent", "vi_epoch"]
 
@@ -121,16 +120,6 @@ class _AutoLowRank(_ExpScale, AutoLowRankMultivariateNormal):
     pass
 
 
-def _split_sites(model: BNN, position) -> tuple[dict, dict]:
-    """NumPyro site values of a position: ``(latent sample sites, point-estimate params)``."""
-    weights = flatten_paths(position["net"])
-    bayesian = flatten_paths(model.bayesian_mask["net"])
-    latent = {f"net/{p}": v for p, v in weights.items() if bayesian[p]}
-    latent |= {f"lik/{k}": v for k, v in position["lik"].items()}
-    params = {f"net/{p}": v for p, v in weights.items() if not bayesian[p]}
-    return latent, params
-
-
 @dataclass(frozen=True)
 class _GaussianVI:
     """Fields and fitting loop shared by :class:`MeanFieldVI` and :class:`LowRankVI`."""
@@ -177,7 +166,7 @@ class _GaussianVI:
         and guide take the KL weight as a keyword ``beta`` (see :func:`vi_epoch`).
         """
         batch_size = check_batch_size(self.batch_size, num_examples)
-        latent = _split_sites(model, model.init_position if position is None else position)[0]
+        latent = model.sites(model.init_position if position is None else position)[0]
         guide = self._guide(model.numpyro_model, init_to_value(values=latent))
         tx = make_optimizer(self.optimizer, self.learning_rate)
         svi = SVI(
@@ -206,7 +195,7 @@ class _GaussianVI:
         # Jitted, the first run of model and guide compiles once instead of op by op (~10x
         # faster). The autoguide caches its prototype trace during that run; later only its
         # site names, shapes and supports are read, parameter values come from the state.
-        point_params = _split_sites(model, position)[1]
+        point_params = model.sites(position)[1]
         state = jax.jit(svi.init)(k_init, x, y, init_params=point_params or None)
         result = run_chunks(
             _chunk_fn(svi, steps, per_chunk, self.epochs, self.kl_warmup), state, k_fit,

@@ -6,7 +6,7 @@ from flax import nnx
 import bayesnn as bnn
 from bayesnn.arviz import rhat
 from bayesnn.bnn import Batch
-from bayesnn.inference.hmc import initial_positions, split_sites
+from bayesnn.inference.hmc import initial_positions
 from bayesnn.testing import assert_gaussian_matches, linear_posterior
 
 PRIOR, NOISE = 1.0, 0.5
@@ -122,7 +122,7 @@ def test_initial_positions(linear):
     fresh, _ = initial_positions(key, model, linear, "random", 3)
     kernels = np.asarray(fresh["net"]["layers"][0]["kernel"])
     assert kernels.shape == (3, 3, 1) and not np.allclose(kernels[0], kernels[1])
-    latent, params = split_sites(model, model.init_position)
+    latent, params = model.sites(model.init_position)
     assert set(latent) == {"net/layers/0/kernel", "net/layers/0/bias"} and params == {}
 
 
