@@ -70,9 +70,10 @@ class BNN:
         self.out_features = int(network.out_features)
         self.graphdef, params, self._rest = nnx.split(network, nnx.Param, ...)
         self.frozen = tuple([frozen] if isinstance(frozen, str) else frozen)
-        net, self._frozen = _split_frozen(
-            jax.tree.map(jnp.asarray, nnx.to_pure_dict(params)), self.frozen
-        )
+        # Weights take JAX's default float precision (float64 under jax_enable_x64).
+        weights = jax.tree.map(lambda w: jnp.asarray(w, jnp.result_type(float)),
+                               nnx.to_pure_dict(params))
+        net, self._frozen = _split_frozen(weights, self.frozen)
         self.init_position: Position = {"net": net, "lik": self.likelihood.init_params()}
         # Validates per-parameter prior rules against the network once, up front.
         self.bayesian_mask = {

@@ -134,28 +134,26 @@ def run_sweeps(
     kept = keep.reshape(num_chunks, steps).sum(1)
     slots = int(kept.max()) + 1  # + 1: a scratch slot written at unkept sweeps
     slots += slots == steps  # so the driver never takes the buffer for per-step values
-    zeros = partial(jax.tree.map, lambda a: jnp.zeros(a.shape, a.dtype))
 
     def chunk(states, key, i, x, y, keep):
+        # The last chunk runs whole: its sweeps after the last draw change nothing returned
+        # (skipping them with lax.cond would slow every sweep down several times on CPU).
         def body(carry, inp):
-            states, info, buffer, count = carry
+            states, buffer, count = carry
             t, k = inp
-            states, info = jax.lax.cond(
-                t < num_steps, lambda c: step_fn(k, c[0], x, y), lambda c: c, (states, info)
-            )
+            states, info = step_fn(k, states, x, y)
             buffer = jax.tree.map(
                 lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, count, 0),
                 buffer, (position_fn(states), info),
             )
-            return (states, info, buffer, count + keep[t]), None
+            return (states, buffer, count + keep[t]), None
 
         buffer = jax.tree.map(
             lambda a: jnp.zeros((slots, *a.shape), a.dtype), (draw_like, info_like)
         )
         ts = i * steps + jnp.arange(steps)
-        (states, _, buffer, _), _ = jax.lax.scan(
-            body, (states, zeros(info_like), buffer, jnp.int32(0)),
-            (ts, jax.random.split(key, steps)),
+        (states, buffer, _), _ = jax.lax.scan(
+            body, (states, buffer, jnp.int32(0)), (ts, jax.random.split(key, steps))
         )
         return states, buffer
 

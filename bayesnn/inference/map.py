@@ -253,7 +253,7 @@ def train_members(
 
     def init(position):
         return MAPState(position, tx.init(position)), Tracker(
-            position, jnp.float32(_WORST), -1, 0, False
+            position, jnp.asarray(_WORST, jnp.result_type(float)), -1, 0, False
         )
 
     result = run_chunks(
@@ -321,7 +321,8 @@ def _train_epoch(model, tx, batch_size, epochs, patience, augment, carry, key, x
 
     def skip(carry):
         names = _history_names(model, val)
-        return carry, {**{k: jnp.float32(0) for k in names}, "ran": jnp.bool_(False)}
+        zero = jnp.zeros((), jnp.result_type(float))
+        return carry, {**{k: zero for k in names}, "ran": jnp.bool_(False)}
 
     return jax.lax.cond(carry[1].stopped, skip, train, carry)
 
