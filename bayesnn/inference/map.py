@@ -8,6 +8,7 @@ and the prior acts as weight decay. Keras vocabulary: ``optimizer``, ``epochs``,
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
@@ -171,6 +172,7 @@ class MAP:
 
     def __post_init__(self):
         make_optimizer(self.optimizer, self.learning_rate)
+        check_batch_size(self.batch_size, sys.maxsize)  # type and sign; size is checked at fit
         check_positive(epochs=self.epochs, early_stopping_patience=self.early_stopping_patience)
         if isinstance(self.learning_rate, (int, float)):
             check_positive(learning_rate=self.learning_rate)
