@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -33,25 +31,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from machine import machine  # noqa: I001 (benchmarks/machine.py)
 
 import bayesnn as bnn
 from bayesnn.arviz import ess, rhat
 from bayesnn.inference.gibbs import CoordinateGibbs, LatentGibbs, coordinate_gibbs, num_coordinates
-
-
-def machine() -> dict:
-    """CPU model, cores, load, jax version and device of this run."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    device = jax.devices()[0]
-    return {
-        "cpu": cpu, "cores": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
-        "jax": jax.__version__, "device": f"{device.platform}: {device.device_kind}",
-    }
 
 
 def _mlp(inputs: int, width: int, noise: float, seed: int = 0) -> bnn.BNN:
@@ -192,7 +176,7 @@ def _main(args) -> dict:
     for row in ess_rows:
         row["vs_coordinate_gibbs"] = row["min_ess_per_second"] / base
     result = {
-        "machine": machine(),
+        "machine": machine("numpyro", "blackjax"),
         "args": vars(args),
         "sweep_cost": sweeps,
         "sweep_cost_exponents": fit_exponents(sweeps),

@@ -760,8 +760,10 @@ class LatentGibbs:
     has a conditional that is sampled exactly: Bayesian linear regression for the weights,
     a two-piece truncated normal for ReLU pre-activations, a Gaussian for the
     post-activations; see :func:`latent_gibbs`. A sweep costs about one forward and
-    backward pass plus a Cholesky factor per layer, and mixes far faster than
-    :class:`CoordinateGibbs`.
+    backward pass plus a Cholesky factor per layer, O(N · P), against O(k · N · P) for
+    a :class:`CoordinateGibbs` sweep, and moves all weights of a layer jointly; but the
+    latents couple the blocks strongly, and the smaller Δ, the slower the chain mixes
+    (``benchmarks/gibbs_scaling.py`` compares the ESS per second of both).
 
     The noisy network is a different model from the ordinary one: its weight posterior
     is that of a network whose hidden units are noisy. As Δ → 0 it tends to the ordinary
@@ -784,6 +786,8 @@ class LatentGibbs:
     batch_size : None
         Must stay None: Gibbs updates need the full data (a ValueError says why).
 
+    Notes
+    -----
     Needs a :class:`~bayesnn.models.MLP` with ``relu`` (or ``linear``) activation, a
     Gaussian prior on every weight with one variance per leaf (``priors.Normal``,
     ``priors.FanInNormal``) and a homoscedastic ``likelihoods.Gaussian`` with fixed scale.

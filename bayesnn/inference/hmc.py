@@ -241,10 +241,10 @@ class HMC(_MCMC):
         Leapfrog steps per proposal.
     adapt_step_size : bool
         Tune the step size during warmup by dual averaging towards ``target_accept_prob``.
-    **kwargs
-        ``num_warmup``, ``num_samples``, ``num_chains``, ``thinning``,
-        ``target_accept_prob``, ``dense_mass``, ``init``, ``chain_method``: as for
-        :class:`NUTS`. ``sample_stats`` has no ``tree_depth``.
+    num_warmup, num_samples, num_chains, thinning
+        As for :class:`NUTS`.
+    target_accept_prob, dense_mass, init, chain_method
+        As for :class:`NUTS`. ``sample_stats`` has no ``tree_depth``.
 
     Notes
     -----
