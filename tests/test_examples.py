@@ -1,7 +1,7 @@
 """Every example runs end to end with tiny sizes and writes what it promises.
 
-The two that fit a dozen models each are marked slow (`make test-all`): their cost is
-compilation, one program per method.
+Only the main demo and the MNIST example run by default; the others are marked slow
+(`make test-all`): their cost is compilation, one program per method.
 """
 
 import importlib.util
@@ -35,6 +35,7 @@ def test_regression_uncertainty(tmp_path):
     np.testing.assert_allclose(summary["MAP"]["std_in_gap"], 0.1, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_classification_uncertainty(tmp_path):
     ex = _load("classification_uncertainty")
     summary = ex.main(ex.parse_args([

@@ -124,7 +124,7 @@ def test_batch_larger_than_data(gap):
         bnn.fit(_regression_model(width=8), train, bnn.MAP(batch_size=512, epochs=1), key=0)
 
 
-@pytest.mark.parametrize("kind", ["MAP", "SGLD"])
+@pytest.mark.parametrize("kind", ["MAP", pytest.param("SGLD", marks=pytest.mark.slow)])
 def test_augmentation_runs_inside_the_training_loop(kind):
     digits = bnn.data.load_digits()  # (N, 8, 8, 1) images; the MLP flattens them
     train = bnn.data.Dataset(digits.x[:128], digits.y[:128])
