@@ -8,6 +8,7 @@ network's weights, at fresh initialisations, at prior draws or at a MAP fit.
 
 from __future__ import annotations
 
+import abc
 import sys
 import time
 import warnings
@@ -62,7 +63,7 @@ def initial_positions(key, model: BNN, data: Dataset, init, num_chains: int, *, 
 
 
 @dataclass(frozen=True, kw_only=True)
-class _MCMC:
+class _MCMC(abc.ABC):
     """Fields, checks and the run shared by :class:`NUTS` and :class:`HMC`."""
 
     num_warmup: int = 500
@@ -99,8 +100,9 @@ class _MCMC:
                 f"chain_method must be one of {CHAIN_METHODS}, got {self.chain_method!r}"
             )
 
+    @abc.abstractmethod
     def _kernel(self, numpyro_model, init_strategy):
-        raise NotImplementedError
+        """The NumPyro MCMC kernel of the method."""
 
     def run(self, model: BNN, data: Dataset, key, *, progress=None, checkpoint=None) -> Posterior:
         if checkpoint is not None:

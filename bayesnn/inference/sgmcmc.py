@@ -16,6 +16,7 @@ kept steps.
 
 from __future__ import annotations
 
+import abc
 import math
 import numbers
 import sys
@@ -214,7 +215,7 @@ def _max_abs(position) -> jax.Array:
 
 
 @dataclass(frozen=True)
-class _SGMCMC:
+class _SGMCMC(abc.ABC):
     """Fields, validation and the sampling loop shared by the SG-MCMC methods."""
 
     step_size: float
@@ -248,8 +249,9 @@ class _SGMCMC:
                     "cycle of the cyclical schedule: no cycle would yield a draw"
                 )
 
+    @abc.abstractmethod
     def kernel(self, data_size: int) -> Kernel:
-        raise NotImplementedError
+        """The method's kernel for a data set of ``data_size`` examples."""
 
     def kept_steps(self) -> np.ndarray:
         """Boolean mask over the steps of a run: True where the new position is a draw.

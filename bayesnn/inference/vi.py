@@ -17,6 +17,7 @@ from the driver's per-chunk key, so the result depends only on the key passed to
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import sys
 from dataclasses import dataclass, field
@@ -121,7 +122,7 @@ class _AutoLowRank(_ExpScale, AutoLowRankMultivariateNormal):
 
 
 @dataclass(frozen=True)
-class _GaussianVI:
+class _GaussianVI(abc.ABC):
     """Fields and fitting loop shared by :class:`MeanFieldVI` and :class:`LowRankVI`."""
 
     optimizer: Any = "adam"
@@ -156,8 +157,9 @@ class _GaussianVI:
         if not isinstance(self.map_config, MAP):
             raise TypeError(f"map_config must be a bayesnn.MAP, got {self.map_config!r}")
 
+    @abc.abstractmethod
     def _guide(self, model_fn, init_loc_fn):
-        raise NotImplementedError
+        """The NumPyro autoguide of the method."""
 
     def build_svi(self, model: BNN, num_examples: int, position=None) -> tuple[SVI, Any]:
         """The :class:`~numpyro.infer.SVI` problem that :meth:`run` solves, and its guide.
