@@ -24,7 +24,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
-from flax import nnx
 from jax.scipy.special import erfcx, log_ndtr, ndtri
 from jax.scipy.stats import norm
 from numpyro.infer import NUTS
@@ -182,7 +181,7 @@ def _mlp(model: BNN) -> MLP | None:
     (whose layers are then all in the position), else None."""
     if model.frozen:
         return None
-    net = nnx.merge(model.graphdef, model.init_position["net"], model._rest)
+    net = model.network()
     return net if isinstance(net, MLP) else None
 
 
