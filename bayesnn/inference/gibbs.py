@@ -32,7 +32,7 @@ from numpyro.infer.gibbs import GIBBS_SITES_KWARG, CustomGibbs, Gibbs
 from bayesnn import likelihoods
 from bayesnn.bnn import BNN, Batch
 from bayesnn.data import Dataset
-from bayesnn.inference.base import check_positive
+from bayesnn.inference.base import check_chain_args, check_positive
 from bayesnn.inference.driver import run_chunks
 from bayesnn.inference.hyper import NOISE, Hierarchical, gibbs_hyper_update, weight_groups
 from bayesnn.inference.slice import slice_sample
@@ -72,12 +72,6 @@ def _check_full_batch(method: str, batch_size) -> None:
             "the posterior invariant: detailed balance needs the same density at the current "
             "and the new point. Leave batch_size=None, or use SGLD/SGHMC for minibatches."
         )
-
-
-def _check_chain_args(num_samples, num_warmup, num_chains, thinning) -> None:
-    check_positive(num_samples=num_samples, num_chains=num_chains, thinning=thinning)
-    if num_warmup < 0:
-        raise ValueError(f"num_warmup must be >= 0, got {num_warmup}")
 
 
 def initial_positions(model: BNN, key, num_chains: int):
@@ -511,7 +505,8 @@ class CoordinateGibbs:
 
     def __post_init__(self):
         _check_full_batch("CoordinateGibbs", self.batch_size)
-        _check_chain_args(self.num_samples, self.num_warmup, self.num_chains, self.thinning)
+        check_chain_args(num_samples=self.num_samples, num_warmup=self.num_warmup,
+                         num_chains=self.num_chains, thinning=self.thinning)
         check_positive(slice_width=self.slice_width, max_steps_out=self.max_steps_out)
         if self.scan not in ("systematic", "random"):
             raise ValueError(f'scan must be "systematic" or "random", got {self.scan!r}')
@@ -807,7 +802,8 @@ class LatentGibbs:
 
     def __post_init__(self):
         _check_full_batch("LatentGibbs", self.batch_size)
-        _check_chain_args(self.num_samples, self.num_warmup, self.num_chains, self.thinning)
+        check_chain_args(num_samples=self.num_samples, num_warmup=self.num_warmup,
+                         num_chains=self.num_chains, thinning=self.thinning)
         for name in ("preactivation_var", "postactivation_var"):
             value = getattr(self, name)
             check_positive(**{name: min(value) if isinstance(value, Sequence) else value})
@@ -897,7 +893,8 @@ class HierarchicalNUTS:
 
     def __post_init__(self):
         _check_full_batch("HierarchicalNUTS", self.batch_size)
-        _check_chain_args(self.num_samples, self.num_warmup, self.num_chains, self.thinning)
+        check_chain_args(num_samples=self.num_samples, num_warmup=self.num_warmup,
+                         num_chains=self.num_chains, thinning=self.thinning)
         if not 0 < self.target_accept_prob < 1:
             raise ValueError(f"target_accept_prob must be in (0, 1), got {self.target_accept_prob}")
 

@@ -24,7 +24,7 @@ from numpyro.infer.util import unconstrain_fn
 
 from bayesnn.bnn import BNN
 from bayesnn.data import Dataset
-from bayesnn.inference.base import check_positive
+from bayesnn.inference.base import check_chain_args, check_positive
 from bayesnn.inference.map import MAP
 from bayesnn.posterior import Posterior
 
@@ -78,15 +78,8 @@ class _MCMC(abc.ABC):
     _tree_depth: ClassVar[bool] = False  # report NUTS' tree depth
 
     def __post_init__(self):
-        for name in ("num_warmup", "num_samples", "num_chains", "thinning"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int, got {value!r}")
-        check_positive(
-            num_samples=self.num_samples, num_chains=self.num_chains, thinning=self.thinning
-        )
-        if self.num_warmup < 0:
-            raise ValueError(f"num_warmup must be >= 0, got {self.num_warmup}")
+        check_chain_args(num_samples=self.num_samples, num_warmup=self.num_warmup,
+                         num_chains=self.num_chains, thinning=self.thinning)
         if self.thinning > self.num_samples:
             raise ValueError(
                 f"thinning ({self.thinning}) must not exceed num_samples ({self.num_samples})"

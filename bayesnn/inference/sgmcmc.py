@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import abc
 import math
-import numbers
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from blackjax.util import generate_gaussian_noise
 from bayesnn.bnn import BNN, Batch
 from bayesnn.data import Augment, Dataset, augment_batch, check_batch_size, num_batches
 from bayesnn.data.batching import next_batch
-from bayesnn.inference.base import check_positive
+from bayesnn.inference.base import check_chain_args, check_positive
 from bayesnn.inference.driver import run_chunks
 from bayesnn.inference.hmc import initial_positions
 from bayesnn.inference.map import MAP
@@ -200,12 +199,6 @@ class _Chain(NamedTuple):
     epoch: Any  # this epoch's minibatch indices (num_batches, batch_size); () for full batch
 
 
-def _check_int(minimum: int, **values) -> None:
-    for name, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum:
-            raise ValueError(f"{name} must be an int >= {minimum}, got {v!r}")
-
-
 def _max_abs(position) -> jax.Array:
     """Largest |weight| of each chain (leading axis): finite iff the chain's position is."""
     return jnp.max(jnp.stack([
@@ -231,9 +224,8 @@ class _SGMCMC(abc.ABC):
 
     def __post_init__(self):
         check_positive(step_size=self.step_size)
-        _check_int(1, num_samples=self.num_samples, thinning=self.thinning,
-                   num_chains=self.num_chains)
-        _check_int(0, num_warmup=self.num_warmup)
+        check_chain_args(num_samples=self.num_samples, num_warmup=self.num_warmup,
+                         num_chains=self.num_chains, thinning=self.thinning)
         check_batch_size(self.batch_size, sys.maxsize)
         if not self.temperature >= 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature!r}")

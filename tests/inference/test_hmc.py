@@ -129,8 +129,8 @@ def test_initial_positions(linear):
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        ({"num_samples": 0}, ValueError, "num_samples must be > 0"),
-        ({"num_warmup": -1}, ValueError, "num_warmup must be >= 0"),
+        ({"num_samples": 0}, ValueError, "num_samples must be an int >= 1"),
+        ({"num_warmup": -1}, ValueError, "num_warmup must be an int >= 0"),
         ({"num_chains": 1.5}, TypeError, "num_chains must be an int"),
         ({"thinning": 3, "num_samples": 2}, ValueError, r"thinning \(3\) must not exceed"),
         ({"target_accept_prob": 1.0}, ValueError, r"target_accept_prob must be in \(0, 1\)"),

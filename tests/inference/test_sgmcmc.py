@@ -314,7 +314,7 @@ def test_a_huge_step_size_names_the_step(gap):
     [
         (lambda: SGLD(0.0), "step_size must be > 0"),
         (lambda: SGLD(1e-3, num_samples=0), "num_samples must be an int >= 1"),
-        (lambda: SGLD(1e-3, thinning=2.5), "thinning must be an int >= 1"),
+        (lambda: SGLD(1e-3, thinning=0), "thinning must be an int >= 1"),
         (lambda: SGLD(1e-3, num_warmup=-1), "num_warmup must be an int >= 0"),
         (lambda: SGLD(1e-3, num_chains=0), "num_chains must be an int >= 1"),
         (lambda: SGLD(1e-3, temperature=-1.0), "temperature must be >= 0"),
