@@ -186,14 +186,16 @@ class Posterior:
     def _draw_chunks(self, size: int, key):
         """Yield ``(draws, weights, keys)`` chunks of a fixed size; padding has weight 0."""
         key = self.info.get("dropout_key") if key is None else key
-        flat = self.flat_draws()
         n = self.num_samples
         size = min(size, n)
         for start in range(0, n, size):
             idx = np.minimum(np.arange(start, start + size), n - 1)
             weights = (np.arange(start, start + size) < n).astype(np.float32)
             keys = None if key is None else jax.vmap(partial(jax.random.fold_in, key))(idx)
-            yield jax.tree.map(lambda a, i=idx: a[i], flat), jnp.asarray(weights), keys
+            # Gather by (chain, draw): flat_draws() would copy every draw at once.
+            chain, draw = np.divmod(idx, self.num_draws)
+            yield (jax.tree.map(lambda a, c=chain, d=draw: a[c, d], self.draws),
+                   jnp.asarray(weights), keys)
 
 
 _FORMAT = "bayesnn.Posterior/1"

@@ -1,16 +1,33 @@
-"""What every benchmark records about the machine it ran on."""
+"""What every benchmark records about the machine and the code it ran on."""
 
 from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from importlib.metadata import version
+from pathlib import Path
 
 import jax
 
 
+def commit() -> str:
+    """Short hash of the checked-out commit, with ``+dirty`` when the tree has changes."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    try:
+        return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain")
+                                                       else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def machine(*packages: str) -> dict:
-    """CPU model, cores, load, device, and the versions of jax and ``packages``."""
+    """CPU model, cores, load, device, commit, and the versions of jax and ``packages``."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -20,6 +37,6 @@ def machine(*packages: str) -> dict:
     device = jax.devices()[0]
     return {
         "cpu": cpu, "cores": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
-        "device": f"{device.platform}: {device.device_kind}",
+        "device": f"{device.platform}: {device.device_kind}", "commit": commit(),
         **{name: version(name) for name in ("jax", *packages)},
     }

@@ -1,12 +1,20 @@
 """Time per SGLD step: bayesnn vs a hand-written BlackJAX loop vs a plain optax SGD step.
 
-All three take one minibatch gradient of the same network per step, in the same
-process. The BlackJAX and optax loops are jitted ``lax.scan``s drawing a minibatch per
-step (uniform indices with replacement, the cheapest way). bayesnn is timed on a
-``fit``'s chunks after the first (which compiles), driver overhead between chunks
-included; the two loops on as many scans of the same number of steps, after compiling.
-The figures are the fastest chunk of each (medians in the JSON), as the machine may be
-shared. Writes ``speed_sgmcmc.json`` and ``speed_sgmcmc.md`` to ``--out``.
+All take one minibatch gradient of the same network per step, in the same process. The
+BlackJAX and optax loops are jitted ``lax.scan``s drawing a minibatch per step (uniform
+indices with replacement, the cheapest way). A fourth loop runs bayesnn's SGLD kernel
+(:func:`bayesnn.inference.sgmcmc.sgld`) in the same minimal loop: bayesnn ÷ that loop is
+what the sampler's driver costs (minibatch shuffling, chains under ``vmap``, the draw
+buffer, finiteness checks), that loop ÷ SGD what the kernel, i.e. its Gaussian noise,
+costs.
+
+bayesnn is timed on a ``fit``'s chunks after the first (which compiles), driver overhead
+between chunks included. After each chunk, the callback runs one scan of the same number
+of steps of every loop, so all four are timed interleaved, under the same load of a shared
+machine. Reported: the fastest chunk of each (wall clock), and the median process CPU time
+per chunk, which other processes disturb less (it counts both threads of XLA's matmuls, so
+its ratios differ from those of an idle machine's wall clock). Writes
+``speed_sgmcmc.json`` and ``speed_sgmcmc.md`` to ``--out``.
 
     python benchmarks/speed_sgmcmc.py --out benchmarks/results
 """
@@ -43,24 +51,10 @@ def problem(args):
     return model, (x, y)
 
 
-def fit_chunk_seconds(model, data, method) -> tuple[np.ndarray, int]:
-    """Durations of a ``fit``'s chunks after the first (which compiles), and their steps."""
-    stamps, run_chunks = [], sgmcmc.run_chunks
-
-    def timed(*args, **kwargs):  # run_chunks with a callback that notes when chunks end
-        return run_chunks(*args, **kwargs, callback=lambda *_: stamps.append(time.perf_counter()))
-
-    sgmcmc.run_chunks = timed
-    try:
-        post = bnn.fit(model, data, method, key=0, progress=False)
-    finally:
-        sgmcmc.run_chunks = run_chunks
-    return np.diff(stamps), post.info["steps_per_chunk"]
-
-
-def loop_chunk_seconds(step, init, steps: int, repeats: int, n: int, b: int, x, y) -> np.ndarray:
-    """Durations of ``repeats`` jitted scans of ``steps`` calls of ``step(state, key, batch)``
-    on random minibatches, after compilation."""
+def loop(step, init, steps: int, n: int, b: int, x, y):
+    """Compile a jitted scan of ``steps`` calls of ``step(state, key, batch)`` on random
+    minibatches; each call ``chunk(i)`` of the result runs it once more, carrying the
+    state, and returns its wall and CPU seconds."""
 
     @jax.jit
     def run(state, key):
@@ -71,13 +65,40 @@ def loop_chunk_seconds(step, init, steps: int, repeats: int, n: int, b: int, x, 
 
         return jax.lax.scan(body, state, jax.random.split(key, steps))[0]
 
-    state = jax.block_until_ready(run(init, jax.random.key(0)))  # compile
-    times = []
-    for i in range(repeats):
-        t0 = time.perf_counter()
-        state = jax.block_until_ready(run(state, jax.random.key(i + 1)))
-        times.append(time.perf_counter() - t0)
-    return np.array(times)
+    state = [jax.block_until_ready(run(init, jax.random.key(0)))]  # compile
+
+    def chunk(i):
+        t0, c0 = time.perf_counter(), time.process_time()
+        state[0] = jax.block_until_ready(run(state[0], jax.random.key(i + 1)))
+        return time.perf_counter() - t0, time.process_time() - c0
+
+    return chunk
+
+
+def interleaved_seconds(model, data, method, loops: dict) -> tuple[dict, int]:
+    """(wall, CPU) seconds of a ``fit``'s chunks after the first and, after each chunk, of
+    one chunk of every loop ``loops[name](steps)`` (see :func:`loop`); and the steps per
+    chunk."""
+    times = {name: [] for name in ("bayesnn", *loops)}
+    chunks, last, run_chunks = {}, [], sgmcmc.run_chunks
+
+    def callback(i, state, out):
+        now = time.perf_counter(), time.process_time()
+        if last:
+            times["bayesnn"].append((now[0] - last[0][0], now[1] - last[0][1]))
+        else:  # after the first chunk: compile the loops for its length
+            steps = out["max_abs_weight"].shape[0]
+            chunks.update({name: make(steps) for name, make in loops.items()})
+        for name, chunk in chunks.items():
+            times[name].append(chunk(i))
+        last[:] = [(time.perf_counter(), time.process_time())]
+
+    sgmcmc.run_chunks = lambda *args, **kwargs: run_chunks(*args, **kwargs, callback=callback)
+    try:
+        post = bnn.fit(model, data, method, key=0, progress=False)
+    finally:
+        sgmcmc.run_chunks = run_chunks
+    return {k: np.array(v) for k, v in times.items()}, post.info["steps_per_chunk"]
 
 
 def main(args) -> dict:
@@ -86,18 +107,8 @@ def main(args) -> dict:
     xj, yj = jnp.asarray(x), jnp.asarray(y)
     position = model.init_position
     grad_fn = jax.grad(model.logdensity_fn)
-
-    method = SGLD(eps, batch_size=b, num_samples=10, num_warmup=args.steps, thinning=1)
-    seconds = {}
-    seconds["bayesnn"], steps = fit_chunk_seconds(model, (x, y), method)
-    chunks = len(seconds["bayesnn"])
-
     # BlackJAX: its step size h is half the papers' ε used by bayesnn.
     sgld = blackjax.sgld(lambda p, batch: grad_fn(p, batch, n))
-    seconds["blackjax"] = loop_chunk_seconds(
-        lambda p, k, batch: sgld.step(k, p, batch, eps / 2), position, steps, chunks, n, b,
-        xj, yj,
-    )
     tx = optax.sgd(eps / 2)
 
     def sgd_step(state, k, batch):
@@ -106,23 +117,39 @@ def main(args) -> dict:
         updates, opt_state = tx.update(grads, opt_state, p)
         return optax.apply_updates(p, updates), opt_state
 
-    seconds["optax_sgd"] = loop_chunk_seconds(
-        sgd_step, (position, tx.init(position)), steps, chunks, n, b, xj, yj
-    )
-    us = {k: 1e6 * float(np.min(v)) / steps for k, v in seconds.items()}
+    kernel = sgmcmc.sgld()
+
+    def kernel_step(p, k, batch):
+        return kernel.step(k, kernel.init(p), grad_fn(p, batch, n), eps).position
+
+    sgd_init = (position, tx.init(position))
+    loops = {
+        "blackjax": lambda steps: loop(lambda p, k, batch: sgld.step(k, p, batch, eps / 2),
+                                       position, steps, n, b, xj, yj),
+        "optax_sgd": lambda steps: loop(sgd_step, sgd_init, steps, n, b, xj, yj),
+        "sgld_kernel": lambda steps: loop(kernel_step, position, steps, n, b, xj, yj),
+    }
+    method = SGLD(eps, batch_size=b, num_samples=10, num_warmup=args.steps, thinning=1)
+    times, steps = interleaved_seconds(model, (x, y), method, loops)
+    wall = {k: v[:, 0] for k, v in times.items()}
+    cpu = {k: 1e6 * float(np.median(v[:, 1])) / steps for k, v in times.items()}
+    us = {k: 1e6 * float(np.min(v)) / steps for k, v in wall.items()}
     result = {
         "machine": machine("blackjax", "optax"),
         "sizes": {
             "num_examples": n, "features": args.features, "hidden": list(args.hidden),
             "batch_size": b, "steps": args.steps, "steps_per_chunk": steps,
-            "chunks_timed": chunks, "num_params": bnn.tree.tree_size(position),
+            "chunks_timed": len(wall["bayesnn"]), "num_params": bnn.tree.tree_size(position),
         },
         "us_per_step": {k: round(v, 2) for k, v in us.items()},
         "us_per_step_median": {
-            k: round(1e6 * float(np.median(v)) / steps, 2) for k, v in seconds.items()
+            k: round(1e6 * float(np.median(v)) / steps, 2) for k, v in wall.items()
         },
+        "cpu_us_per_step_median": {k: round(v, 2) for k, v in cpu.items()},
         "ratio_bayesnn_to_blackjax": round(us["bayesnn"] / us["blackjax"], 3),
         "ratio_bayesnn_to_optax_sgd": round(us["bayesnn"] / us["optax_sgd"], 3),
+        "ratio_bayesnn_to_sgld_kernel": round(us["bayesnn"] / us["sgld_kernel"], 3),
+        "cpu_ratio_bayesnn_to_optax_sgd": round(cpu["bayesnn"] / cpu["optax_sgd"], 3),
     }
     write(Path(args.out), result)
     print(json.dumps(result, indent=2))
@@ -133,6 +160,7 @@ def write(out: Path, result: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "speed_sgmcmc.json").write_text(json.dumps(result, indent=2) + "\n")
     m, s, us = result["machine"], result["sizes"], result["us_per_step"]
+    cpu = result["cpu_us_per_step_median"]
     lines = [
         "# SGLD step time",
         "",
@@ -140,13 +168,20 @@ def write(out: Path, result: dict) -> None:
         f"{m['device']}; jax {m['jax']}, blackjax {m['blackjax']}, optax {m['optax']}.",
         f"MLP {s['features']}-{'-'.join(map(str, s['hidden']))}-1 ({s['num_params']} weights), "
         f"{s['num_examples']} examples, batch {s['batch_size']}; fastest of "
-        f"{s['chunks_timed']} chunks of {s['steps_per_chunk']} steps.",
+        f"{s['chunks_timed']} chunks of {s['steps_per_chunk']} steps each, interleaved.",
         "",
-        "| loop | µs / step | bayesnn ÷ loop |",
-        "|---|---:|---:|",
+        "| loop | µs / step (fastest) | bayesnn ÷ loop | CPU µs / step (median) | bayesnn ÷ loop |",
+        "|---|---:|---:|---:|---:|",
     ]
-    for name in ("bayesnn", "blackjax", "optax_sgd"):
-        lines.append(f"| {name} | {us[name]:.1f} | {us['bayesnn'] / us[name]:.2f} |")
+    for name in ("bayesnn", "blackjax", "optax_sgd", "sgld_kernel"):
+        lines.append(f"| {name} | {us[name]:.1f} | {us['bayesnn'] / us[name]:.2f} "
+                     f"| {cpu[name]:.1f} | {cpu['bayesnn'] / cpu[name]:.2f} |")
+    lines += [
+        "",
+        "`sgld_kernel`: bayesnn's SGLD kernel in the minimal loop of the other two;",
+        "`bayesnn ÷ sgld_kernel` is the cost of the sampler's driver, `sgld_kernel ÷ optax_sgd`",
+        "the cost of the kernel's Gaussian noise.",
+    ]
     (out / "speed_sgmcmc.md").write_text("\n".join(lines) + "\n")
 
 

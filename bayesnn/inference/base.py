@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Protocol
 
@@ -15,6 +16,7 @@ from bayesnn.posterior import Posterior
 
 __all__ = [
     "Method", "fit", "as_key", "prepare_data", "check_chain_args", "check_positive",
+    "fast_threefry",
 ]
 
 
@@ -44,6 +46,18 @@ def prepare_data(model: BNN, data, *, name: str = "data") -> Dataset:
     model.check_inputs(data.x, name=f"{name}.x")
     y = model.likelihood.validate_targets(np.asarray(data.y), model.out_features)
     return Dataset(data.x, y)
+
+
+def fast_threefry():
+    """Context: trace with the classic threefry PRNG on CPU.
+
+    VI and SG-MCMC draw one normal per weight per step, and on CPU generating them dominates
+    their extra cost over SGD; the classic threefry makes them ~1.5x faster than the
+    partitionable one (JAX's default), whose purpose, sharding, does not arise on a CPU. The
+    flag acts where random numbers are traced, so enter it inside the jitted function.
+    """
+    cpu = jax.default_backend() == "cpu"
+    return jax.threefry_partitionable(False) if cpu else contextlib.nullcontext()
 
 
 def check_positive(**values) -> None:

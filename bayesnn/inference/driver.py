@@ -6,6 +6,10 @@ once and calls it chunk after chunk; between chunks, on the host, it checks that
 state is finite, updates the progress bar, and hands the chunk to a callback (validation,
 early stopping, checkpoints). Chunk ``i`` draws its randomness from ``fold_in(key, i)``, so
 a run's result depends only on its key, never on how it was split into calls.
+
+A state placed across devices (:func:`bayesnn.inference.sharding.shard_chains`) stays so:
+every chunk returns it with the shardings it came in with, and jit partitions the work
+along them.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from bayesnn.bnn import Batch
@@ -86,7 +91,8 @@ def run_chunks(
         ``chunk_fn(state, key, chunk_index, *args) -> (state, out)``; pure and jittable.
         ``out`` is a pytree whose per-step arrays have ``steps_per_chunk`` leading rows.
     state
-        Initial state (any pytree).
+        Initial state (any pytree). If it is spread over several devices, every chunk
+        returns it with the same shardings.
     key
         PRNG key; chunk ``i`` receives ``jax.random.fold_in(key, i)``.
     num_chunks
@@ -118,10 +124,12 @@ def run_chunks(
     NonFiniteError
         When the state turns NaN or infinite, naming the step.
     """
-    jitted = jax.jit(chunk_fn)
+    shardings = _placement(state)
+    jitted = jax.jit(_keep_placement(chunk_fn, shardings))
     outputs, start = [], 0
     if checkpoint is not None and Path(checkpoint.path).exists():
         state, outputs, start = _restore(checkpoint, state, key, num_chunks)
+        state = state if shardings is None else jax.device_put(state, shardings)
     done = start
     interrupted = False
     t0 = time.perf_counter()
@@ -141,7 +149,7 @@ def run_chunks(
                 raise NonFiniteError(f"{desc or 'run'}: the state became NaN or infinite {where}; "
                                      f"{hint}")
             state = new_state
-            outputs.append(jax.device_get(out))
+            outputs.append(_fetch(out))
             done = i + 1
             bar.update(steps_per_chunk)
             stop = callback is not None and callback(i, state, out)
@@ -160,6 +168,26 @@ def run_chunks(
     finally:
         bar.close()
     return RunResult(state, outputs, done, interrupted, time.perf_counter() - t0)
+
+
+def _placement(state):
+    """The shardings of ``state`` when some of its arrays span several devices, else None."""
+    leaves = jax.tree.leaves(state)
+    if not any(isinstance(a, jax.Array) and len(a.sharding.device_set) > 1 for a in leaves):
+        return None
+    return jax.tree.map(lambda a: a.sharding, state)
+
+
+def _keep_placement(chunk_fn: Callable, shardings) -> Callable:
+    """``chunk_fn`` returning its state with ``shardings`` (unchanged when None)."""
+    if shardings is None:
+        return chunk_fn
+
+    def chunk(state, *args):
+        state, out = chunk_fn(state, *args)
+        return jax.lax.with_sharding_constraint(state, shardings), out
+
+    return chunk
 
 
 class Checkpoint(NamedTuple):
@@ -181,12 +209,20 @@ def _is_key(x) -> bool:
     return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
-def _to_host(tree):
-    """Device pytree → numpy pytree; typed PRNG keys become their raw key data."""
+def _fetch(tree):
+    """Device pytree → numpy pytree, gathering arrays that span other processes' devices
+    (a run across hosts, after ``jax.distributed.initialize()``)."""
     def leaf(x):
-        return np.asarray(jax.random.key_data(x) if _is_key(x) else x)
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return multihost_utils.process_allgather(x, tiled=True)
+        return np.asarray(x)
 
     return jax.tree.map(leaf, tree)
+
+
+def _to_host(tree):
+    """Device pytree → numpy pytree; typed PRNG keys become their raw key data."""
+    return _fetch(jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree))
 
 
 def _from_host(tree, like):

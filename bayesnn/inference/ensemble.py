@@ -18,6 +18,7 @@ from bayesnn.bnn import BNN
 from bayesnn.data import Dataset
 from bayesnn.inference.base import check_positive
 from bayesnn.inference.map import MAP, train_members
+from bayesnn.inference.sharding import num_chain_devices
 from bayesnn.posterior import Posterior
 from bayesnn.tree import save_tree
 
@@ -92,7 +93,7 @@ class Ensemble:
         info = {
             "history": history, "best_epoch": np.asarray(tracker.best_epoch),
             "epochs_run": np.asarray(tracker.epoch), "seconds": fitted.seconds,
-            "interrupted": fitted.interrupted,
+            "interrupted": fitted.interrupted, "num_devices": num_chain_devices(fitted.carry),
         }
         return Posterior(model, jax.tree.map(lambda a: a[:, None], position), self, info)
 

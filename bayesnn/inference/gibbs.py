@@ -25,7 +25,6 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 from jax.scipy.special import erfcx, log_ndtr, ndtri
-from jax.scipy.stats import norm
 from numpyro.infer import NUTS
 from numpyro.infer.gibbs import GIBBS_SITES_KWARG, CustomGibbs, Gibbs
 
@@ -35,6 +34,7 @@ from bayesnn.data import Dataset
 from bayesnn.inference.base import check_chain_args, check_positive
 from bayesnn.inference.driver import run_chunks
 from bayesnn.inference.hyper import NOISE, Hierarchical, gibbs_hyper_update, weight_groups
+from bayesnn.inference.sharding import num_chain_devices, shard_chains
 from bayesnn.inference.slice import slice_sample
 from bayesnn.models import MLP
 from bayesnn.posterior import Posterior
@@ -43,7 +43,7 @@ from bayesnn.tree import flatten_paths, unflatten_paths
 __all__ = [
     "CoordinateGibbs", "LatentGibbs", "HierarchicalNUTS", "GibbsAlgorithm", "GibbsState",
     "LatentGibbsState", "coordinate_gibbs", "latent_gibbs",
-    "linear_regression_draw", "relu_preactivation_draw", "postactivation_draw",
+    "linear_regression_draw", "relu_preactivation_draw", "postactivation_draw", "gaussian_draw",
     "truncated_normal_draw", "initial_positions", "run_sweeps", "num_coordinates",
 ]
 
@@ -96,7 +96,7 @@ def _init_chains(model: BNN, init: Callable, key, num_chains: int, x, y):
         positions = initial_positions(model, key, num_chains)
         return jax.vmap(init, in_axes=(0, None))(positions, (x, y))
 
-    return states(key, x, y)
+    return shard_chains(states(key, x, y))
 
 
 def run_sweeps(
@@ -533,7 +533,7 @@ class CoordinateGibbs:
             checkpoint=checkpoint,
         )
         return _posterior(model, self, draws, stats._asdict(),
-                          seconds, interrupted,
+                          seconds, interrupted, num_devices=num_chain_devices(states),
                           num_coordinates=num_coordinates(model))
 
 
@@ -560,19 +560,43 @@ def truncated_normal_draw(key, mean, std, shape=None) -> jax.Array:
     e = -2 * jnp.log(u) / (jnp.sqrt(tail**2 - 2 * jnp.log(u)) + tail)
     log_erfcx_a = jnp.log(erfcx(tail / _SQRT2))
 
-    def newton(_, e):
+    for _ in range(3):  # unrolled: one fused elementwise kernel, also inside callers' loops
         scaled = erfcx((tail + e) / _SQRT2)
         g = -(tail * e + e**2 / 2) + jnp.log(scaled) - log_erfcx_a - jnp.log(u)
-        return e + g * _SQRT_HALF_PI * scaled  # Φ(-z)/φ(z) = sqrt(π/2) erfcx(z/√2)
-
-    e = jax.lax.fori_loop(0, 3, newton, e)
+        e = e + g * _SQRT_HALF_PI * scaled  # Φ(-z)/φ(z) = sqrt(π/2) erfcx(z/√2)
     return jnp.maximum(jnp.where(a < 5.0, direct, std * e), 0.0)
 
 
-def _solve_lower_t(chol, b):
-    """L⁻ᵀ b, a draw of N(0, (L Lᵀ)⁻¹) for b ~ N(0, I). (Solving with ``chol.T`` as an
-    upper-triangular matrix instead runs a hundred times slower on XLA's CPU backend.)"""
-    return jax.scipy.linalg.solve_triangular(chol, b, lower=True, trans=1)
+def _lower_inverse(chol):
+    """L⁻¹ of a lower-triangular L (batched over leading axes).
+
+    On CPU by forward substitution in XLA, row by row: there XLA calls LAPACK's triangular
+    solve, whose OpenBLAS threads stall for milliseconds on a busy machine, a thousand
+    times the arithmetic of a small sampler's sweep. Elsewhere the backend's solve.
+    """
+    size = chol.shape[-1]
+    eye = jnp.eye(size, dtype=chol.dtype)
+
+    def forward(chol):
+        def row(i, inv):  # rows ≥ i of inv are still 0: chol[i] @ inv sums over j < i
+            return inv.at[i].set((eye[i] - chol[i] @ inv) / chol[i, i])
+
+        return jax.lax.fori_loop(0, size, row, jnp.zeros_like(chol))
+
+    def solve(chol):
+        return jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
+
+    return jax.lax.platform_dependent(chol, cpu=forward, default=solve)
+
+
+def gaussian_draw(key, precision, shift) -> jax.Array:
+    """Draw the columns of ``shift`` ``(d, m)`` into N(P⁻¹ shift, P⁻¹), one precision P.
+
+    With P = L Lᵀ the draw is L⁻ᵀ (L⁻¹ shift + ε), ε ~ N(0, I): one Cholesky factor and
+    one (d × d) triangular inverse serve all m columns, the rest is matrix products.
+    """
+    inv = _lower_inverse(jnp.linalg.cholesky(precision))
+    return inv.T @ (inv @ shift + jax.random.normal(key, shift.shape, shift.dtype))
 
 
 def linear_regression_draw(key, inputs, targets, noise_var, prior_loc, prior_var):
@@ -580,58 +604,92 @@ def linear_regression_draw(key, inputs, targets, noise_var, prior_loc, prior_var
 
     Every output column is a Bayesian linear regression on the same design ``[inputs, 1]``
     with prior ``N(prior_loc, diag(prior_var))`` (``prior_loc`` of shape ``(d + 1, h)``,
-    ``prior_var`` of shape ``(d + 1,)``, the bias last), so one Cholesky factor of the shared
-    posterior precision serves all columns (Bishop 2006, eq. 3.53–3.54).
+    ``prior_var`` of shape ``(d + 1,)``, the bias last), so the columns share one posterior
+    precision (Bishop 2006, eq. 3.53–3.54) and one :func:`gaussian_draw`.
     """
     design = jnp.concatenate([inputs, jnp.ones((inputs.shape[0], 1), inputs.dtype)], axis=1)
     prior_prec = 1.0 / prior_var
-    chol = jnp.linalg.cholesky(design.T @ design / noise_var + jnp.diag(prior_prec))
-    rhs = design.T @ targets / noise_var + prior_prec[:, None] * prior_loc
-    mean = jax.scipy.linalg.cho_solve((chol, True), rhs)
-    noise = jax.random.normal(key, mean.shape, mean.dtype)
-    theta = mean + _solve_lower_t(chol, noise)
+    precision = design.T @ design / noise_var + jnp.diag(prior_prec)
+    theta = gaussian_draw(key, precision, design.T @ targets / noise_var
+                          + prior_prec[:, None] * prior_loc)
     return theta[:-1], theta[-1]
 
 
-def relu_preactivation_draw(key, mean, post, pre_var, post_var) -> jax.Array:
-    """Draw z ∝ N(z; mean, Δz) N(post; relu(z), Δx), elementwise.
+def relu_preactivation_draw(key, mean, pre_var, precision, shift) -> jax.Array:
+    """Draw z ∝ N(z; mean, Δz) exp(shift · relu(z) - precision · relu(z)² / 2), elementwise.
 
-    For z < 0 the factor is N(post; 0, Δx): a normal truncated to z < 0 of weight
-    N(post; 0, Δx) Φ(-mean/√Δz); for z ≥ 0 the product of the two Gaussians,
-    N(post; mean, Δz + Δx) N(z; μ, v) with v = (1/Δz + 1/Δx)⁻¹, μ = v (mean/Δz + post/Δx),
-    truncated to z ≥ 0, of weight N(post; mean, Δz + Δx) Φ(μ/√v). The piece is drawn by
-    its weight (in log space), then the truncated normal exactly.
+    The second factor is a Gaussian likelihood of relu(z) (``precision`` a, ``shift`` b):
+    for a noisy post-activation x, N(x; relu(z), Δx) gives a = 1/Δx, b = x/Δx. For z < 0
+    it is 1: N(mean, Δz) truncated to z < 0, of mass Φ(-mean/√Δz). For z ≥ 0 the product
+    is N(μ, v) with 1/v = 1/Δz + a, μ = v (mean/Δz + b), truncated to z ≥ 0, of mass
+    (1 + a Δz)^(-1/2) exp(½ (Δz b² + 2 b mean - a mean²) / (1 + a Δz)) Φ(μ/√v), which stays
+    finite as a → 0. The piece is drawn by its weight (in log space), then the truncated
+    normal exactly (:func:`truncated_normal_draw`).
     """
     k_piece, k_draw = jax.random.split(key)
-    sd = jnp.sqrt(pre_var)
-    var = 1.0 / (1.0 / pre_var + 1.0 / post_var)
-    mu = var * (mean / pre_var + post / post_var)
-    log_neg = norm.logpdf(post, 0.0, jnp.sqrt(post_var)) + log_ndtr(-mean / sd)
-    log_pos = norm.logpdf(post, mean, jnp.sqrt(pre_var + post_var)) + log_ndtr(mu / jnp.sqrt(var))
+    ratio = 1.0 + precision * pre_var  # v = Δz / ratio
+    var = pre_var / ratio
+    mu = (mean + pre_var * shift) / ratio
+    log_odds = (0.5 * (pre_var * shift**2 + 2 * shift * mean - precision * mean**2) / ratio
+                - 0.5 * jnp.log(ratio) + log_ndtr(mu / jnp.sqrt(var))
+                - log_ndtr(-mean / jnp.sqrt(pre_var)))
     u = jax.random.uniform(k_piece, mean.shape, mean.dtype)
-    positive = u < jax.nn.sigmoid(log_pos - log_neg)
+    positive = u < jax.nn.sigmoid(log_odds)
     # z ≥ 0: N(μ, v) truncated to [0, ∞); z < 0: minus N(-mean, Δz) truncated to [0, ∞).
-    loc, scale = jnp.where(positive, mu, -mean), jnp.where(positive, jnp.sqrt(var), sd)
+    loc = jnp.where(positive, mu, -mean)
+    scale = jnp.sqrt(jnp.where(positive, var, pre_var))
     return jnp.where(positive, 1.0, -1.0) * truncated_normal_draw(k_draw, loc, scale, mean.shape)
 
 
+def _linear_preactivation_draw(key, mean, pre_var, precision, shift) -> jax.Array:
+    """As :func:`relu_preactivation_draw` for the identity activation: a Gaussian."""
+    var = pre_var / (1.0 + precision * pre_var)
+    mu = var * (mean / pre_var + shift)
+    return mu + jnp.sqrt(var) * jax.random.normal(key, jnp.shape(mu), jnp.result_type(mu))
+
+
 def postactivation_draw(key, act_pre, next_pre, next_kernel, next_bias, post_var, next_var):
-    """Draw post-activations X from N(X; σ(Z), Δx) N(Z' ; X W' + b', Δz').
+    """Draw post-activations X from N(X; σ(Z), Δx) N(Z'; X W' + b', Δz').
 
     The rows are independent Gaussians sharing the precision I/Δx + W' W'ᵀ/Δz', so one
-    Cholesky factor serves all N rows.
+    :func:`gaussian_draw` serves all N rows.
     """
-    width = next_kernel.shape[0]
-    eye = jnp.eye(width, dtype=act_pre.dtype)
-    chol = jnp.linalg.cholesky(eye / post_var + next_kernel @ next_kernel.T / next_var)
-    rhs = act_pre / post_var + (next_pre - next_bias) @ next_kernel.T / next_var
-    mean = jax.scipy.linalg.cho_solve((chol, True), rhs.T).T
-    noise = jax.random.normal(key, mean.shape, mean.dtype)
-    return mean + _solve_lower_t(chol, noise.T).T
+    eye = jnp.eye(next_kernel.shape[0], dtype=act_pre.dtype)
+    precision = eye / post_var + next_kernel @ next_kernel.T / next_var
+    shift = act_pre / post_var + (next_pre - next_bias) @ next_kernel.T / next_var
+    return gaussian_draw(key, precision, shift.T).T
+
+
+def _unitwise_preactivation_draw(key, act, draw, preacts, mean, pre_var, next_kernel, residual,
+                                 next_var) -> jax.Array:
+    """Draw a hidden layer's pre-activations Z without post-activation noise, unit by unit.
+
+    With X = act(Z) exactly, unit j's pre-activations given everything else have the
+    density N(z_j; mean_j, Δz) N(R_j; act(z_j) w_j, Δ'), where w_j is row j of the next
+    layer's kernel, Δ' the next layer's noise variance and R_j the next layer's targets
+    less the other units' contributions: ``draw`` (:func:`relu_preactivation_draw`) with
+    precision ‖w_j‖²/Δ' and shift R_j w_jᵀ/Δ'. Units are drawn in turn, all N rows at once,
+    each given the latest values of the others; ``residual``, the next layer's targets less
+    its mean ``act(Z) W' + b'``, follows every update.
+    """
+    precision = jnp.sum(next_kernel**2, axis=1) / next_var
+    mean_t = mean.T  # (width, N): a unit's row is contiguous
+
+    def unit(j, carry):
+        z, residual = carry
+        w = next_kernel[j]
+        without = residual + act(z[j])[:, None] * w
+        new = draw(jax.random.fold_in(key, j), mean_t[j], pre_var, precision[j],
+                   without @ w / next_var)
+        return _set_row(z, j, new), without - act(new)[:, None] * w
+
+    z, _ = jax.lax.fori_loop(0, next_kernel.shape[0], unit, (preacts.T, residual))
+    return z.T
 
 
 class LatentGibbsState(NamedTuple):
-    """Weights and the latent pre- (``preacts``) and post-activations of the hidden layers."""
+    """Weights and the latent pre- (``preacts``) and post-activations of the hidden layers
+    (without post-activation noise, ``postacts`` are the activations of ``preacts``)."""
 
     position: Any
     preacts: tuple
@@ -663,11 +721,13 @@ def _gaussian_prior_blocks(model: BNN, num_layers: int):
     return blocks
 
 
-def _per_layer(value, num_hidden: int, name: str) -> tuple[float, ...]:
+def _per_layer(value, num_hidden: int, name: str, zero: bool = False) -> tuple[float, ...]:
+    """One float per hidden layer, each > 0 (or ≥ 0 with ``zero``)."""
     values = tuple(value) if isinstance(value, Sequence) else (value,) * num_hidden
     if len(values) != num_hidden:
         raise ValueError(f"{name} needs one value per hidden layer ({num_hidden}), got {values}")
-    check_positive(**{name: min(values, default=1.0)})
+    if not all(v >= 0 if zero else v > 0 for v in values):
+        raise ValueError(f"{name} must be {'>=' if zero else '>'} 0, got {value!r}")
     return tuple(float(v) for v in values)
 
 
@@ -676,11 +736,15 @@ def latent_gibbs(model: BNN, preactivation_var, postactivation_var) -> GibbsAlgo
 
     The noisy network, for hidden layers ``l = 1..L-1`` (``X_0`` the inputs):
     ``Z_l = X_{l-1} W_l + b_l + N(0, Δz_l)``, ``X_l = relu(Z_l) + N(0, Δx_l)``, and the
-    output ``y = X_{L-1} W_L + b_L + N(0, σ² T)`` (the Gaussian likelihood, tempered). Given
-    the rest, each block's conditional is exact and the blocks of one kind are independent,
-    so a sweep updates in three parallel phases: all (W_l, b_l)
-    (:func:`linear_regression_draw`), all Z_l (:func:`relu_preactivation_draw`), all X_l
-    (:func:`postactivation_draw`). Cost per sweep: O(N · P + Σ_l width_l³).
+    output ``y = X_{L-1} W_L + b_L + N(0, σ² T)`` (the Gaussian likelihood, tempered).
+    Given the rest, every block's conditional is exact. A sweep draws all (W_l, b_l) at
+    once (:func:`linear_regression_draw`; independent given the latents), then layer by
+    layer the latents: with Δx_l > 0, all of Z_l elementwise
+    (:func:`relu_preactivation_draw`) and all of X_l row by row
+    (:func:`postactivation_draw`); with Δx_l = 0 (X_l = relu(Z_l), no
+    post-activation latents) Z_l one unit at a time, all rows at once, given the next
+    layer (:func:`_unitwise_preactivation_draw`). Cost per sweep: O(N · P) products plus
+    a Cholesky factor and a triangular inverse per layer, O(Σ_l width_l³).
     """
     net = _mlp(model)
     lik = model.likelihood
@@ -696,17 +760,11 @@ def latent_gibbs(model: BNN, preactivation_var, postactivation_var) -> GibbsAlgo
         )
     num_layers = len(model.init_position["net"]["layers"])
     pre_var = _per_layer(preactivation_var, num_layers - 1, "preactivation_var")
-    post_var = _per_layer(postactivation_var, num_layers - 1, "postactivation_var")
-    out_var = lik.scale**2 * lik.temperature
+    post_var = _per_layer(postactivation_var, num_layers - 1, "postactivation_var", zero=True)
+    noise = (*pre_var, lik.scale**2 * lik.temperature)  # of each layer's targets
     priors = _gaussian_prior_blocks(model, num_layers)
     act = net.activation
-
-    def preact_draw(key, mean, post, layer):
-        if act_name == "linear":  # N(z; mean, Δz) N(post; z, Δx) is Gaussian
-            var = 1.0 / (1.0 / pre_var[layer] + 1.0 / post_var[layer])
-            mu = var * (mean / pre_var[layer] + post / post_var[layer])
-            return mu + jnp.sqrt(var) * jax.random.normal(key, mean.shape, mean.dtype)
-        return relu_preactivation_draw(key, mean, post, pre_var[layer], post_var[layer])
+    draw = relu_preactivation_draw if act_name == "relu" else _linear_preactivation_draw
 
     def init(position, batch) -> LatentGibbsState:
         x = _flat_inputs(Batch(*batch).x)
@@ -717,28 +775,34 @@ def latent_gibbs(model: BNN, preactivation_var, postactivation_var) -> GibbsAlgo
         batch = Batch(*batch)
         k_w, k_z, k_x = (jax.random.split(k, num_layers) for k in jax.random.split(key, 3))
         inputs = (_flat_inputs(batch.x), *state.postacts)
-        noise = (*pre_var, out_var)
-        layers = {}
-        for l in range(num_layers):  # noqa: E741 - all layers at once: independent given Z, X
-            w, b = linear_regression_draw(k_w[l], inputs[l], (*state.preacts, batch.y)[l],
-                                          noise[l], *priors[l])
-            layers[l] = {"kernel": w, "bias": b}
-        preacts = tuple(
-            preact_draw(k_z[l], inputs[l] @ layers[l]["kernel"] + layers[l]["bias"],
-                        state.postacts[l], l)
-            for l in range(num_layers - 1)
-        )
-        targets = (*preacts, batch.y)
-        postacts = tuple(
-            postactivation_draw(k_x[l], act(preacts[l]), targets[l + 1],
-                                layers[l + 1]["kernel"], layers[l + 1]["bias"],
-                                post_var[l], noise[l + 1])
-            for l in range(num_layers - 1)
-        )
-        net_ = {**state.position["net"], "layers": {**state.position["net"]["layers"], **layers}}
+        targets = (*state.preacts, batch.y)
+        layers = [
+            dict(zip(("kernel", "bias"), linear_regression_draw(
+                k_w[l], inputs[l], targets[l], noise[l], *priors[l]), strict=True))
+            for l in range(num_layers)  # noqa: E741
+        ]
+        h, preacts, postacts = inputs[0], [], []
+        for l in range(num_layers - 1):  # noqa: E741
+            mean = h @ layers[l]["kernel"] + layers[l]["bias"]
+            kernel, bias = layers[l + 1]["kernel"], layers[l + 1]["bias"]
+            if post_var[l] == 0:
+                residual = targets[l + 1] - state.postacts[l] @ kernel - bias
+                z = _unitwise_preactivation_draw(k_z[l], act, draw, state.preacts[l], mean,
+                                                 pre_var[l], kernel, residual, noise[l + 1])
+                h = act(z)
+            else:
+                z = draw(k_z[l], mean, pre_var[l], 1.0 / post_var[l],
+                         state.postacts[l] / post_var[l])
+                h = postactivation_draw(k_x[l], act(z), targets[l + 1], kernel, bias,
+                                        post_var[l], noise[l + 1])
+            preacts.append(z)
+            postacts.append(h)
+        net_ = {**state.position["net"], "layers": {**state.position["net"]["layers"],
+                                                     **dict(enumerate(layers))}}
         position = {**state.position, "net": net_}
         logdensity = model.logdensity_fn(position, batch, batch.x.shape[0])
-        return LatentGibbsState(position, preacts, postacts), {"logdensity": logdensity}
+        return LatentGibbsState(position, tuple(preacts), tuple(postacts)), {
+            "logdensity": logdensity}
 
     return GibbsAlgorithm(init, step)
 
@@ -753,30 +817,44 @@ class LatentGibbs:
     a layer's weights and biases, a layer's pre-activations, a layer's post-activations —
     has a conditional that is sampled exactly: Bayesian linear regression for the weights,
     a two-piece truncated normal for ReLU pre-activations, a Gaussian for the
-    post-activations; see :func:`latent_gibbs`. A sweep costs about one forward and
-    backward pass plus a Cholesky factor per layer, O(N · P), against O(k · N · P) for
-    a :class:`CoordinateGibbs` sweep, and moves all weights of a layer jointly; but the
-    latents couple the blocks strongly, and the smaller Δ, the slower the chain mixes
-    (``benchmarks/gibbs_scaling.py`` compares the ESS per second of both).
+    post-activations; see :func:`latent_gibbs`. ``postactivation_var=0`` drops the
+    post-activation noise (X = relu(Z)); the pre-activations are then drawn one unit at a
+    time (all examples at once) given the next layer, still exactly. A sweep costs a few
+    matrix products over the data plus a Cholesky factor per layer, O(N · P), against
+    O(k · N · P) for a :class:`CoordinateGibbs` sweep, and moves all weights of a layer
+    jointly.
+
+    Mixing. Given the latents, a layer's weights are pinned to within √(Δ/N) (Δ the noise
+    of the layer's targets), while their posterior spread is set by the output noise and
+    by the symmetries of the network, so on large data sets the chain moves slowly, as
+    data augmentation samplers do; post-activation latents add a second such coupling
+    (X W' ≈ Z' or y). On the teacher–student regression of
+    ``benchmarks/gibbs_scaling.py`` (200 examples, output noise 0.1, 33 weights) the
+    predictions need about a thousand sweeps per effective sample with or without
+    post-activation noise, so thin (``thinning``) rather than store every sweep; without
+    it (the default) the sampled predictions are closer to those of the ordinary
+    network's posterior.
 
     The noisy network is a different model from the ordinary one: its weight posterior
     is that of a network whose hidden units are noisy. As Δ → 0 it tends to the ordinary
-    network's posterior (at the price of slower mixing, since the latents then pin the
-    weights); the output noise is the model's Gaussian likelihood in both. With no hidden
-    layer there are no latents and the sampler draws the exact linear-regression posterior.
+    network's posterior (at the price of slower mixing); the output noise is the model's
+    Gaussian likelihood in both. With no hidden layer there are no latents and the sampler
+    draws the exact linear-regression posterior.
 
     Predictions use the deterministic forward pass of the sampled weights, like every
     other :class:`~bayesnn.Posterior`: the network the user built is the model of
     interest, the activation noise is a device to make Gibbs sampling possible, and for
-    the small Δ it needs the two predictives differ by O(Δ ‖W‖²) in variance.
+    small Δ the two predictives differ by O(Δ ‖W‖²) in variance.
 
     Parameters
     ----------
     num_samples, num_warmup, num_chains, thinning
         As :class:`CoordinateGibbs` (chains start from fresh ``model.init_params`` draws,
         latents at their noise-free values).
-    preactivation_var, postactivation_var : float or sequence of float
-        Δz and Δx, one value for all hidden layers or one per hidden layer.
+    preactivation_var : float or sequence of float
+        Δz > 0, one value for all hidden layers or one per hidden layer.
+    postactivation_var : float or sequence of float
+        Δx ≥ 0, likewise; 0: no post-activation latents.
     batch_size : None
         Must stay None: Gibbs updates need the full data (a ValueError says why).
 
@@ -796,17 +874,17 @@ class LatentGibbs:
     num_warmup: int = 1000
     num_chains: int = 1
     thinning: int = 1
-    preactivation_var: float | Sequence[float] = 1e-2
-    postactivation_var: float | Sequence[float] = 1e-2
+    preactivation_var: float | Sequence[float] = 1e-1
+    postactivation_var: float | Sequence[float] = 0.0
     batch_size: int | None = None
 
     def __post_init__(self):
         _check_full_batch("LatentGibbs", self.batch_size)
         check_chain_args(num_samples=self.num_samples, num_warmup=self.num_warmup,
                          num_chains=self.num_chains, thinning=self.thinning)
-        for name in ("preactivation_var", "postactivation_var"):
+        for name, zero in (("preactivation_var", False), ("postactivation_var", True)):
             value = getattr(self, name)
-            check_positive(**{name: min(value) if isinstance(value, Sequence) else value})
+            _per_layer(value, len(value) if isinstance(value, Sequence) else 1, name, zero)
 
     def run(
         self, model: BNN, data: Dataset, key, *, progress=None, checkpoint=None
@@ -827,7 +905,8 @@ class LatentGibbs:
             checkpoint=checkpoint,
             hint="try larger preactivation_var / postactivation_var",
         )
-        return _posterior(model, self, draws, stats, seconds, interrupted)
+        return _posterior(model, self, draws, stats, seconds, interrupted,
+                          num_devices=num_chain_devices(states))
 
 
 # -- NUTS within Gibbs for hierarchical priors -----------------------------------------
@@ -929,9 +1008,9 @@ class HierarchicalNUTS:
             f"hyper/{g}": jnp.broadcast_to(tau, (self.num_chains,))
             for g, tau in hier.init_precisions(model).items()
         }
-        states = jax.vmap(lambda k, p: kernel.init(k, self.num_warmup, p, (x, y), {}))(
-            jax.random.split(k_init, self.num_chains), init_params
-        )
+        states = shard_chains(jax.vmap(
+            lambda k, p: kernel.init(k, self.num_warmup, p, (x, y), {})
+        )(jax.random.split(k_init, self.num_chains), init_params))
 
         def step_fn(_, states, x, y):
             states = jax.vmap(lambda s: kernel.sample(s, (x, y), {}))(states)
@@ -949,4 +1028,4 @@ class HierarchicalNUTS:
         )
         positions, hyper = draws
         return _posterior(model, self, positions, stats, seconds, interrupted,
-                          hyperparameters=hyper)
+                          hyperparameters=hyper, num_devices=num_chain_devices(states))

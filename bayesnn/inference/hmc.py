@@ -26,6 +26,7 @@ from bayesnn.bnn import BNN
 from bayesnn.data import Dataset
 from bayesnn.inference.base import check_chain_args, check_positive
 from bayesnn.inference.map import MAP
+from bayesnn.inference.sharding import numpyro_chain_method
 from bayesnn.posterior import Posterior
 
 __all__ = ["NUTS", "HMC", "INITS", "initial_positions", "sample_stats"]
@@ -128,7 +129,8 @@ class _MCMC(abc.ABC):
         mcmc = numpyro.infer.MCMC(
             self._kernel(numpyro_model, init_strategy), num_warmup=self.num_warmup,
             num_samples=self.num_samples, num_chains=self.num_chains, thinning=self.thinning,
-            chain_method=self.chain_method, jit_model_args=True,
+            chain_method=numpyro_chain_method(self.chain_method, self.num_chains),
+            jit_model_args=True,
             progress_bar=sys.stderr.isatty() if progress is None else bool(progress),
         )
         mcmc.run(k_run, x, y, extra_fields=tuple(_STATS), init_params=init_params)
@@ -144,6 +146,7 @@ class _MCMC(abc.ABC):
         info |= {
             "sample_stats": stats, "seconds": time.perf_counter() - t0, "interrupted": False,
             "num_divergent": num_divergent,
+            "num_devices": self.num_chains if mcmc.chain_method == "parallel" else 1,
         }
         return Posterior(model, model.position_from_sites(sites, params), self, info)
 
@@ -188,8 +191,9 @@ class NUTS(_MCMC):
         per chain, or the weights of one MAP fit (``"map"``: ``MAP()``; or the given config;
         weights without a prior then stay at their MAP values).
     chain_method : {"vectorized", "sequential", "parallel"}
-        How NumPyro runs several chains: vmapped on one device, one after another, or one
-        per device (``parallel`` falls back to ``sequential`` without enough devices).
+        How NumPyro runs several chains: vmapped, one after another, or one per device
+        (``parallel`` falls back to ``sequential`` without enough devices). With
+        ``"vectorized"`` and at least ``num_chains`` devices visible, ``parallel`` is used.
 
     Notes
     -----

@@ -25,6 +25,8 @@ References
 Neal, R. M. (1996). *Bayesian Learning for Neural Networks*. Lecture Notes in Statistics
 118, Springer: ch. 3, Gibbs sampling for the hyperparameters between hybrid Monte Carlo
 updates of the weights.
+Chen, T., Fox, E. B. & Guestrin, C. (2014). Stochastic gradient Hamiltonian Monte Carlo.
+*ICML*: §4, the same Gibbs updates once per epoch between SGHMC steps.
 """
 
 from __future__ import annotations
@@ -166,6 +168,14 @@ class Hierarchical:
                 total += dist.Normal(0.0, precisions[g] ** -0.5).log_prob(named[path]).sum()
         return total
 
+    def logdensity_fn(self, model: BNN, position, precisions, batch, data_size: int):
+        """:meth:`BNN.logdensity_fn` (prior plus ``N/b``-scaled minibatch log-likelihood)
+        with the weight prior replaced by ``w | τ ~ N(0, 1/τ)``: what SG-MCMC follows between
+        hyperparameter updates."""
+        return (model.logdensity_fn(position, batch, data_size)
+                - model.prior.log_prob(position["net"])
+                + self.logprior_fn(model, position, precisions))
+
     def numpyro_model(self, model: BNN, x, y=None) -> None:
         """The hierarchical model as a NumPyro program.
 
@@ -199,11 +209,11 @@ def gibbs_hyper_update(key, position, hierarchical: Hierarchical, model: BNN, da
     """Draw every precision from its full conditional given the weights (Neal 1996).
 
     The update an outer sampler makes between its own steps: NUTS through NumPyro's Gibbs
-    blocks (:class:`~bayesnn.inference.gibbs.HierarchicalNUTS`), or SGLD/SGHMC once per
-    epoch, as Chen, Fox & Guestrin (2014) did in their Bayesian neural network
-    experiment. The weights' log-density given the new precisions is
-    :meth:`Hierarchical.logprior_fn` plus the likelihood at the returned position; an
-    SG-MCMC loop would use it for its gradients until the next update. Pure and jittable.
+    blocks (:class:`~bayesnn.inference.gibbs.HierarchicalNUTS`), or SGLD, pSGLD and SGHMC
+    once per epoch (their ``hyper`` option), as Chen, Fox & Guestrin (2014, §4) did in their
+    Bayesian neural network experiment. The weights' log-density given the new precisions
+    is :meth:`Hierarchical.logdensity_fn` at the returned position; SG-MCMC follows its
+    gradient until the next update. Pure and jittable.
 
     Parameters
     ----------

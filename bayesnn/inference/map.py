@@ -30,6 +30,7 @@ from bayesnn.data import (
 )
 from bayesnn.inference.base import check_positive
 from bayesnn.inference.driver import run_chunks, scan_minibatches
+from bayesnn.inference.sharding import shard_chains
 from bayesnn.posterior import Posterior, map_rows
 from bayesnn.tree import save_tree
 
@@ -259,8 +260,8 @@ def train_members(
         )
 
     result = run_chunks(
-        chunk, jax.vmap(init)(positions), keys[0], -(-method.epochs // per_chunk), x, y, val,
-        keys, steps_per_chunk=per_chunk * steps, callback=after_chunk, desc=desc,
+        chunk, shard_chains(jax.vmap(init)(positions)), keys[0], -(-method.epochs // per_chunk),
+        x, y, val, keys, steps_per_chunk=per_chunk * steps, callback=after_chunk, desc=desc,
         progress=progress, checkpoint=checkpoint, hint="try a smaller learning_rate",
     )
     names = _history_names(model, val) + ["ran"]

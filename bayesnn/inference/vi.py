@@ -6,19 +6,26 @@ lower bound
 
     ELBO(q) = E_q[Σ_i log p(y_i | x_i, θ) / T] − β · KL(q(θ) ‖ p(θ))
 
-with reparameterised gradients (Kingma & Welling 2014). With ``batch_size`` the model's
-data plate subsamples ``B`` of the ``N`` examples at each step and NumPyro scales their
-log-likelihood by ``N / B``: an unbiased estimate of the full-data ELBO (Hoffman et al.
-2013). ``β`` is 1 except during an optional KL warm-up.
+with reparameterised gradients (Kingma & Welling 2014). With ``batch_size`` every step
+takes the next minibatch of a shuffled epoch (as :class:`~bayesnn.MAP` does) and the
+model's log-likelihood of its ``b`` rows is scaled by ``N / b``: an unbiased estimate of
+the full-data ELBO (Hoffman et al. 2013). ``β`` is 1 except during an optional KL warm-up.
+The minibatch is formed outside the model, inside the jitted step, so it can be augmented
+there (``augment``).
 
-Every step draws its randomness (guide noise and subsample indices) from its own key, split
-from the driver's per-chunk key, so the result depends only on the key passed to ``fit``.
+:class:`MeanFieldVI` can also estimate the ELBO with the local reparameterisation trick
+(Kingma, Salimans & Welling 2015), drawing the pre-activations of Dense layers instead of
+their weights (:func:`local_reparam_loss`); the guide, its parameters and the draws are
+those of the NumPyro path.
+
+Every step draws its randomness (batches, augmentation and guide noise) from its own key,
+split from the driver's per-chunk key, so the result depends only on the key passed to
+``fit``.
 """
 
 from __future__ import annotations
 
 import abc
-import contextlib
 import sys
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,21 +34,35 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
+from flax import nnx
 from numpyro.distributions import constraints
+from numpyro.distributions.kl import kl_divergence
 from numpyro.infer import SVI, Predictive, Trace_ELBO, TraceMeanField_ELBO
 from numpyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
 from numpyro.infer.initialization import init_to_value
 from numpyro.optim import optax_to_numpyro
 from numpyro.primitives import Messenger
 
-from bayesnn.bnn import BNN
-from bayesnn.data import Dataset, check_batch_size, num_batches
+from bayesnn.bnn import BNN, Batch
+from bayesnn.data import (
+    Augment,
+    Dataset,
+    augment_batch,
+    check_batch_size,
+    epoch_batches,
+    num_batches,
+)
 from bayesnn.inference.base import check_positive
-from bayesnn.inference.driver import run_chunks
+from bayesnn.inference.base import fast_threefry as _fast_threefry
+from bayesnn.inference.driver import run_chunks, scan_minibatches
 from bayesnn.inference.map import MAP, make_optimizer
 from bayesnn.posterior import Posterior
 
-__all__ = ["MeanFieldVI", "LowRankVI", "ELBOS", "kl_weight", "scale_latent", "vi_epoch"]
+__all__ = [
+    "MeanFieldVI", "LowRankVI", "ELBOS", "kl_weight", "local_reparam_loss", "vi_epoch",
+    "weight_sites",
+]
 
 _STEPS_PER_CHUNK = 256  # epochs are grouped into chunks of about this many steps
 
@@ -49,31 +70,38 @@ _STEPS_PER_CHUNK = 256  # epochs are grouped into chunks of about this many step
 ELBOS = {"meanfield": TraceMeanField_ELBO, "trace": Trace_ELBO}
 
 
-class scale_latent(Messenger):
-    """Multiply the log-density of every latent (unobserved) sample site by ``scale``.
+class weight_sites(Messenger):
+    """Weight the log-densities of a model's (or guide's) sites for a minibatch ELBO.
 
-    Applied with the same ``scale`` to the model and the guide, it turns the ELBO into
-    ``E_q[log p(y | θ)] − scale · KL(q ‖ p)`` for :class:`~numpyro.infer.Trace_ELBO` (both
+    The density of every latent (unobserved) sample site is multiplied by ``latent`` and
+    that of every observed site by ``observed``, whose rows are masked out where ``mask`` is
+    False. Applied with the same weights to the model and the guide, ``latent = β`` gives
+    ``E_q[log p(y | θ)] − β · KL(q ‖ p)`` for :class:`~numpyro.infer.Trace_ELBO` (both
     ``log p(θ)`` and ``log q(θ)`` scaled) and :class:`~numpyro.infer.TraceMeanField_ELBO`
-    (which scales its analytic KL by the guide site's scale). Observed sites are untouched,
-    unlike :class:`numpyro.handlers.scale`.
+    (which scales its analytic KL by the guide site's scale), and ``observed = N / b`` makes
+    the log-likelihood of ``b`` real rows an unbiased estimate of that of all ``N``.
     """
 
-    def __init__(self, fn=None, scale=1.0):
-        self.scale = scale
+    def __init__(self, fn=None, latent=1.0, observed=1.0, mask=None):
+        self.latent, self.observed, self.mask = latent, observed, mask
         super().__init__(fn)
 
     def process_message(self, msg):
-        if msg["type"] == "sample" and not msg["is_observed"]:
-            msg["scale"] = self.scale if msg["scale"] is None else self.scale * msg["scale"]
+        if msg["type"] != "sample":
+            return
+        weight = self.observed if msg["is_observed"] else self.latent
+        msg["scale"] = weight if msg["scale"] is None else weight * msg["scale"]
+        if msg["is_observed"] and self.mask is not None:
+            msg["fn"] = msg["fn"].mask(self.mask)
 
 
-def _with_kl_weight(fn):
-    """``fn`` taking an extra keyword ``beta``, the weight of its latent sites' densities."""
+def _on_batch(fn):
+    """``fn(x, y)`` as a function of a :class:`~bayesnn.bnn.Batch` and the weights ``beta``
+    (of the latent sites) and ``scale`` (of the observed ones) of :class:`weight_sites`."""
 
-    def weighted(*args, beta=1.0, **kwargs):
-        with scale_latent(scale=beta):
-            return fn(*args, **kwargs)
+    def weighted(batch: Batch, *, beta=1.0, scale=1.0):
+        with weight_sites(latent=beta, observed=scale, mask=batch.mask):
+            return fn(batch.x, batch.y)
 
     return weighted
 
@@ -85,21 +113,158 @@ def kl_weight(step, warmup: int | None) -> jax.Array:
     return jnp.minimum(1.0, jnp.asarray(step, jnp.float32) / warmup)
 
 
-def vi_epoch(svi: SVI, num_steps: int, kl_warmup: int | None, state, key, epoch, x, y):
-    """``num_steps`` SVI steps in one ``lax.scan``; returns the state and per-step losses.
+def vi_epoch(
+    update, batch_size: int, kl_warmup: int | None, augment: Augment | None, state, key, epoch,
+    x, y,
+):
+    """One epoch of shuffled minibatch steps; returns the state and per-step losses.
 
-    Step ``t`` of epoch ``e`` uses the ``t``-th key split from ``key`` (replacing the SVI
-    state's own key) and the KL weight of global step ``e · num_steps + t``. On CPU it is
-    traced with the classic threefry PRNG (see :func:`_fast_threefry`).
+    ``update(state, key, batch, beta, scale) -> (state, loss)`` is one step on a
+    :class:`~bayesnn.bnn.Batch` with KL weight ``beta`` and likelihood scale
+    ``scale = N / b`` (``b`` the batch's real rows). Step ``t`` of epoch ``e`` augments its
+    batch (``augment``, optional) with its own key and has the KL weight of global step
+    ``e · K + t`` (``K`` steps per epoch). On CPU it is traced with the classic threefry
+    PRNG (see :func:`bayesnn.inference.base.fast_threefry`).
     """
+    n = x.shape[0]
+    k_batches, k_steps = jax.random.split(key)
 
-    def step(state, inp):
-        k, t = inp
-        return svi.update(state._replace(rng_key=k), x, y, beta=kl_weight(t, kl_warmup))
+    def step(carry, k, batch):
+        state, t = carry
+        k_aug, k_step = jax.random.split(k)
+        batch = augment_batch(augment, k_aug, batch)
+        scale = n / jnp.sum(batch.mask)
+        state, loss = update(state, k_step, batch, kl_weight(t, kl_warmup), scale)
+        return (state, t + 1), loss
 
     with _fast_threefry():
-        keys = jax.random.split(key, num_steps)
-        return jax.lax.scan(step, state, (keys, epoch * num_steps + jnp.arange(num_steps)))
+        batches = epoch_batches(k_batches, n, batch_size)
+        first = epoch * batches.indices.shape[0]
+        (state, _), loss = scan_minibatches(step, (state, first), k_steps, batches, (x, y))
+    return state, loss
+
+
+def _svi_update(svi: SVI):
+    """:func:`vi_epoch`'s ``update``: one :meth:`SVI.update <numpyro.infer.SVI.update>`."""
+
+    def update(state, key, batch, beta, scale):
+        return svi.update(state._replace(rng_key=key), batch, beta=beta, scale=scale)
+
+    return update
+
+
+def local_reparam_loss(model: BNN, key, params, batch: Batch, beta=1.0, scale=1.0,
+                       num_particles: int = 1) -> jax.Array:
+    """Negative ELBO of a mean-field Gaussian guide by local reparameterisation.
+
+    Under ``q(W) = Π N(μ_ij, σ_ij²)`` the pre-activations ``a = x W + b`` of a Dense layer
+    with input ``x`` are independent Gaussians, ``a_j ~ N(Σ_i x_i μ_ij + μ_j,
+    Σ_i x_i² σ_ij² + σ_j²)`` (Kingma, Salimans & Welling 2015, eq. 6), so they are drawn
+    directly, independently per example: batch × units normals per layer instead of
+    inputs × units weights, and gradients of lower variance since examples no longer share
+    weight noise. Per example, the outputs have the same distribution as under weight
+    noise, so the expected ELBO is unchanged. The KL term is exact (the prior must have a
+    closed-form KL from a Normal, e.g. be Normal itself). The estimate is
+
+        −[scale · Σ_i mask_i log p(y_i | x_i, θ) / T − β · KL(q ‖ p)],
+
+    the Monte Carlo term averaged over ``num_particles`` draws.
+
+    Parameters
+    ----------
+    model : BNN
+        Every Bayesian weight must be the kernel or bias of an :class:`flax.nnx.Linear`
+        layer applied once per forward pass, and the likelihood must have no parameters
+        with a prior (see :meth:`MeanFieldVI.check_local_reparam`).
+    key : PRNG key
+    params : dict
+        Constrained guide parameters as :class:`~numpyro.infer.autoguide.AutoNormal` names
+        them (``"<site>_auto_loc"``, ``"<site>_auto_scale"``) and the point-estimate
+        weights (``"<site>"``), i.e. :meth:`SVI.get_params <numpyro.infer.SVI.get_params>`.
+    batch : Batch
+    beta, scale : float
+        KL weight and likelihood scale (``N / b``).
+    num_particles : int
+        Monte Carlo draws of the pre-activations.
+    """
+    latent, point = model.sites(model.init_position)
+    loc = {site: params[f"{site}_auto_loc"] for site in latent}
+    sd = {site.removeprefix("net/"): params[f"{site}_auto_scale"] for site in latent}
+    position = model.position_from_sites(loc, {site: params[site] for site in point})
+    priors = model.prior.distributions(model.init_position["net"])
+    kl = sum(
+        jnp.sum(kl_divergence(dist.Normal(loc[f"net/{path}"], s), priors[path]))
+        for path, s in sd.items()
+    )
+
+    def loglik(k):
+        f = _local_reparam_apply(model.network(position), sd, k, batch.x)
+        ll = model.likelihood.log_prob(f, batch.y, position["lik"])
+        mask = jnp.ones_like(ll, bool) if batch.mask is None else batch.mask
+        return jnp.sum(jnp.where(mask, ll, 0.0))
+
+    ll = jnp.mean(jax.vmap(loglik)(jax.random.split(key, num_particles)))
+    return -(scale * ll / model.likelihood.temperature - beta * kl)
+
+
+def _linear_layers(network: nnx.Module) -> dict[str, nnx.Linear]:
+    """The network's Dense layers by path (``"layers/0"``)."""
+    return {
+        "/".join(map(str, path)): module
+        for path, module in nnx.iter_graph(network)
+        if isinstance(module, nnx.Linear)
+    }
+
+
+def _local_reparam_apply(network: nnx.Module, sd: dict, key, x) -> jax.Array:
+    """Outputs of ``network`` (holding the guide means) with the pre-activations of its Dense
+    layers drawn from the guide (``sd``: standard deviations by parameter path)."""
+    layers = _linear_layers(network)
+    for (path, layer), k in zip(layers.items(), jax.random.split(key, len(layers)), strict=True):
+        kernel_sd, bias_sd = sd.get(f"{path}/kernel"), sd.get(f"{path}/bias")
+        if kernel_sd is not None or bias_sd is not None:
+            layer.dot_general = _noisy_dot_general(k, path, kernel_sd, bias_sd)
+    return network(x)
+
+
+def _noisy_dot_general(key, path: str, kernel_sd, bias_sd):
+    """A Dense layer's ``dot_general`` returning ``x·μ + sqrt(x²·σ² + σ_b²) · ε``, ``ε ~ N(0, I)``
+    (the layer adds the bias mean ``μ_b`` itself)."""
+    calls = []
+
+    def dot_general(x, kernel, dims, **kwargs):
+        if calls:  # a second call would reuse the noise; weight noise would be shared
+            raise ValueError(
+                f"local_reparam: Dense layer {path!r} is applied more than once per forward "
+                "pass; use local_reparam=False"
+            )
+        calls.append(path)
+        mean = jax.lax.dot_general(x, kernel, dims, **kwargs)
+        var = jnp.zeros_like(mean)
+        if kernel_sd is not None:
+            var += jax.lax.dot_general(x * x, kernel_sd.astype(x.dtype) ** 2, dims, **kwargs)
+        if bias_sd is not None:
+            var += bias_sd.astype(x.dtype) ** 2
+        # `tiny` keeps the gradient of the square root finite where the variance is 0.
+        sd = jnp.sqrt(var + jnp.finfo(var.dtype).tiny)
+        return mean + sd * jax.random.normal(key, mean.shape, mean.dtype)
+
+    return dot_general
+
+
+def _local_reparam_update(svi: SVI, model: BNN, num_particles: int):
+    """:func:`vi_epoch`'s ``update`` by :func:`local_reparam_loss`, with the SVI problem's
+    parameters, constraints and optimiser: the state stays an ``SVIState``."""
+
+    def update(state, key, batch, beta, scale):
+        def loss(params):
+            params = svi.constrain_fn(params)
+            return local_reparam_loss(model, key, params, batch, beta, scale, num_particles), None
+
+        (value, _), optim_state = svi.optim.eval_and_update(loss, state.optim_state)
+        return state._replace(optim_state=optim_state), value
+
+    return update
 
 
 class _ExpScale:
@@ -136,6 +301,7 @@ class _GaussianVI(abc.ABC):
     init_scale: float = 1e-2
     kl_warmup: int | None = None
     map_config: MAP = field(default_factory=MAP)
+    augment: Augment | None = None
 
     def __post_init__(self):
         make_optimizer(self.optimizer, self.learning_rate)
@@ -156,41 +322,47 @@ class _GaussianVI(abc.ABC):
             raise ValueError(f"init must be 'network' or 'map', got {self.init!r}")
         if not isinstance(self.map_config, MAP):
             raise TypeError(f"map_config must be a bayesnn.MAP, got {self.map_config!r}")
+        if self.augment is not None and not isinstance(self.augment, Augment):
+            raise TypeError(f"augment must be a bayesnn.data.Augment, got {self.augment!r}")
 
     @abc.abstractmethod
     def _guide(self, model_fn, init_loc_fn):
         """The NumPyro autoguide of the method."""
 
-    def build_svi(self, model: BNN, num_examples: int, position=None) -> tuple[SVI, Any]:
+    def build_svi(self, model: BNN, position=None) -> tuple[SVI, Any]:
         """The :class:`~numpyro.infer.SVI` problem that :meth:`run` solves, and its guide.
 
         Guide means start at ``position`` (default: the network's initial weights). Model
-        and guide take the KL weight as a keyword ``beta`` (see :func:`vi_epoch`).
+        and guide take a :class:`~bayesnn.bnn.Batch` and the keywords ``beta`` (KL weight)
+        and ``scale`` (``N / b``) of :class:`weight_sites`.
         """
-        batch_size = check_batch_size(self.batch_size, num_examples)
         latent = model.sites(model.init_position if position is None else position)[0]
         guide = self._guide(model.numpyro_model, init_to_value(values=latent))
         tx = make_optimizer(self.optimizer, self.learning_rate)
         svi = SVI(
-            _with_kl_weight(model.numpyro_model), _with_kl_weight(guide), optax_to_numpyro(tx),
+            _on_batch(model.numpyro_model), _on_batch(guide), optax_to_numpyro(tx),
             ELBOS[self.elbo](num_particles=self.num_particles),
-            batch_size=None if batch_size == num_examples else batch_size,
         )
         return svi, guide
+
+    def update_fn(self, model: BNN, svi: SVI):
+        """The step of :func:`vi_epoch` that :meth:`run` takes on the problem ``svi``."""
+        return _svi_update(svi)
 
     def run(
         self, model: BNN, data: Dataset, key, *, progress=None, checkpoint=None
     ) -> Posterior:
         x, y = jnp.asarray(data.x), jnp.asarray(data.y)
         n = x.shape[0]
-        steps = num_batches(n, check_batch_size(self.batch_size, n))
+        batch_size = check_batch_size(self.batch_size, n)
+        steps = num_batches(n, batch_size)
         k_map, k_init, k_fit, k_draws = jax.random.split(key, 4)
         info = {}
         position = model.init_position
         if self.init == "map":
             fitted = self.map_config.run(model, data, k_map, progress=progress)
             position, info["map_info"] = fitted.point(), fitted.info
-        svi, guide = self.build_svi(model, n, position)
+        svi, guide = self.build_svi(model, position)
         # Epochs are grouped into chunks of about _STEPS_PER_CHUNK steps (as MAP does), so
         # small data sets do not pay the driver's per-chunk overhead every few steps.
         per_chunk = max(1, min(self.epochs, _STEPS_PER_CHUNK // steps))
@@ -198,9 +370,13 @@ class _GaussianVI(abc.ABC):
         # faster). The autoguide caches its prototype trace during that run; later only its
         # site names, shapes and supports are read, parameter values come from the state.
         point_params = model.sites(position)[1]
-        state = jax.jit(svi.init)(k_init, x, y, init_params=point_params or None)
+        first = Batch(x[:batch_size], y[:batch_size])
+        state = jax.jit(svi.init)(k_init, first, init_params=point_params or None)
+        epoch = partial(
+            vi_epoch, self.update_fn(model, svi), batch_size, self.kl_warmup, self.augment
+        )
         result = run_chunks(
-            _chunk_fn(svi, steps, per_chunk, self.epochs, self.kl_warmup), state, k_fit,
+            _chunk_fn(epoch, steps, per_chunk, self.epochs), state, k_fit,
             -(-self.epochs // per_chunk), x, y, steps_per_chunk=per_chunk * steps,
             desc=type(self).__name__, progress=progress, checkpoint=checkpoint,
             hint="try a smaller learning_rate",
@@ -224,11 +400,12 @@ class _GaussianVI(abc.ABC):
         return Posterior(model, draws, self, info)
 
 
-def _chunk_fn(svi: SVI, steps: int, per_chunk: int, epochs: int, kl_warmup: int | None):
-    """``run_chunks``' chunk: ``per_chunk`` epochs of :func:`vi_epoch`, none past ``epochs``."""
+def _chunk_fn(epoch_fn, steps: int, per_chunk: int, epochs: int):
+    """``run_chunks``' chunk: ``per_chunk`` epochs ``epoch_fn(state, key, epoch, x, y)``
+    (:func:`vi_epoch`), none past ``epochs``."""
 
     def run_epoch(state, key, epoch, x, y):
-        state, loss = vi_epoch(svi, steps, kl_warmup, state, key, epoch, x, y)
+        state, loss = epoch_fn(state, key, epoch, x, y)
         return state, loss.astype(jnp.float32)
 
     def skip_epoch(state, key, epoch, x, y):
@@ -255,17 +432,6 @@ def _draw(model: BNN, guide, num_samples: int, key, params):
     return jax.tree.map(lambda a: a[None], model.position_from_sites(sites, params))
 
 
-def _fast_threefry():
-    """Context: trace with the classic threefry PRNG on CPU.
-
-    VI draws one normal per weight per step, and on CPU generating them dominates the
-    step's extra cost over MAP; the classic threefry makes them ~1.5x faster than the
-    partitionable one (JAX's default), whose purpose, sharding, does not arise on a CPU.
-    """
-    cpu = jax.default_backend() == "cpu"
-    return jax.threefry_partitionable(False) if cpu else contextlib.nullcontext()
-
-
 _PARAMETERS = """
     Parameters
     ----------
@@ -277,9 +443,9 @@ _PARAMETERS = """
     epochs : int
         Passes over the data; an epoch is ``ceil(N / batch_size)`` SVI steps.
     batch_size : int or None
-        Examples per step, subsampled by the model's data plate (uniformly, without
-        replacement within a step, independently across steps); the likelihood is scaled
-        by ``N / batch_size``. None: full batch.
+        Examples per step: each epoch shuffles the data and cuts it into minibatches (the
+        last one partial), as :class:`~bayesnn.MAP` does; the likelihood of a batch of
+        ``b`` examples is scaled by ``N / b``. None: full batch.
     num_samples : int
         Draws from the fitted guide in the returned posterior, shape ``(1, num_samples)``.
     num_particles : int
@@ -296,13 +462,17 @@ _PARAMETERS = """
         near a point estimate; large ones drown the signal in weight noise.
     kl_warmup : int, optional
         Steps over which the KL weight ``β`` rises linearly from 0 to 1 (Bowman et al.
-        2016, §3.1; Sønderby et al. 2016, §2.3). It is applied by :class:`scale_latent`,
+        2016, §3.1; Sønderby et al. 2016, §2.3). It is applied by :class:`weight_sites`,
         a handler that scales the densities of the latent sites of both model and guide by
         ``β`` and leaves the observed likelihood alone. That keeps NumPyro's own ELBO
         estimators (and their analytic KL) instead of a hand-written loss. During warm-up
         the recorded ELBO is the β-weighted one.
     map_config : MAP
         Configuration of the MAP fit used by ``init="map"``.
+    augment : bayesnn.data.Augment, optional
+        Random image transformations applied to every training minibatch, inside the
+        jitted loop, each step with its own key. VI then fits the posterior of the
+        augmented-data likelihood.
 """
 
 _RETURNS = """
@@ -329,6 +499,19 @@ class MeanFieldVI(_GaussianVI):
     analytic KL of a Gaussian prior (Kingma & Welling 2014, appendix B).
     """
         + _PARAMETERS
+        + """    local_reparam : bool
+        Estimate the ELBO by the local reparameterisation trick (Kingma, Salimans & Welling
+        2015, §2.3), :func:`local_reparam_loss`, instead of NumPyro's weight-noise
+        estimator: the pre-activations of each Dense layer are drawn per example, which
+        gives lower-variance gradients with batch × units instead of weights-many normals
+        per step. The guide, its parameters, the optimiser and the draws are the same.
+        It is not faster on CPU: the normals it saves cost less than the second matrix
+        product per layer it adds (``benchmarks/results/vi_epoch.md``). Needs every
+        Bayesian weight to be the kernel or bias of an ``nnx.Linear`` layer (MLPs), a
+        prior with a closed-form KL from a Normal (``Normal``, ``FanInNormal``),
+        ``elbo="meanfield"`` and a likelihood without parameters to infer
+        (:meth:`check_local_reparam`).
+"""
         + _RETURNS
         + """
     References
@@ -338,11 +521,56 @@ class MeanFieldVI(_GaussianVI):
     Hoffman, Blei, Wang & Paisley (2013). Stochastic variational inference.
     Bowman et al. (2016). Generating sentences from a continuous space.
     Sønderby et al. (2016). Ladder variational autoencoders.
+    Kingma, Salimans & Welling (2015). Variational dropout and the local reparameterization
+    trick. NeurIPS.
     """
     )
 
+    local_reparam: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.local_reparam, bool):
+            raise TypeError(f"local_reparam must be a bool, got {self.local_reparam!r}")
+        if self.local_reparam and self.elbo != "meanfield":
+            raise ValueError(
+                "local_reparam computes the KL in closed form; use elbo='meanfield'"
+            )
+
     def _guide(self, model_fn, init_loc_fn):
         return _AutoNormal(model_fn, init_loc_fn=init_loc_fn, init_scale=self.init_scale)
+
+    def update_fn(self, model: BNN, svi: SVI):
+        if not self.local_reparam:
+            return _svi_update(svi)
+        self.check_local_reparam(model)
+        return _local_reparam_update(svi, model, self.num_particles)
+
+    @staticmethod
+    def check_local_reparam(model: BNN) -> None:
+        """Raise ``ValueError`` unless ``local_reparam=True`` applies to ``model``."""
+        if model.likelihood.param_priors():
+            raise ValueError(
+                "local_reparam needs a likelihood without parameters to infer, got "
+                f"{model.likelihood!r}"
+            )
+        layers = _linear_layers(model.network())
+        priors = model.prior.distributions(model.init_position["net"])
+        for path, prior in priors.items():
+            layer, _, name = path.rpartition("/")
+            if layer not in layers or name not in ("kernel", "bias"):
+                raise ValueError(
+                    f"local_reparam applies to Dense (nnx.Linear) layers only, but the prior "
+                    f"covers {path!r}; use local_reparam=False"
+                )
+            try:  # traced only, not run
+                jax.eval_shape(lambda p=prior: kl_divergence(dist.Normal(0.0, 1.0), p))
+            except NotImplementedError:
+                raise ValueError(
+                    f"local_reparam needs a prior with a closed-form KL from a Normal, but "
+                    f"{path!r} has {type(getattr(prior, 'base_dist', prior)).__name__}; use "
+                    "local_reparam=False"
+                ) from None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from bayesnn.inference.gibbs import (
     HierarchicalNUTS,
     LatentGibbs,
     coordinate_gibbs,
+    gaussian_draw,
     latent_gibbs,
     num_coordinates,
     relu_preactivation_draw,
@@ -18,6 +19,7 @@ from bayesnn.inference.gibbs import (
 )
 from bayesnn.inference.hyper import GammaPrecision, Hierarchical
 from bayesnn.testing import assert_gaussian_matches, linear_posterior
+from bayesnn.tree import tree_size
 
 PRIOR, NOISE = 1.0, 0.5
 
@@ -148,16 +150,24 @@ def _flat(position):
     return jnp.concatenate([a.ravel() for a in jax.tree.leaves(position)])
 
 
-@pytest.mark.parametrize("activation", ["relu", pytest.param("linear", marks=pytest.mark.slow)])
-def test_latent_gibbs_keeps_the_joint_prior_invariant(activation):
+@pytest.mark.parametrize("activation,hidden,post_var", [
+    ("relu", (2,), 0.1), ("relu", (2, 2), 0.0),
+    pytest.param("relu", (2, 2), (0.1, 0.0), marks=pytest.mark.slow),
+    pytest.param("linear", (2,), 0.1, marks=pytest.mark.slow),
+    pytest.param("linear", (2,), 0.0, marks=pytest.mark.slow),
+])
+def test_latent_gibbs_keeps_the_joint_prior_invariant(activation, hidden, post_var):
     """Geweke's joint-distribution test of the whole noisy-network sweep (weights, ReLU
-    pre-activations, post-activations): weights keep their N(0, 1) prior marginal."""
-    net = bnn.models.MLP(1, (2,), 1, activation=activation, rngs=nnx.Rngs(0))
+    pre-activations drawn elementwise given noisy post-activations, or unit by unit
+    without them): the weights keep their N(0, 1) prior marginal."""
+    net = bnn.models.MLP(1, hidden, 1, activation=activation, rngs=nnx.Rngs(0))
     model = bnn.BNN(net, bnn.priors.Normal(1.0), bnn.likelihoods.Gaussian(scale=NOISE))
     x = jnp.linspace(-1.5, 1.5, 3)[:, None]
-    gibbs = latent_gibbs(model, 0.1, 0.1)
+    gibbs = latent_gibbs(model, 0.1, post_var)
     samples = _geweke_chains(gibbs, model, x, 1500, 4, jax.random.key(0))[:, 300:]
-    assert_gaussian_matches(samples, np.zeros(7), np.eye(7))
+    size = samples.shape[-1]
+    assert size == tree_size(model.init_position)
+    assert_gaussian_matches(samples, np.zeros(size), np.eye(size))
 
 
 @pytest.mark.slow
@@ -170,6 +180,20 @@ def test_coordinate_gibbs_keeps_the_joint_prior_invariant():
     step = lambda k, s, b: gibbs.step(k, s, b, k)  # noqa: E731
     samples = _geweke_chains(gibbs._replace(step=step), model, x, 1500, 4, jax.random.key(0))
     assert_gaussian_matches(samples[:, 100:], np.zeros(7), np.eye(7))
+
+
+def test_gaussian_draw_has_the_mean_and_covariance_of_its_precision():
+    """Columns of N(P⁻¹ b, P⁻¹) through the row-by-row triangular inverse (on CPU)."""
+    a = np.array([[2.0, 0.5, 0.0, 0.3], [0.5, 1.0, -0.4, 0.0], [0.0, -0.4, 3.0, 1.0],
+                  [0.3, 0.0, 1.0, 0.8]])
+    precision = a @ a.T + np.eye(4)
+    b = np.array([1.0, -2.0, 0.5, 0.0])
+    n = 40000
+    draws = jax.jit(gaussian_draw)(jax.random.key(0), jnp.asarray(precision, jnp.float32),
+                                   jnp.asarray(np.tile(b[:, None], (1, n)), jnp.float32))
+    cov = np.linalg.inv(precision)
+    mean = cov @ b
+    assert_gaussian_matches(np.asarray(draws, np.float64).T[None], mean, cov)
 
 
 @pytest.mark.parametrize("mean,std", [(2.0, 1.0), (0.0, 1.0), (-2.0, 1.0), (-6.0, 1.0),
@@ -205,8 +229,8 @@ def test_relu_preactivation_draw_matches_its_density(mean, post):
              for a, b in zip(grid, grid[1:], strict=False)) / mass
     n = 40000
     draw = jax.jit(relu_preactivation_draw)
-    z = np.asarray(draw(jax.random.key(1), jnp.full(n, mean), post, pre_var, post_var),
-                   np.float64)
+    z = np.asarray(draw(jax.random.key(1), jnp.full(n, mean), pre_var, 1 / post_var,
+                        post / post_var), np.float64)
     sd = np.sqrt(m2 - m1**2)
     assert abs(z.mean() - m1) < 5 * sd / np.sqrt(n)
     assert abs(z.var() / sd**2 - 1) < 0.05
@@ -229,6 +253,9 @@ def test_bad_arguments():
         LatentGibbs(num_warmup=-1)
     with pytest.raises(ValueError, match="preactivation_var"):
         LatentGibbs(preactivation_var=(0.1, 0.0))
+    with pytest.raises(ValueError, match="postactivation_var must be >= 0"):
+        LatentGibbs(postactivation_var=-1e-3)
+    assert LatentGibbs(postactivation_var=(0.0, 0.1)).postactivation_var == (0.0, 0.1)
     tanh = bnn.BNN(bnn.models.MLP(2, (3,), 1, activation="tanh", rngs=nnx.Rngs(0)),
                    bnn.priors.Normal(1.0), bnn.likelihoods.Gaussian())
     with pytest.raises(ValueError, match="relu"):

@@ -2,7 +2,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from blackjax.util import generate_gaussian_noise
 from flax import nnx
 
 import bayesnn as bnn
@@ -16,6 +15,7 @@ from bayesnn.inference.sgmcmc import (
     SGLD,
     PSGLDState,
     SGHMCState,
+    gaussian_noise,
     preconditioned_langevin,
     psgld,
     sghmc,
@@ -40,7 +40,7 @@ def test_sgld_step_is_welling_teh_eq_4():
     state = kernel.init(POSITION)
     eps, temp = 0.1, 0.5
     new = kernel.step(KEY, state, GRAD, eps, temp)
-    noise = generate_gaussian_noise(KEY, POSITION)
+    noise = gaussian_noise(KEY, POSITION)
     expected = jax.tree.map(
         lambda p, g, n: p + eps / 2 * g + np.sqrt(temp * eps) * n, POSITION, GRAD, noise
     )
@@ -58,7 +58,7 @@ def test_psgld_step_is_li_et_al_algorithm_1_without_gamma():
     new = kernel.step(KEY, state, GRAD, eps, temp)
     v = jax.tree.map(lambda g: alpha * 0.2 + (1 - alpha) * (g / n) ** 2, GRAD)
     precond = jax.tree.map(lambda v: 1 / (lam + np.sqrt(v)), v)
-    noise = generate_gaussian_noise(KEY, POSITION)
+    noise = gaussian_noise(KEY, POSITION)
     expected = jax.tree.map(
         lambda p, g, c, z: p + eps / 2 * c * g + np.sqrt(temp * eps * c) * z,
         POSITION, GRAD, precond, noise,
@@ -87,6 +87,16 @@ def test_sghmc_step_is_chen_et_al_eq_15():
     plain = sghmc(1.0)
     _close(plain.step(KEY, plain.init(POSITION), GRAD, eta, 0.5).position,
            sgld().step(KEY, sgld().init(POSITION), GRAD, 2 * eta, 0.5).position, rtol=1e-6)
+
+
+def test_gaussian_noise_is_standard_normal_per_leaf_and_deterministic():
+    tree = {"a": jnp.zeros((300, 200)), "b": jnp.zeros(7)}
+    noise = gaussian_noise(KEY, tree)
+    assert jax.tree.map(jnp.shape, noise) == jax.tree.map(jnp.shape, tree)
+    _close(noise, gaussian_noise(KEY, tree), rtol=0)
+    a = np.asarray(noise["a"]).ravel()
+    assert abs(a.mean()) < 4 / np.sqrt(a.size) and abs(a.var() - 1) < 4 * np.sqrt(2 / a.size)
+    assert not np.allclose(a[:7], np.asarray(noise["b"]))  # leaves get their own keys
 
 
 def test_injected_noise_variances():

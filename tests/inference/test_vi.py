@@ -1,4 +1,5 @@
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -6,8 +7,9 @@ from flax import nnx
 from numpyro.infer.util import log_density
 
 import bayesnn as bnn
+from bayesnn.bnn import Batch
 from bayesnn.inference.map import evaluate
-from bayesnn.inference.vi import kl_weight, scale_latent
+from bayesnn.inference.vi import kl_weight, local_reparam_loss, weight_sites
 from bayesnn.testing import assert_gaussian_matches, linear_posterior
 
 
@@ -41,18 +43,56 @@ def test_kl_weight_rises_linearly():
     assert float(kl_weight(0, None)) == 1.0
 
 
-def test_scale_latent_scales_the_prior_not_the_likelihood():
+def test_weight_sites_scales_prior_and_likelihood_apart():
     data, _ = bnn.data.linear_regression(n=20, num_features=2, key=0)
     model = _linear_model(2, 0.5)
     sites = {f"net/{k}": v for k, v in bnn.tree.flatten_paths(model.init_position["net"]).items()}
     args = (data.x, data.y)
-    full, _ = log_density(model.numpyro_model, args, {}, sites)
-    scaled, _ = log_density(scale_latent(model.numpyro_model, scale=0.3), args, {}, sites)
+    mask = np.arange(20) < 12
+    weighted = weight_sites(model.numpyro_model, latent=0.3, observed=2.5, mask=mask)
+    scaled, _ = log_density(weighted, args, {}, sites)
     prior = model.logprior_fn(model.init_position)
-    np.testing.assert_allclose(scaled, full - 0.7 * prior, rtol=1e-5)
+    ll = model.log_prob_per_example(model.init_position, data.x, data.y)
+    np.testing.assert_allclose(scaled, 0.3 * prior + 2.5 * ll[:12].sum(), rtol=1e-5)
 
 
-def test_mean_field_matches_the_factorised_linear_posterior():
+def test_local_reparam_loss_is_an_unbiased_negative_elbo():
+    # Linear-Gaussian model: E_q[log p(y | x, w, b)] is closed form, so the Monte Carlo
+    # mean of the loss must match the exact negative ELBO.
+    noise, prior_scale = 0.5, 2.0
+    model = _linear_model(3, noise, prior_scale)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(10, 3)).astype(np.float32)
+    y = rng.normal(size=(10, 1)).astype(np.float32)
+    mask = np.arange(10) < 7
+    loc_w, loc_b = rng.normal(size=(3, 1)), rng.normal(size=1)
+    sd_w, sd_b = rng.uniform(0.2, 0.8, size=(3, 1)), np.array([0.3])
+    site = "net/layers/0/"
+    params = {
+        site + "kernel_auto_loc": loc_w, site + "kernel_auto_scale": sd_w,
+        site + "bias_auto_loc": loc_b, site + "bias_auto_scale": sd_b,
+    }
+    params = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
+    batch = Batch(x, y, mask)
+    beta, scale = 0.7, 3.0
+    losses = jax.jit(jax.vmap(lambda k: local_reparam_loss(model, k, params, batch, beta, scale)))(
+        jax.random.split(jax.random.key(0), 20000)
+    )
+    mean = x @ loc_w + loc_b
+    var = x**2 @ sd_w**2 + sd_b**2
+    expected_ll = -0.5 * np.log(2 * np.pi * noise**2) - ((y - mean) ** 2 + var) / (2 * noise**2)
+    sd_all, loc_all = np.r_[sd_w[:, 0], sd_b], np.r_[loc_w[:, 0], loc_b]
+    kl = np.sum(np.log(prior_scale / sd_all) + (sd_all**2 + loc_all**2) / (2 * prior_scale**2)
+                - 0.5)
+    exact = -(scale * expected_ll[mask].sum() - beta * kl)
+    se = np.std(losses) / np.sqrt(len(losses))
+    assert abs(np.mean(losses) - exact) < 4 * se, (np.mean(losses), exact, se)
+    # The pre-activations are really random (a forgotten noise term would leave std 0).
+    assert np.std(losses) > 1.0
+
+
+@pytest.mark.parametrize("local_reparam", [False, True])
+def test_mean_field_matches_the_factorised_linear_posterior(local_reparam):
     data, _ = bnn.data.linear_regression(n=100, num_features=3, noise=0.5, key=0, orthogonal=True)
     x = _centred_orthogonal(data.x)
     mean, cov = linear_posterior(x, data.y, 1.0, 0.5)
@@ -63,7 +103,7 @@ def test_mean_field_matches_the_factorised_linear_posterior():
 
     method = bnn.MeanFieldVI(
         learning_rate=optax.exponential_decay(2e-2, 1000, 1e-2), epochs=500, batch_size=50,
-        num_particles=8, num_samples=2000,
+        num_particles=8, num_samples=2000, local_reparam=local_reparam,
     )
     post = bnn.fit(_linear_model(3, 0.5), (x, data.y), method, key=0)
     assert (post.num_chains, post.num_draws) == (1, 2000)
@@ -71,9 +111,9 @@ def test_mean_field_matches_the_factorised_linear_posterior():
     loc = np.r_[gp["net/layers/0/kernel_auto_loc"][:, 0], gp["net/layers/0/bias_auto_loc"]]
     scale = np.r_[gp["net/layers/0/kernel_auto_scale"][:, 0], gp["net/layers/0/bias_auto_scale"]]
     # What is left is the stochastic optimiser's noise (minibatch and reparameterisation
-    # gradients): over keys 0-4 it measured ≤ 0.07 posterior sd for the means and ≤ 3% for
-    # the sds; the tolerances are about twice that. A wrong N/B likelihood scaling would
-    # put the sds off by a factor √2 (B = N/2).
+    # gradients): over keys 0-4 it measured ≤ 0.04 posterior sd for the means and ≤ 3.5%
+    # for the sds (local reparameterisation: ≤ 0.011 and ≤ 1.7%); the tolerances allow for
+    # more. A wrong N/B likelihood scaling would put the sds off by a factor √2 (B = N/2).
     np.testing.assert_array_less(np.abs(loc - mean) / std, 0.15)
     np.testing.assert_array_less(np.abs(scale / std - 1), 0.06)
     # The draws are the guide's: ESS-scaled check against the exact posterior, widened by
@@ -83,11 +123,13 @@ def test_mean_field_matches_the_factorised_linear_posterior():
     assert len(elbo) == 500 and np.mean(elbo[-50:]) > elbo[0]
 
 
-def test_gap_toy_is_more_uncertain_in_the_gap():
+@pytest.mark.parametrize("local_reparam", [False, True])
+def test_gap_toy_is_more_uncertain_in_the_gap(local_reparam):
     train = bnn.data.gap_regression(n=80, noise=0.1, key=0)
     net = bnn.models.MLP(1, (16, 16), 1, activation="tanh", rngs=nnx.Rngs(0))
     model = bnn.BNN(net, bnn.priors.Normal(1.0), bnn.likelihoods.Gaussian(scale=0.1))
-    method = bnn.MeanFieldVI(learning_rate=2e-2, epochs=100, batch_size=16, num_samples=100)
+    method = bnn.MeanFieldVI(learning_rate=2e-2, epochs=100, batch_size=16, num_samples=100,
+                             local_reparam=local_reparam)
     post = bnn.fit(model, train, method, key=0)
     grid = bnn.data.gap_regression_grid(121).x
     in_gap = grid[np.abs(grid[:, 0]) < 0.4]
@@ -97,12 +139,13 @@ def test_gap_toy_is_more_uncertain_in_the_gap():
     assert post.info["steps_per_epoch"] == 5  # ceil(80 / 16)
 
 
-def test_partially_bayesian_network_with_warmup_is_reproducible(toy):
+@pytest.mark.parametrize("local_reparam", [False, True])
+def test_partially_bayesian_network_with_warmup_is_reproducible(toy, local_reparam):
     net = bnn.models.MLP(2, (8,), 1, rngs=nnx.Rngs(0))
     prior = bnn.priors.PerParameter({"layers/1/*": bnn.priors.Normal(1.0)})
     model = bnn.BNN(net, prior, bnn.likelihoods.Gaussian(scale=0.1))
     method = bnn.MeanFieldVI(learning_rate=1e-2, epochs=20, batch_size=16, num_samples=8,
-                             kl_warmup=40)
+                             kl_warmup=40, local_reparam=local_reparam)
     a = bnn.fit(model, toy, method, key=0)
     b = bnn.fit(model, toy, method, key=0)
     assert jax.tree.all(jax.tree.map(np.array_equal, a.draws, b.draws))
@@ -136,6 +179,73 @@ def test_map_initialisation(toy):
     # One step at a negligible learning rate: the guide means are still the MAP weights.
     np.testing.assert_allclose(post.info["guide_params"]["net/layers/0/kernel_auto_loc"],
                                start["net"]["layers"][0]["kernel"], atol=1e-6)
+
+
+def test_augment_is_applied_to_every_minibatch():
+    # The label says on which side of a 4x4 image the bright pixel is: a left-right flip
+    # turns every image into one of the other class. Every pixel position is equally often
+    # of either class, so flipping half the images at random leaves the labels
+    # uninformative and the fitted classifier must be unsure; without augmentation the
+    # same fit is confident.
+    i = np.arange(64)
+    y = (i // 4) % 2
+    x = np.zeros((64, 4, 4, 1), np.float32)
+    x[i, i % 4, 3 * y, 0] = 1.0
+    model = bnn.BNN(bnn.models.MLP(16, (), 1, rngs=nnx.Rngs(0)), bnn.priors.Normal(3.0),
+                    bnn.likelihoods.Bernoulli())
+    flip = bnn.data.Augment(horizontal_flip=True)
+    confidence = {}
+    for augment in (None, flip):
+        method = bnn.MeanFieldVI(learning_rate=5e-2, epochs=30, batch_size=16, num_samples=32,
+                                 augment=augment)
+        probs = np.asarray(bnn.fit(model, (x, y), method, key=0).predict(x).probs)[:, 1]
+        confidence[augment] = np.mean(np.abs(probs - 0.5))
+    assert confidence[None] > 0.3, confidence
+    assert confidence[flip] < 0.1, confidence
+
+
+def test_local_reparam_rejects_models_it_does_not_fit():
+    net = bnn.models.MLP(2, (4,), 1, rngs=nnx.Rngs(0))
+    check = bnn.MeanFieldVI.check_local_reparam
+    check(bnn.BNN(net, bnn.priors.FanInNormal(1.0)))  # Dense layers, Gaussian prior: fine
+    with pytest.raises(ValueError, match="closed-form KL from a Normal, .* Laplace"):
+        check(bnn.BNN(net, bnn.priors.Laplace(1.0)))
+    with pytest.raises(ValueError, match="likelihood without parameters"):
+        check(bnn.BNN(net, likelihood=bnn.likelihoods.Gaussian(learn_scale=True)))
+    with pytest.raises(ValueError, match="Dense .* layers only, but the prior covers 'conv/"):
+        check(bnn.BNN(_Conv()))
+    with pytest.raises(ValueError, match="closed form; use elbo='meanfield'"):
+        bnn.MeanFieldVI(local_reparam=True, elbo="trace")
+
+
+class _Conv(nnx.Module):
+    """One 3x3 convolution on 3x3 images: a Bayesian weight outside any Dense layer."""
+
+    def __init__(self):
+        self.input_shape, self.out_features = (3, 3, 1), 1
+        self.conv = nnx.Conv(1, 1, (3, 3), padding="VALID", rngs=nnx.Rngs(0))
+
+    def __call__(self, x, *, key=None):
+        return self.conv(x).reshape(x.shape[0], 1)
+
+
+class _Twice(nnx.Module):
+    """One Dense layer applied twice: its weights are shared by both applications."""
+
+    def __init__(self):
+        self.input_shape, self.out_features = (2,), 2
+        self.layer = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+
+    def __call__(self, x, *, key=None):
+        return self.layer(self.layer(x))
+
+
+def test_local_reparam_rejects_a_layer_applied_twice(toy):
+    model = bnn.BNN(_Twice(), likelihood=bnn.likelihoods.Gaussian(scale=0.1))
+    y = np.concatenate([toy[1], toy[1]], axis=1)
+    method = bnn.MeanFieldVI(epochs=1, batch_size=16, local_reparam=True)
+    with pytest.raises(ValueError, match="'layer' is applied more than once"):
+        bnn.fit(model, (toy[0], y), method, key=0)
 
 
 def test_low_rank_vi_gives_draws():
@@ -174,6 +284,8 @@ def test_divergence_raises_a_clear_error():
         ({"elbo": "renyi"}, ValueError, "unknown elbo 'renyi'"),
         ({"init": "zeros"}, ValueError, "init must be 'network' or 'map'"),
         ({"map_config": "adam"}, TypeError, "map_config must be a bayesnn.MAP"),
+        ({"augment": "flip"}, TypeError, "augment must be a bayesnn.data.Augment"),
+        ({"local_reparam": 1}, TypeError, "local_reparam must be a bool"),
     ],
 )
 def test_bad_configuration(kwargs, error, match):

@@ -175,3 +175,44 @@ def test_incompatible_input_shape_raises(spec, input_shape, message):
         spec.output_shape(input_shape)
     with pytest.raises(ValueError, match=message):
         spec.build(input_shape, nnx.Rngs(0))
+
+
+CONVS = [
+    Conv2D(4, 3), Conv2D(4, 3, strides=2), Conv2D(4, 3, strides=2, padding="same"),
+    Conv2D(3, (3, 2), strides=(2, 3)), Conv2D(3, 5, padding="same"), Conv2D(2, 2, strides=3),
+]
+
+
+@pytest.mark.parametrize("spec", CONVS)
+def test_conv_matches_xla_convolution_and_its_gradient(spec):
+    # On CPU convolutions run as slices and one matmul (fast inside lax.scan): they must
+    # equal lax.conv_general_dilated, forward and backward.
+    x = np.random.default_rng(2).standard_normal((2, 9, 8, 3), np.float32)
+    layer = spec.build((9, 8, 3), nnx.Rngs(0))
+
+    def xla(kernel, x):
+        out = jax.lax.conv_general_dilated(
+            x, kernel, spec.strides, spec.padding.upper(),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        return out + layer.bias[...]
+
+    graphdef, params = nnx.split(layer)
+
+    def ours(kernel, x):
+        return nnx.merge(graphdef, {**params, "kernel": kernel})(x)
+
+    kernel = layer.kernel[...]
+    np.testing.assert_allclose(ours(kernel, x), xla(kernel, x), rtol=1e-5, atol=1e-5)
+    loss = lambda f: jax.grad(lambda k, x: (f(k, x) ** 2).sum(), (0, 1))  # noqa: E731
+    for g_ours, g_xla in zip(loss(ours)(kernel, x), loss(xla)(kernel, x), strict=True):
+        np.testing.assert_allclose(g_ours, g_xla, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "pool", [MaxPooling2D(2), MaxPooling2D((3, 2)), MaxPooling2D(3, strides=2)]
+)
+def test_max_pooling_matches_reduce_window_on_odd_sizes(pool):
+    x = np.random.default_rng(3).standard_normal((2, 7, 9, 2), np.float32)
+    expected = nnx.max_pool(x, pool.pool_size, pool.strides, pool.padding.upper())
+    np.testing.assert_array_equal(run(pool, (7, 9, 2), x), expected)

@@ -1,0 +1,84 @@
+"""Chains across devices: the leading chain axis of a method's state, split over devices.
+
+Every multi-chain method keeps its chains (SG-MCMC chains, ensemble members, Gibbs
+chains) on one leading axis and advances them with ``vmap``. :func:`shard_chains` places
+that axis across the visible devices with a :class:`~jax.sharding.NamedSharding` over a
+one-axis mesh ``("chains",)``; :func:`~bayesnn.inference.driver.run_chunks` keeps the
+placement from chunk to chunk and jit partitions the vmapped step along it, so each
+device advances its own chains, while data and keys are replicated. Each chain's
+arithmetic is the same wherever it runs, and JAX's random numbers do not depend on how
+arrays are sharded, so a run gives the same draws on one device or several (to float32
+rounding: a device compiles its program for its own number of chains).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+__all__ = [
+    "CHAIN_AXIS", "chain_mesh", "shard_chains", "num_chain_devices", "numpyro_chain_method",
+]
+
+CHAIN_AXIS = "chains"
+
+
+def chain_mesh(num_chains: int, devices=None) -> Mesh | None:
+    """A one-axis mesh ``("chains",)`` for ``num_chains`` chains, or None for one device.
+
+    Uses the largest number of ``devices`` (default :func:`jax.devices`, all hosts) that
+    divides ``num_chains``, so that every device holds as many chains: 6 chains on 4
+    devices use 3, 5 chains on 4 devices use 1 (no mesh: the chains stay where they are).
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    count = max(d for d in range(1, min(num_chains, len(devices)) + 1) if num_chains % d == 0)
+    return Mesh(np.asarray(devices[:count]), (CHAIN_AXIS,)) if count > 1 else None
+
+
+def shard_chains(tree, devices=None):
+    """Place the leading (chain) axis of every array in ``tree`` across devices.
+
+    The number of chains is the leading size of the first leaf; leaves without that leading
+    axis are replicated. With one device, or a chain count that only 1 divides among the
+    device counts, ``tree`` is returned unchanged.
+
+    Parameters
+    ----------
+    tree : pytree of arrays
+        A method's state with a leading chain axis (outside ``jit``).
+    devices : sequence of jax.Device, optional
+        Default :func:`jax.devices`.
+    """
+    leaves = jax.tree.leaves(tree)
+    if not leaves or np.ndim(leaves[0]) == 0:
+        return tree
+    num_chains = np.shape(leaves[0])[0]
+    mesh = chain_mesh(num_chains, devices)
+    if mesh is None:
+        return tree
+    split, replicated = NamedSharding(mesh, PartitionSpec(CHAIN_AXIS)), NamedSharding(
+        mesh, PartitionSpec()
+    )
+    return jax.tree.map(
+        lambda a: jax.device_put(
+            a, split if np.ndim(a) and np.shape(a)[0] == num_chains else replicated
+        ),
+        tree,
+    )
+
+
+def num_chain_devices(tree) -> int:
+    """Over how many devices the leading axis of ``tree``'s first array is split (1: none)."""
+    leaf = next((a for a in jax.tree.leaves(tree) if np.ndim(a)), None)
+    if not isinstance(leaf, jax.Array):
+        return 1
+    return leaf.shape[0] // leaf.sharding.shard_shape(leaf.shape)[0]
+
+
+def numpyro_chain_method(chain_method: str, num_chains: int) -> str:
+    """NumPyro's ``chain_method``: ``"vectorized"`` becomes ``"parallel"`` (one chain per
+    device, :func:`jax.pmap`) when there are at least ``num_chains > 1`` local devices."""
+    if chain_method == "vectorized" and 1 < num_chains <= jax.local_device_count():
+        return "parallel"
+    return chain_method
