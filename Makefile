@@ -31,11 +31,13 @@ docs: $(STAMP)
 
 # Short versions of the benchmarks (minutes); full sizes via each script's flags.
 bench: $(STAMP)
-	$(PY) benchmarks/speed_sgmcmc.py --steps 2000 --out out/bench
-	$(PY) benchmarks/nuts_overhead.py --repeats 1 --out out/bench
-	$(PY) benchmarks/vi_epoch.py --num-examples 2560 --repeats 3 --out out/bench
-	$(PY) benchmarks/gibbs_scaling.py --widths 8 32 --sizes 500 2000 --num-samples 500 \
-	  --num-warmup 200 --out out/bench
+	$(PY) benchmarks/speed.py --quick --out out/bench
+	$(PY) benchmarks/predict_memory.py --num-draws 100 --num-inputs 2000 --out out/bench
+	$(PY) benchmarks/augment_epoch.py --num-examples 256 --repeats 1 --out out/bench
+	$(PY) benchmarks/mnist.py --quick --data ../shared/data/mnist/mnist.npz --out out/bench
+	rm -f out/bench/uci.json
+	$(PY) benchmarks/uci.py --data-dir ../shared/data/uci --methods MAP SGLD --splits 1 \
+	  --out out/bench
 
 clean:
 	rm -rf $(VENV) out site .pytest_cache

@@ -1,0 +1,358 @@
+"""UCI regression benchmark: the protocol of Hernández-Lobato & Adams (2015).
+
+For every dataset folder under ``--data-dir`` (layout of :mod:`bayesnn.data.uci`) and
+each of its given 90/10 train/test splits: inputs and target are standardised with the
+training statistics; a one-hidden-layer ReLU MLP (``n_hidden.txt`` units when the folder
+has it, else 50) with a ``FanInNormal`` prior and a learned homoscedastic Gaussian noise
+scale is fitted by each method on the training part; we report the test RMSE on the
+original scale and the test log-likelihood of the posterior predictive,
+
+    (1/N) Σ_i log (1/S) Σ_s N(y_i; μ_s(x_i) s_y + m_y, (σ_s s_y)²),
+
+the standardised predictive density shifted by the Jacobian ``-log s_y``. Mean ± standard
+error over splits, beside the published numbers of Gal & Ghahramani (2016, Table 1) and
+Lakshminarayanan et al. (2017).
+
+Hyperparameters are fixed defaults (``SETTINGS``, written to the results), chosen on a
+validation part of the first split's training data, never on a test part. LatentGibbs
+needs a fixed noise scale: it uses the noise scale learned by the MAP fit of the same
+training split.
+
+Results are appended to ``<out>/uci.json`` after every (dataset, method, split), and runs
+already there are skipped, so an interrupted run resumes; ``<out>/uci.md`` is rewritten
+from the JSON at the end (``--table-only`` rewrites just the table).
+
+    python benchmarks/uci.py --data-dir ../shared/data/uci --methods MAP SGLD --splits 5 \
+        --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import nnx
+from machine import machine  # noqa: I001 (benchmarks/machine.py)
+
+import bayesnn as bnn
+from bayesnn.data import Dataset, Standardizer
+from bayesnn.data.uci import list_uci, load_uci, uci_num_splits
+
+# Published test log-likelihoods: VI (Graves 2011) and PBP as reported by Gal & Ghahramani
+# (2016, Table 1), MC dropout (ibid.), deep ensembles (Lakshminarayanan et al. 2017).
+PUBLISHED_COLUMNS = ("VI", "PBP", "MC dropout", "Deep ens.")
+PUBLISHED = {
+    "boston": (-2.90, -2.57, -2.46, -2.41),
+    "concrete": (-3.39, -3.16, -3.04, -3.06),
+    "energy": (-2.39, -2.04, -1.99, -1.38),
+    "wine-red": (-0.98, -0.97, -0.93, -0.94),
+    "yacht": (-3.43, -1.63, -1.55, -1.18),
+}
+ALIASES = {"bostonHousing": "boston", "wine-quality-red": "wine-red"}
+METHODS = ("MAP", "MeanFieldVI", "SGLD", "SGHMC", "NUTS", "LatentGibbs", "Ensemble")
+
+# Fixed hyperparameters of every method (data standardised). Step sizes of the SG-MCMC
+# methods are ``lr * sigma_map**2 / n_train`` (see make_method).
+SETTINGS = {
+    "prior": {"FanInNormal": 1.0},
+    "noise": {"init_scale": 0.5, "prior": "HalfNormal(1.0) on sigma"},
+    "MAP": {"optimizer": "adam", "learning_rate": 1e-3, "epochs": 200, "batch_size": 32},
+    "MeanFieldVI": {"learning_rate": 1e-3, "epochs": 300, "batch_size": 32,
+                    "num_samples": 200, "init": "map"},
+    "SGLD": {"lr": 0.1, "batch_size": 32, "num_warmup": 2000, "num_samples": 100,
+             "thinning": 30, "init": "map"},
+    "SGHMC": {"lr": 0.01, "alpha": 0.1, "batch_size": 32, "num_warmup": 2000,
+              "num_samples": 100, "thinning": 30, "init": "map"},
+    "NUTS": {"num_warmup": 300, "num_samples": 300, "max_tree_depth": 7, "init": "map"},
+    "LatentGibbs": {"num_warmup": 500, "num_samples": 250, "thinning": 2,
+                    "preactivation_var": 1e-2, "postactivation_var": 1e-2,
+                    "noise": "MAP's learned scale"},
+    "Ensemble": {"size": 5},
+}
+
+
+def short_name(dataset: str) -> str:
+    """The name the published tables use for ``dataset``."""
+    return ALIASES.get(dataset, dataset)
+
+
+def num_hidden(root, dataset: str) -> int:
+    """Hidden units: ``n_hidden.txt`` of the dataset folder when present, else 50."""
+    for folder in (Path(root) / dataset, Path(root) / dataset / "data"):
+        if (folder / "n_hidden.txt").is_file():
+            return int(np.loadtxt(folder / "n_hidden.txt"))
+    return 50
+
+
+def standardize(train: Dataset, test: Dataset):
+    """Standardised train and test sets and the target's :class:`Standardizer`."""
+    sx, sy = Standardizer.fit(train.x), Standardizer.fit(train.y)
+    return (Dataset(sx.transform(train.x), sy.transform(train.y)),
+            Dataset(sx.transform(test.x), sy.transform(test.y)), sy)
+
+
+def make_model(in_features: int, hidden: int, settings=None, *,
+               start: bnn.Posterior | None = None, fixed_noise: bool = False) -> bnn.BNN:
+    """The benchmark's BNN: ReLU MLP, FanInNormal prior, Gaussian noise of learned scale.
+
+    ``start``, a MAP posterior, sets the network's weights and the initial noise scale
+    (the methods' ``init="network"`` then starts there); ``fixed_noise`` fixes the noise
+    at the MAP's scale instead of learning it.
+    """
+    settings = settings or SETTINGS
+    if start is None:
+        net = bnn.models.MLP(in_features, (hidden,), 1, rngs=nnx.Rngs(0))
+        scale = settings["noise"]["init_scale"]
+    else:
+        point = start.point()
+        net, scale = start.model.network(point), float(np.exp(point["lik"]["log_scale"]))
+    lik = bnn.likelihoods.Gaussian(scale=scale, learn_scale=not fixed_noise)
+    return bnn.BNN(net, bnn.priors.FanInNormal(settings["prior"]["FanInNormal"]), lik)
+
+
+def map_config(settings=None) -> bnn.MAP:
+    s = (settings or SETTINGS)["MAP"]
+    return bnn.MAP(s["optimizer"], s["learning_rate"], epochs=s["epochs"],
+                   batch_size=s["batch_size"])
+
+
+def make_method(name: str, n_train: int, settings=None, noise_var: float = 1.0):
+    """The method config ``name`` with ``settings`` (default ``SETTINGS``).
+
+    SG-MCMC step sizes are ``lr * noise_var / n_train``: the likelihood's curvature grows
+    as ``n_train / noise_var`` (``noise_var``: the MAP's standardised noise variance,
+    rounded to a power of 2 so that most splits share one compiled sampler).
+    """
+    settings = settings or SETTINGS
+    s = settings.get(name, {})
+    if name == "MAP":
+        return map_config(settings)
+    if name == "Ensemble":
+        return bnn.Ensemble(map_config(settings), size=s["size"])
+    if name == "MeanFieldVI":
+        return bnn.MeanFieldVI(learning_rate=s["learning_rate"], epochs=s["epochs"],
+                               batch_size=s["batch_size"], num_samples=s["num_samples"])
+    if name in ("SGLD", "SGHMC"):
+        extra = {"alpha": s["alpha"]} if name == "SGHMC" else {}
+        step_size = s["lr"] * 2.0 ** round(math.log2(noise_var)) / n_train
+        return getattr(bnn, name)(
+            step_size=step_size, batch_size=s["batch_size"],
+            num_warmup=s["num_warmup"], num_samples=s["num_samples"], thinning=s["thinning"],
+            init="network", **extra)
+    if name == "NUTS":
+        return bnn.NUTS(num_warmup=s["num_warmup"], num_samples=s["num_samples"],
+                        max_tree_depth=s["max_tree_depth"])
+    if name == "LatentGibbs":
+        return bnn.LatentGibbs(num_warmup=s["num_warmup"], num_samples=s["num_samples"],
+                               thinning=s["thinning"], preactivation_var=s["preactivation_var"],
+                               postactivation_var=s["postactivation_var"])
+    raise ValueError(f"unknown method {name!r}; use one of {METHODS}")
+
+
+def evaluate(post: bnn.Posterior, test: Dataset, sy: Standardizer) -> dict[str, float]:
+    """RMSE and mean predictive log-density on the original scale (``test`` standardised)."""
+    mean = np.asarray(post.predict(test.x).mean)
+    err = sy.inverse_transform(mean) - sy.inverse_transform(test.y)
+    lpd = np.asarray(post.log_predictive_density(test.x, test.y)) - np.log(sy.std).sum()
+    return {"rmse": float(np.sqrt(np.mean(err**2))), "test_ll": float(np.mean(lpd))}
+
+
+def run_split(root, dataset: str, split: int, methods, seed: int = 0, settings=None):
+    """Fit and evaluate ``methods`` on ``split`` of ``dataset``; yields one row per method.
+
+    MAP is fitted once; every method but the ensemble starts from its weights and noise
+    scale (LatentGibbs, whose chains start afresh, keeps its noise scale fixed).
+    """
+    train, test = load_uci(root, dataset, split)
+    train, test, sy = standardize(train, test)
+    n, d = train.x.shape
+    hidden = num_hidden(root, dataset)
+    key = jax.random.fold_in(jax.random.key(seed), split)
+    start, map_seconds = None, None
+    for name in methods:
+        if start is None and name != "Ensemble":
+            t0 = time.perf_counter()
+            start = bnn.fit(make_model(d, hidden, settings), train, map_config(settings),
+                            key=jax.random.fold_in(key, len(METHODS)), progress=False)
+            map_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if name == "MAP":
+            post, seconds = start, map_seconds
+        else:
+            model = (make_model(d, hidden, settings) if name == "Ensemble" else
+                     make_model(d, hidden, settings, start=start,
+                                fixed_noise=name == "LatentGibbs"))
+            noise_var = float(np.exp(2 * start.point()["lik"]["log_scale"])) if start else 1.0
+            post = bnn.fit(model, train, make_method(name, n, settings, noise_var),
+                           key=jax.random.fold_in(key, METHODS.index(name)), progress=False)
+            seconds = time.perf_counter() - t0
+        row = {"dataset": dataset, "method": name, "split": split, **evaluate(post, test, sy),
+               "seconds": round(seconds, 2)}
+        if name not in ("MAP", "Ensemble"):
+            row["map_seconds"] = round(map_seconds, 2)
+        lik = post.draws["lik"]
+        sigma = np.exp(np.asarray(lik["log_scale"])) if "log_scale" in lik else (
+            post.model.likelihood.scale)
+        row["noise_scale"] = float(np.mean(sigma) * sy.std.item())
+        if "num_divergent" in post.info:
+            row["num_divergent"] = post.info["num_divergent"]
+        yield row
+
+
+def mean_se(values) -> tuple[float, float]:
+    v = np.asarray(values, float)
+    return float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan
+
+
+def summarize(rows: list[dict]) -> dict:
+    """``{dataset: {method: {"rmse": (m, se), "test_ll": (m, se), "splits": k}}}``."""
+    table: dict = {}
+    for r in rows:
+        table.setdefault(r["dataset"], {}).setdefault(r["method"], []).append(r)
+    return {
+        d: {m: {"rmse": mean_se([r["rmse"] for r in rs]),
+                "test_ll": mean_se([r["test_ll"] for r in rs]), "splits": len(rs),
+                "seconds": float(np.mean([r["seconds"] for r in rs]))}
+            for m, rs in methods.items()}
+        for d, methods in table.items()
+    }
+
+
+def _fmt(m_se, digits=2) -> str:
+    m, se = m_se
+    return f"{m:.{digits}f} ± {se:.{digits}f}" if math.isfinite(se) else f"{m:.{digits}f}"
+
+
+def markdown(results: dict) -> str:
+    """The results tables: test log-likelihood beside the published columns, then RMSE."""
+    summary = summarize(results["runs"])
+    methods = [m for m in METHODS if any(m in s for s in summary.values())]
+    datasets = sorted(summary)
+    lines = ["# UCI regression (Hernández-Lobato & Adams 2015 protocol)", "",
+             "Runs measured on commit(s) "
+             + ", ".join(f"`{c}`" for c in sorted({r.get("commit", "?") for r in results["runs"]}))
+             + f"; table written on `{results['commit']}`; machine: "
+             f"{json.dumps(results['machine'])}.", "",
+             *([results["note"], ""] if results.get("note") else []),
+             "Test log-likelihood of the posterior predictive (nats per test point, original "
+             "scale; higher is better), mean ± standard error over splits (number of splits "
+             "in brackets). Published columns: VI, PBP, MC dropout from Gal & Ghahramani "
+             "(2016, Table 1), deep ensembles from Lakshminarayanan et al. (2017).", "",
+             "| dataset | " + " | ".join(methods) + " | " + " | ".join(PUBLISHED_COLUMNS) + " |",
+             "| --- " * (1 + len(methods) + len(PUBLISHED_COLUMNS)) + "|"]
+    for d in datasets:
+        cells = [f"{_fmt(summary[d][m]['test_ll'])} ({summary[d][m]['splits']})"
+                 if m in summary[d] else "" for m in methods]
+        pub = PUBLISHED.get(short_name(d))
+        pub_cells = [f"{v:.2f}" for v in pub] if pub else [""] * len(PUBLISHED_COLUMNS)
+        lines.append(f"| {short_name(d)} | " + " | ".join(cells + pub_cells) + " |")
+    lines += ["", "Test RMSE (original units), mean ± standard error over splits.", "",
+              "| dataset | " + " | ".join(methods) + " |", "| --- " * (1 + len(methods)) + "|"]
+    for d in datasets:
+        cells = [_fmt(summary[d][m]["rmse"]) if m in summary[d] else "" for m in methods]
+        lines.append(f"| {short_name(d)} | " + " | ".join(cells) + " |")
+    lines += ["", "Mean wall time per fit (seconds, one split, compilation included).", "",
+              "| dataset | " + " | ".join(methods) + " |", "| --- " * (1 + len(methods)) + "|"]
+    for d in datasets:
+        cells = [f"{summary[d][m]['seconds']:.0f}" if m in summary[d] else "" for m in methods]
+        lines.append(f"| {short_name(d)} | " + " | ".join(cells) + " |")
+    mc = PUBLISHED_COLUMNS.index("MC dropout")
+    lines += ["", "Goal: NUTS and SGLD beat MC dropout's test log-likelihood on every dataset.", ""]
+    for m in ("NUTS", "SGLD"):
+        verdicts = [f"{short_name(d)} {'yes' if summary[d][m]['test_ll'][0] > pub[mc] else 'no'}"
+                    for d in datasets
+                    if m in summary[d] and (pub := PUBLISHED.get(short_name(d)))]
+        if verdicts:
+            lines.append(f"- {m} beats MC dropout: " + ", ".join(verdicts))
+    lines += ["", "Settings (fixed for every dataset and split; data standardised; a "
+              "one-hidden-layer ReLU MLP of `n_hidden.txt` units, else 50; SG-MCMC step size "
+              "= lr · σ_MAP² / n_train, σ_MAP² the standardised noise variance of the split's "
+              "MAP fit rounded to a power of 2; every method but the ensemble starts from "
+              "that MAP fit):", "",
+              "```json", json.dumps(results["settings"], indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def load_results(path: Path) -> dict:
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {"runs": []}
+
+
+def save_results(path: Path, results: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(path)
+
+
+def main(args) -> dict:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "uci.json"
+    results = load_results(path)
+    keys = {(r["dataset"], r["method"], r["split"]) for r in results["runs"]}
+    for other in args.merge:  # e.g. the JSON of a run in parallel, into another --out
+        runs = [r for r in load_results(Path(other))["runs"]
+                if (r["dataset"], r["method"], r["split"]) not in keys]
+        results["runs"] += runs
+        keys |= {(r["dataset"], r["method"], r["split"]) for r in runs}
+    results |= {"settings": SETTINGS, "commit": _commit(), "machine": machine("numpyro")}
+    if args.note:
+        results["note"] = args.note
+    if not args.table_only:
+        if args.cache_dir:  # fits of equal shapes across splits then compile once
+            jax.config.update("jax_compilation_cache_dir", args.cache_dir)
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        unknown = set(args.methods) - set(METHODS)
+        if unknown:
+            raise ValueError(f"unknown methods {sorted(unknown)}; use {METHODS}")
+        datasets = args.datasets or list_uci(args.data_dir)
+        for split in range(args.first_split, args.splits):
+            for dataset in datasets:
+                if split >= uci_num_splits(args.data_dir, dataset):
+                    continue
+                todo = [m for m in args.methods if (dataset, m, split) not in keys]
+                for row in run_split(args.data_dir, dataset, split, todo, args.seed):
+                    row["commit"] = results["commit"]
+                    print(json.dumps(row), flush=True)
+                    results["runs"].append(row)
+                    save_results(path, results)
+    save_results(path, results)
+    (out / "uci.md").write_text(markdown(results))
+    return results
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data-dir", default="../shared/data/uci")
+    p.add_argument("--datasets", nargs="+", default=None, help="default: every dataset found")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), help=f"from {METHODS}")
+    p.add_argument("--splits", type=int, default=20, help="run splits [first-split, splits)")
+    p.add_argument("--first-split", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", default="/tmp/bayesnn_uci_jax_cache",
+                   help="JAX persistent compilation cache ('' to disable)")
+    p.add_argument("--merge", nargs="*", default=[],
+                   help="add the runs of these uci.json files (parallel runs) first")
+    p.add_argument("--note", default="", help="a remark printed under the table's title")
+    p.add_argument("--table-only", action="store_true", help="rewrite uci.md from uci.json")
+    p.add_argument("--out", default="benchmarks/results")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    main(parse_args())
