@@ -12,7 +12,8 @@ import jax
 
 
 def commit() -> str:
-    """Short hash of the checked-out commit, with ``+dirty`` when the tree has changes."""
+    """Short hash of the checked-out commit, with ``+dirty`` when the tree has changes
+    (other than in ``benchmarks/results``, which benchmarks write while they run)."""
     root = Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str:
@@ -20,8 +21,8 @@ def commit() -> str:
                               check=True).stdout.strip()
 
     try:
-        return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain")
-                                                       else "")
+        dirty = git("status", "--porcelain", "--", ".", ":!benchmarks/results")
+        return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
