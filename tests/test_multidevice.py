@@ -1,5 +1,6 @@
 """Chains across devices: four CPU devices give the draws of one, and so do two processes
-of two devices each (the multi-host recipe of docs/scale.md, on one machine).
+of two devices each (the multi-host recipe of docs/scale.md, on one machine). A single
+chain splits its minibatch rows over the devices instead (data parallelism).
 
 JAX fixes its device count at start-up, so each configuration runs in a subprocess
 (``XLA_FLAGS=--xla_force_host_platform_device_count``); this file is also the script that
@@ -53,6 +54,8 @@ def _fit_all(out: str, process_id: int | None = None, port: int | None = None) -
     chains = dict(num_samples=10, num_warmup=10, num_chains=4)
     methods = {
         "sgld": bnn.SGLD(step_size=1e-3, batch_size=16, thinning=5, **chains),
+        "sgld_one_chain": bnn.SGLD(step_size=1e-3, batch_size=16, thinning=5,
+                                   **(chains | {"num_chains": 1})),
         "ensemble": bnn.Ensemble(bnn.MAP(epochs=5, batch_size=16), size=4),
         "latent_gibbs": bnn.LatentGibbs(**chains),
     }
@@ -120,10 +123,13 @@ def test_four_devices_give_the_draws_of_one(runs):
 
 def test_chains_are_split_over_the_devices(runs):
     assert runs[1][1] == {"visible": 1, "used": {
-        "sgld": 1, "ensemble": 1, "latent_gibbs": 1, "5_chains": 1, "6_chains": 1}}
+        "sgld": 1, "sgld_one_chain": 1, "ensemble": 1, "latent_gibbs": 1, "5_chains": 1,
+        "6_chains": 1}}
     # 5 chains: only 1 divides them (left in place); 6 chains: the largest divisor, 3.
+    # One chain: its batch of 16 rows split over the 4 devices.
     assert runs[4][1] == {"visible": 4, "used": {
-        "sgld": 4, "ensemble": 4, "latent_gibbs": 4, "5_chains": 1, "6_chains": 3}}
+        "sgld": 4, "sgld_one_chain": 4, "ensemble": 4, "latent_gibbs": 4, "5_chains": 1,
+        "6_chains": 3}}
 
 
 def test_different_keys_differ_beyond_the_tolerance(runs):

@@ -37,7 +37,7 @@ from bayesnn.inference.hmc import initial_positions
 from bayesnn.inference.hyper import NOISE, Hierarchical, gibbs_hyper_update
 from bayesnn.inference.map import MAP
 from bayesnn.inference.schedules import Constant, Cyclical
-from bayesnn.inference.sharding import num_chain_devices, shard_chains
+from bayesnn.inference.sharding import data_mesh, num_chain_devices, shard_chains, shard_rows
 from bayesnn.posterior import Posterior
 from bayesnn.tree import flatten_paths, tree_size
 
@@ -321,6 +321,7 @@ class _SGMCMC(abc.ABC):
         x, y = jnp.asarray(data.x), jnp.asarray(data.y)
         n = x.shape[0]
         b = check_batch_size(self.batch_size, n)
+        rows = data_mesh(b, self.num_chains)
         epoch_len = num_batches(n, b)
         chains, kernel = self.num_chains, self.kernel(n)
         schedule = self.schedule or Constant()
@@ -350,6 +351,7 @@ class _SGMCMC(abc.ABC):
             if self.augment is not None:
                 k_step, k_aug = jax.random.split(k_step)
                 batch = augment_batch(self.augment, k_aug, batch)
+            batch = shard_rows(batch, rows)  # one chain on several devices: split its rows
             if hier is not None:
                 k_step, k_hyper = jax.random.split(k_step)
             grad = jax.grad(logdensity)(chain.kernel.position, batch, chain.precisions)
@@ -409,7 +411,7 @@ class _SGMCMC(abc.ABC):
             "interrupted": result.interrupted,
             "num_steps": result.num_chunks_done * steps,
             "steps_per_chunk": steps,
-            "num_devices": num_chain_devices(result.state),
+            "num_devices": rows.size if rows is not None else num_chain_devices(result.state),
             "sample_stats": {"step_size": np.broadcast_to(step_sizes, (chains, len(kept_t)))},
         }
         if hier is not None:

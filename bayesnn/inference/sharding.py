@@ -1,4 +1,5 @@
-"""Chains across devices: the leading chain axis of a method's state, split over devices.
+"""Chains across devices: the leading chain axis of a method's state, split over devices;
+and, for a single chain, its minibatch rows split over devices (data parallelism).
 
 Every multi-chain method keeps its chains (SG-MCMC chains, ensemble members, Gibbs
 chains) on one leading axis and advances them with ``vmap``. :func:`shard_chains` places
@@ -18,10 +19,20 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 __all__ = [
-    "CHAIN_AXIS", "chain_mesh", "shard_chains", "num_chain_devices", "numpyro_chain_method",
+    "CHAIN_AXIS", "DATA_AXIS", "chain_mesh", "data_mesh", "shard_chains", "shard_rows",
+    "num_chain_devices", "numpyro_chain_method",
 ]
 
 CHAIN_AXIS = "chains"
+DATA_AXIS = "data"
+
+
+def _mesh(size: int, axis: str, devices) -> Mesh | None:
+    """A one-axis mesh over the largest number of ``devices`` that divides ``size``, or None
+    when that number is 1."""
+    devices = jax.devices() if devices is None else list(devices)
+    count = max(d for d in range(1, min(size, len(devices)) + 1) if size % d == 0)
+    return Mesh(np.asarray(devices[:count]), (axis,)) if count > 1 else None
 
 
 def chain_mesh(num_chains: int, devices=None) -> Mesh | None:
@@ -31,9 +42,25 @@ def chain_mesh(num_chains: int, devices=None) -> Mesh | None:
     divides ``num_chains``, so that every device holds as many chains: 6 chains on 4
     devices use 3, 5 chains on 4 devices use 1 (no mesh: the chains stay where they are).
     """
-    devices = jax.devices() if devices is None else list(devices)
-    count = max(d for d in range(1, min(num_chains, len(devices)) + 1) if num_chains % d == 0)
-    return Mesh(np.asarray(devices[:count]), (CHAIN_AXIS,)) if count > 1 else None
+    return _mesh(num_chains, CHAIN_AXIS, devices)
+
+
+def data_mesh(batch_size: int, num_chains: int, devices=None) -> Mesh | None:
+    """A one-axis mesh ``("data",)`` splitting the rows of a single chain's minibatches.
+
+    None unless ``num_chains == 1`` (several chains are split by :func:`shard_chains`);
+    uses the largest number of devices that divides ``batch_size``.
+    """
+    return _mesh(batch_size, DATA_AXIS, devices) if num_chains == 1 else None
+
+
+def shard_rows(tree, mesh: Mesh | None):
+    """Inside ``jit``: split the leading (row) axis of every array of ``tree`` over ``mesh``
+    (from :func:`data_mesh`); unchanged when ``mesh`` is None."""
+    if mesh is None:
+        return tree
+    rows = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+    return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, rows), tree)
 
 
 def shard_chains(tree, devices=None):
