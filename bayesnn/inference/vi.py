@@ -563,14 +563,12 @@ class MeanFieldVI(_GaussianVI):
                     f"local_reparam applies to Dense (nnx.Linear) layers only, but the prior "
                     f"covers {path!r}; use local_reparam=False"
                 )
-            try:  # traced only, not run
-                jax.eval_shape(lambda p=prior: kl_divergence(dist.Normal(0.0, 1.0), p))
-            except NotImplementedError:
+            base = type(getattr(prior, "base_dist", prior))
+            if kl_divergence.dispatch(dist.Normal, base) is None:
                 raise ValueError(
                     f"local_reparam needs a prior with a closed-form KL from a Normal, but "
-                    f"{path!r} has {type(getattr(prior, 'base_dist', prior)).__name__}; use "
-                    "local_reparam=False"
-                ) from None
+                    f"{path!r} has {base.__name__}; use local_reparam=False"
+                )
 
 
 @dataclass(frozen=True)
