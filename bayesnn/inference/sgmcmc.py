@@ -28,10 +28,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesnn import prng
 from bayesnn.bnn import BNN, Batch
 from bayesnn.data import Augment, Dataset, augment_batch, check_batch_size, num_batches
 from bayesnn.data.batching import next_batch
-from bayesnn.inference.base import check_chain_args, check_positive, fast_threefry
+from bayesnn.inference.base import check_chain_args, check_positive
 from bayesnn.inference.driver import run_chunks
 from bayesnn.inference.hmc import initial_positions
 from bayesnn.inference.hyper import NOISE, Hierarchical, gibbs_hyper_update
@@ -79,15 +80,15 @@ def gaussian_noise(rng_key, tree):
     """Standard normal noise shaped like ``tree``: one key split off per leaf.
 
     BlackJAX's ``generate_gaussian_noise`` ravels the tree into one vector and back, which
-    on CPU made an SGLD step on a 665k-weight MLP ~3x slower than drawing leaf by leaf. On
-    CPU the draws are traced with the classic threefry (:func:`~bayesnn.inference.base.
-    fast_threefry`).
+    on CPU made an SGLD step on a 665k-weight MLP ~3x slower than drawing leaf by leaf.
+    The keys are split and the draws made with the classic Threefry
+    (:func:`bayesnn.prng.normal`, fused into one pass), so the noise is the same on every
+    backend.
     """
     leaves, treedef = jax.tree.flatten(tree)
-    with fast_threefry():
+    with jax.threefry_partitionable(False):
         keys = jax.random.split(rng_key, len(leaves))
-        noise = [jax.random.normal(k, leaf.shape, leaf.dtype)
-                 for k, leaf in zip(keys, leaves, strict=True)]
+    noise = [prng.normal(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, leaves, strict=True)]
     return jax.tree.unflatten(treedef, noise)
 
 
@@ -240,6 +241,12 @@ def _hyper_step(key, hier: Hierarchical, model: BNN, old, new, precisions, epoch
     return jax.lax.cond(epoch_end, update, lambda: (new, precisions))
 
 
+def _store(draws, values, slot):
+    """``draws`` with ``values`` written at index ``slot`` of the leading axis."""
+    return jax.tree.map(lambda d, v: jax.lax.dynamic_update_index_in_dim(d, v, slot, 0),
+                        draws, values)
+
+
 def _max_abs(position) -> jax.Array:
     """Largest |weight| of each chain (leading axis): finite iff the chain's position is."""
     return jnp.max(jnp.stack([
@@ -369,10 +376,8 @@ class _SGMCMC(abc.ABC):
                 state, draws, count = carry
                 t, keys = inp
                 state = jax.vmap(chain_step, (0, 0, None, None, None))(keys, state, t, x, y)
-                draws = jax.tree.map(
-                    lambda d, p: jax.lax.dynamic_update_index_in_dim(d, p, count, 0),
-                    draws, (state.kernel.position, state.precisions),
-                )
+                draws = jax.lax.cond(keep[t], _store, lambda d, *_: d, draws,
+                                     (state.kernel.position, state.precisions), count)
                 return (state, draws, count + keep[t]), _max_abs(state.kernel.position)
 
             draws = jax.tree.map(lambda p: jnp.zeros((slots,) + p.shape, p.dtype),

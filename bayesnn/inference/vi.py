@@ -44,6 +44,7 @@ from numpyro.infer.initialization import init_to_value
 from numpyro.optim import optax_to_numpyro
 from numpyro.primitives import Messenger
 
+from bayesnn import prng
 from bayesnn.bnn import BNN, Batch
 from bayesnn.data import (
     Augment,
@@ -247,7 +248,7 @@ def _noisy_dot_general(key, path: str, kernel_sd, bias_sd):
             var += bias_sd.astype(x.dtype) ** 2
         # `tiny` keeps the gradient of the square root finite where the variance is 0.
         sd = jnp.sqrt(var + jnp.finfo(var.dtype).tiny)
-        return mean + sd * jax.random.normal(key, mean.shape, mean.dtype)
+        return mean + sd * prng.normal(key, mean.shape, mean.dtype)
 
     return dot_general
 
