@@ -61,7 +61,7 @@ from bayesnn.inference.map import MAP, make_optimizer
 from bayesnn.posterior import Posterior
 
 __all__ = [
-    "MeanFieldVI", "LowRankVI", "ELBOS", "kl_weight", "local_reparam_loss", "vi_epoch",
+    "MeanFieldVI", "LowRankVI", "ELBOS", "kl_weight", "local_reparam_loss", "normal_kl", "vi_epoch",
     "weight_sites",
 ]
 
@@ -154,7 +154,7 @@ def _svi_update(svi: SVI):
     return update
 
 
-def local_reparam_loss(model: BNN, key, params, batch: Batch, beta=1.0, scale=1.0,
+def local_reparam_loss(model: BNN, key, loc, log_scale, point, batch: Batch, beta=1.0, scale=1.0,
                        num_particles: int = 1) -> jax.Array:
     """Negative ELBO of a mean-field Gaussian guide by local reparameterisation.
 
@@ -165,7 +165,8 @@ def local_reparam_loss(model: BNN, key, params, batch: Batch, beta=1.0, scale=1.
     inputs × units weights, and gradients of lower variance since examples no longer share
     weight noise. Per example, the outputs have the same distribution as under weight
     noise, so the expected ELBO is unchanged. The KL term is exact (the prior must have a
-    closed-form KL from a Normal, e.g. be Normal itself). The estimate is
+    closed-form KL from a Normal, e.g. be Normal itself; see :func:`normal_kl`). The
+    estimate is
 
         −[scale · Σ_i mask_i log p(y_i | x_i, θ) / T − β · KL(q ‖ p)],
 
@@ -178,34 +179,47 @@ def local_reparam_loss(model: BNN, key, params, batch: Batch, beta=1.0, scale=1.
         layer applied once per forward pass, and the likelihood must have no parameters
         with a prior (see :meth:`MeanFieldVI.check_local_reparam`).
     key : PRNG key
-    params : dict
-        Constrained guide parameters as :class:`~numpyro.infer.autoguide.AutoNormal` names
-        them (``"<site>_auto_loc"``, ``"<site>_auto_scale"``) and the point-estimate
-        weights (``"<site>"``), i.e. :meth:`SVI.get_params <numpyro.infer.SVI.get_params>`.
+    loc, log_scale : dict
+        The guide's means ``μ`` and log standard deviations ``log σ`` by site
+        (``"net/<path>"``); the guide's parameters are ``<site>_auto_loc`` and, unconstrained,
+        ``<site>_auto_scale`` (:class:`MeanFieldVI`'s guide has ``σ = exp`` of it).
+    point : dict
+        The point-estimate weights by site.
     batch : Batch
     beta, scale : float
         KL weight and likelihood scale (``N / b``).
     num_particles : int
         Monte Carlo draws of the pre-activations.
     """
-    latent, point = model.sites(model.init_position)
-    loc = {site: params[f"{site}_auto_loc"] for site in latent}
-    sd = {site.removeprefix("net/"): params[f"{site}_auto_scale"] for site in latent}
-    position = model.position_from_sites(loc, {site: params[site] for site in point})
+    position = model.position_from_sites(loc, point)
     priors = model.prior.distributions(model.init_position["net"])
-    kl = sum(
-        jnp.sum(kl_divergence(dist.Normal(loc[f"net/{path}"], s), priors[path]))
-        for path, s in sd.items()
-    )
+    kl = sum(normal_kl(loc[site], log_scale[site], priors[site.removeprefix("net/")])
+             for site in loc)
+    var = {site.removeprefix("net/"): jnp.exp(2 * v) for site, v in log_scale.items()}
 
     def loglik(k):
-        f = _local_reparam_apply(model.network(position), sd, k, batch.x)
+        f = _local_reparam_apply(model.network(position), var, k, batch.x)
         ll = model.likelihood.log_prob(f, batch.y, position["lik"])
         mask = jnp.ones_like(ll, bool) if batch.mask is None else batch.mask
         return jnp.sum(jnp.where(mask, ll, 0.0))
 
     ll = jnp.mean(jax.vmap(loglik)(jax.random.split(key, num_particles)))
     return -(scale * ll / model.likelihood.temperature - beta * kl)
+
+
+def normal_kl(loc, log_scale, prior: dist.Distribution) -> jax.Array:
+    """``KL(N(loc, exp(log_scale)²) ‖ prior)`` summed over the elements.
+
+    For a Normal prior ``N(m, s²)`` it is ``Σ log s − log σ + (σ² + (μ − m)²) / (2 s²) − ½``,
+    written in ``log σ`` so that no logarithm over the weights is taken; other priors use
+    NumPyro's registered KL.
+    """
+    base = getattr(prior, "base_dist", prior)
+    if type(base) is dist.Normal:
+        m, s = base.loc, base.scale
+        return jnp.sum(jnp.log(s) - log_scale - 0.5
+                       + (jnp.exp(2 * log_scale) + (loc - m) ** 2) / (2 * s**2))
+    return jnp.sum(kl_divergence(dist.Normal(loc, jnp.exp(log_scale)), prior))
 
 
 def _linear_layers(network: nnx.Module) -> dict[str, nnx.Linear]:
@@ -217,20 +231,20 @@ def _linear_layers(network: nnx.Module) -> dict[str, nnx.Linear]:
     }
 
 
-def _local_reparam_apply(network: nnx.Module, sd: dict, key, x) -> jax.Array:
+def _local_reparam_apply(network: nnx.Module, var: dict, key, x) -> jax.Array:
     """Outputs of ``network`` (holding the guide means) with the pre-activations of its Dense
-    layers drawn from the guide (``sd``: standard deviations by parameter path)."""
+    layers drawn from the guide (``var``: variances by parameter path)."""
     layers = _linear_layers(network)
     for (path, layer), k in zip(layers.items(), jax.random.split(key, len(layers)), strict=True):
-        kernel_sd, bias_sd = sd.get(f"{path}/kernel"), sd.get(f"{path}/bias")
-        if kernel_sd is not None or bias_sd is not None:
-            layer.dot_general = _noisy_dot_general(k, path, kernel_sd, bias_sd)
+        kernel_var, bias_var = var.get(f"{path}/kernel"), var.get(f"{path}/bias")
+        if kernel_var is not None or bias_var is not None:
+            layer.dot_general = _noisy_dot_general(k, path, kernel_var, bias_var)
     return network(x)
 
 
-def _noisy_dot_general(key, path: str, kernel_sd, bias_sd):
+def _noisy_dot_general(key, path: str, kernel_var, bias_var):
     """A Dense layer's ``dot_general`` returning ``x·μ + sqrt(x²·σ² + σ_b²) · ε``, ``ε ~ N(0, I)``
-    (the layer adds the bias mean ``μ_b`` itself)."""
+    (the layer adds the bias mean ``μ_b`` itself; ``σ², σ_b²`` are the variances)."""
     calls = []
 
     def dot_general(x, kernel, dims, **kwargs):
@@ -242,10 +256,10 @@ def _noisy_dot_general(key, path: str, kernel_sd, bias_sd):
         calls.append(path)
         mean = jax.lax.dot_general(x, kernel, dims, **kwargs)
         var = jnp.zeros_like(mean)
-        if kernel_sd is not None:
-            var += jax.lax.dot_general(x * x, kernel_sd.astype(x.dtype) ** 2, dims, **kwargs)
-        if bias_sd is not None:
-            var += bias_sd.astype(x.dtype) ** 2
+        if kernel_var is not None:
+            var += jax.lax.dot_general(x * x, kernel_var.astype(x.dtype), dims, **kwargs)
+        if bias_var is not None:
+            var += bias_var.astype(x.dtype)
         # `tiny` keeps the gradient of the square root finite where the variance is 0.
         sd = jnp.sqrt(var + jnp.finfo(var.dtype).tiny)
         return mean + sd * prng.normal(key, mean.shape, mean.dtype)
@@ -257,10 +271,16 @@ def _local_reparam_update(svi: SVI, model: BNN, num_particles: int):
     """:func:`vi_epoch`'s ``update`` by :func:`local_reparam_loss`, with the SVI problem's
     parameters, constraints and optimiser: the state stays an ``SVIState``."""
 
+    latent, point = model.sites(model.init_position)
+
     def update(state, key, batch, beta, scale):
         def loss(params):
-            params = svi.constrain_fn(params)
-            return local_reparam_loss(model, key, params, batch, beta, scale, num_particles), None
+            constrained = svi.constrain_fn(params)
+            loc = {site: constrained[f"{site}_auto_loc"] for site in latent}
+            log_scale = {site: params[f"{site}_auto_scale"] for site in latent}  # σ = exp(ρ)
+            return local_reparam_loss(model, key, loc, log_scale,
+                                      {site: constrained[site] for site in point}, batch, beta,
+                                      scale, num_particles), None
 
         (value, _), optim_state = svi.optim.eval_and_update(loss, state.optim_state)
         return state._replace(optim_state=optim_state), value

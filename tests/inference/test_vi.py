@@ -1,15 +1,19 @@
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
 import optax
 import pytest
 from flax import nnx
+from numpyro.distributions.kl import kl_divergence
 from numpyro.infer.util import log_density
 
 import bayesnn as bnn
 from bayesnn.bnn import Batch
 from bayesnn.inference.map import evaluate
-from bayesnn.inference.vi import kl_weight, local_reparam_loss, weight_sites
+from bayesnn.inference.vi import kl_weight, local_reparam_loss, normal_kl, weight_sites
 from bayesnn.testing import assert_gaussian_matches, linear_posterior
 
 
@@ -68,16 +72,14 @@ def test_local_reparam_loss_is_an_unbiased_negative_elbo():
     loc_w, loc_b = rng.normal(size=(3, 1)), rng.normal(size=1)
     sd_w, sd_b = rng.uniform(0.2, 0.8, size=(3, 1)), np.array([0.3])
     site = "net/layers/0/"
-    params = {
-        site + "kernel_auto_loc": loc_w, site + "kernel_auto_scale": sd_w,
-        site + "bias_auto_loc": loc_b, site + "bias_auto_scale": sd_b,
-    }
-    params = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
+    f32 = partial(jnp.asarray, dtype=jnp.float32)
+    loc = {site + "kernel": f32(loc_w), site + "bias": f32(loc_b)}
+    log_scale = {site + "kernel": f32(np.log(sd_w)), site + "bias": f32(np.log(sd_b))}
     batch = Batch(x, y, mask)
     beta, scale = 0.7, 3.0
-    losses = jax.jit(jax.vmap(lambda k: local_reparam_loss(model, k, params, batch, beta, scale)))(
-        jax.random.split(jax.random.key(0), 20000)
-    )
+    losses = jax.jit(jax.vmap(
+        lambda k: local_reparam_loss(model, k, loc, log_scale, {}, batch, beta, scale)
+    ))(jax.random.split(jax.random.key(0), 20000))
     mean = x @ loc_w + loc_b
     var = x**2 @ sd_w**2 + sd_b**2
     expected_ll = -0.5 * np.log(2 * np.pi * noise**2) - ((y - mean) ** 2 + var) / (2 * noise**2)
@@ -89,6 +91,15 @@ def test_local_reparam_loss_is_an_unbiased_negative_elbo():
     assert abs(np.mean(losses) - exact) < 4 * se, (np.mean(losses), exact, se)
     # The pre-activations are really random (a forgotten noise term would leave std 0).
     assert np.std(losses) > 1.0
+
+
+def test_normal_kl_matches_numpyro():
+    rng = np.random.default_rng(1)
+    loc, log_scale = rng.normal(size=(4, 3)), rng.normal(size=(4, 3)) - 1
+    q = dist.Normal(loc, np.exp(log_scale))
+    for prior in (dist.Normal(0.5, 2.0).expand((4, 3)), dist.Normal(rng.normal(size=3), 0.3)):
+        np.testing.assert_allclose(normal_kl(loc, log_scale, prior),
+                                   np.sum(kl_divergence(q, prior)), rtol=1e-5)
 
 
 @pytest.mark.parametrize("local_reparam", [False, True])
