@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Protocol
 
@@ -16,7 +15,7 @@ from bayesnn.posterior import Posterior
 
 __all__ = [
     "Method", "fit", "as_key", "prepare_data", "check_chain_args", "check_positive",
-    "fast_threefry",
+    "classic_threefry",
 ]
 
 
@@ -48,16 +47,17 @@ def prepare_data(model: BNN, data, *, name: str = "data") -> Dataset:
     return Dataset(data.x, y)
 
 
-def fast_threefry():
-    """Context: trace with the classic threefry PRNG on CPU.
+def classic_threefry():
+    """Context: trace random numbers with JAX's classic (non-partitionable) Threefry.
 
-    VI and SG-MCMC draw one normal per weight per step, and on CPU generating them dominates
-    their extra cost over SGD; the classic threefry makes them ~1.5x faster than the
-    partitionable one (JAX's default), whose purpose, sharding, does not arise on a CPU. The
-    flag acts where random numbers are traced, so enter it inside the jitted function.
+    Weight-noise VI draws one normal per weight per step through NumPyro, and on CPU
+    generating them dominates its extra cost over SGD; the classic Threefry makes them ~1.5x
+    faster there than the partitionable one (JAX's default), whose purpose, sharding, does
+    not arise for an unsharded fit. Used on every backend, so that a key gives the same
+    numbers on CPU and GPU (as :func:`bayesnn.prng.normal` does). The flag acts where random
+    numbers are traced, so enter it inside the jitted function.
     """
-    cpu = jax.default_backend() == "cpu"
-    return jax.threefry_partitionable(False) if cpu else contextlib.nullcontext()
+    return jax.threefry_partitionable(False)
 
 
 def check_positive(**values) -> None:

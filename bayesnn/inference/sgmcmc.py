@@ -32,7 +32,7 @@ from bayesnn import prng
 from bayesnn.bnn import BNN, Batch
 from bayesnn.data import Augment, Dataset, augment_batch, check_batch_size, num_batches
 from bayesnn.data.batching import next_batch
-from bayesnn.inference.base import check_chain_args, check_positive
+from bayesnn.inference.base import check_chain_args, check_positive, classic_threefry
 from bayesnn.inference.driver import run_chunks
 from bayesnn.inference.hmc import initial_positions
 from bayesnn.inference.hyper import NOISE, Hierarchical, gibbs_hyper_update
@@ -86,7 +86,7 @@ def gaussian_noise(rng_key, tree):
     backend.
     """
     leaves, treedef = jax.tree.flatten(tree)
-    with jax.threefry_partitionable(False):
+    with classic_threefry():
         keys = jax.random.split(rng_key, len(leaves))
     noise = [prng.normal(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, leaves, strict=True)]
     return jax.tree.unflatten(treedef, noise)

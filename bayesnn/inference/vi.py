@@ -54,8 +54,7 @@ from bayesnn.data import (
     epoch_batches,
     num_batches,
 )
-from bayesnn.inference.base import check_positive
-from bayesnn.inference.base import fast_threefry as _fast_threefry
+from bayesnn.inference.base import check_positive, classic_threefry
 from bayesnn.inference.driver import run_chunks, scan_minibatches
 from bayesnn.inference.map import MAP, make_optimizer
 from bayesnn.posterior import Posterior
@@ -124,8 +123,8 @@ def vi_epoch(
     :class:`~bayesnn.bnn.Batch` with KL weight ``beta`` and likelihood scale
     ``scale = N / b`` (``b`` the batch's real rows). Step ``t`` of epoch ``e`` augments its
     batch (``augment``, optional) with its own key and has the KL weight of global step
-    ``e · K + t`` (``K`` steps per epoch). On CPU it is traced with the classic threefry
-    PRNG (see :func:`bayesnn.inference.base.fast_threefry`).
+    ``e · K + t`` (``K`` steps per epoch). It is traced with the classic Threefry
+    PRNG (see :func:`bayesnn.inference.base.classic_threefry`).
     """
     n = x.shape[0]
     k_batches, k_steps = jax.random.split(key)
@@ -138,7 +137,7 @@ def vi_epoch(
         state, loss = update(state, k_step, batch, kl_weight(t, kl_warmup), scale)
         return (state, t + 1), loss
 
-    with _fast_threefry():
+    with classic_threefry():
         batches = epoch_batches(k_batches, n, batch_size)
         first = epoch * batches.indices.shape[0]
         (state, _), loss = scan_minibatches(step, (state, first), k_steps, batches, (x, y))
@@ -448,7 +447,7 @@ def _chunk_fn(epoch_fn, steps: int, per_chunk: int, epochs: int):
 @partial(jax.jit, static_argnums=(0, 1, 2))
 def _draw(model: BNN, guide, num_samples: int, key, params):
     """``num_samples`` guide draws as positions with axes ``(1, num_samples)``."""
-    with _fast_threefry():
+    with classic_threefry():
         sites = Predictive(guide, params=params, num_samples=num_samples)(key)
     return jax.tree.map(lambda a: a[None], model.position_from_sites(sites, params))
 
