@@ -5,7 +5,11 @@ Each kernel is a BlackJAX-style pair of pure functions, ``init(position) -> Stat
 unbiased estimate of ∇ log p(θ | D) at ``state.position``: the gradient of
 :meth:`~bayesnn.BNN.logdensity_fn` on a minibatch, whose likelihood term is scaled by
 N / b. ``temperature`` T scales the variance of the injected noise, so the chain targets
-p(θ | D)^(1/T) (T < 1: a cold posterior, Wenzel et al. 2020).
+p(θ | D)^(1/T) (T < 1: a cold posterior, Wenzel et al. 2020). The step takes the gradient
+rather than a minibatch, so that the driver, which forms it, can add hierarchical
+precisions, augmentation or rows split over devices without the kernel knowing; and it
+returns the state alone, as these kernels have no per-step statistics (nothing is
+accepted or rejected).
 
 The method configurations :class:`SGLD`, :class:`PSGLD` and :class:`SGHMC` run a kernel
 with :func:`~bayesnn.inference.driver.run_chunks`: ``num_chains`` chains under ``vmap``,
