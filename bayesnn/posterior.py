@@ -184,10 +184,12 @@ class Posterior:
         return x.astype(jnp.result_type(float)) if not np.issubdtype(x.dtype, np.floating) else x
 
     def _draw_chunks(self, size: int, key):
-        """Yield ``(draws, weights, keys)`` chunks of a fixed size; padding has weight 0."""
+        """Yield ``(draws, weights, keys)`` chunks of one size, at most ``size``; padding has
+        weight 0. The chunks are balanced (10 draws at ``size=8``: two of 5, not 8 + 8 with
+        6 padded), so fewer than one draw per chunk is padding."""
         key = self.info.get("dropout_key") if key is None else key
         n = self.num_samples
-        size = min(size, n)
+        size = -(-n // -(-n // min(size, n)))
         for start in range(0, n, size):
             idx = np.minimum(np.arange(start, start + size), n - 1)
             weights = (np.arange(start, start + size) < n).astype(np.float32)

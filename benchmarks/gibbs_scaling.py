@@ -4,13 +4,15 @@
    ReLU MLP as the number of weights P and of examples N grow (expected ∝ P · N): a table,
    a log-log plot and the least-squares exponents of ``seconds ~ P^a N^b``. Each cell times
    ``--sweeps`` jitted sweeps of one chain after compilation (best of ``--repeats``).
-2. On a teacher–student regression (a random ReLU teacher; a wider ReLU student), the
-   minimum effective sample size per second, over test inputs, of the student's predicted
-   mean, for CoordinateGibbs, LatentGibbs, NUTS (if ``bayesnn.inference.hmc`` exists) and
-   SGLD (if ``bayesnn.inference.sgmcmc`` exists), all with the same warmup and number of
-   draws. Seconds are those of the whole run (warmup and sampling) without compilation:
-   each ``fit`` is timed on its second call, with JAX's persistent compilation cache on
-   (a temporary folder). ESS is ArviZ's bulk ESS over ``--num-chains`` chains.
+2. On teacher–student regressions (a random ReLU teacher; a wider ReLU student; one per
+   ``--settings`` entry, the first the small default), the minimum effective sample size
+   per second, over test inputs, of the student's predicted mean, for CoordinateGibbs,
+   LatentGibbs (with and without collapsed unit weights), NUTS (if
+   ``bayesnn.inference.hmc`` exists) and SGLD (if ``bayesnn.inference.sgmcmc`` exists),
+   all with the same warmup and number of draws. Seconds are those of the whole run
+   (warmup and sampling) without compilation: each ``fit`` is timed on its second call,
+   with JAX's persistent compilation cache on (a temporary folder). ESS is ArviZ's bulk
+   ESS over ``--num-chains`` chains.
 
 Writes ``gibbs_scaling.json``, ``gibbs_scaling.md`` and ``gibbs_scaling.png`` to ``--out``.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -85,16 +88,25 @@ def fit_exponents(rows: list[dict]) -> dict:
 # -- 2. ESS per second -----------------------------------------------------------------
 
 
-def teacher_student(args):
+def parse_setting(text: str) -> dict:
+    """``"inputs,teacher_width,student_width,num_examples"`` as a dict."""
+    keys = ("inputs", "teacher_width", "student_width", "num_examples")
+    values = [int(v) for v in text.split(",")]
+    if len(values) != len(keys):
+        raise argparse.ArgumentTypeError(f"a setting is {','.join(keys)}, got {text!r}")
+    return dict(zip(keys, values, strict=True))
+
+
+def teacher_student(setting: dict, args):
     """Data from a random ReLU teacher; the student, test inputs and the teacher's values."""
-    teacher = _mlp(args.inputs, args.teacher_width, args.noise, seed=1)
+    d, n = setting["inputs"], setting["num_examples"]
+    teacher = _mlp(d, setting["teacher_width"], args.noise, seed=1)
     position = teacher.prior.sample(jax.random.key(args.seed), teacher.init_position)
     rng = np.random.default_rng(args.seed)
-    x = rng.standard_normal((args.num_examples + args.num_test, args.inputs)).astype(np.float32)
+    x = rng.standard_normal((n + args.num_test, d)).astype(np.float32)
     f = np.asarray(teacher.apply(position, jnp.asarray(x)))
     y = (f + args.noise * rng.standard_normal(f.shape)).astype(np.float32)
-    n = args.num_examples
-    student = _mlp(args.inputs, args.student_width, args.noise)
+    student = _mlp(d, setting["student_width"], args.noise)
     return student, (x[:n], y[:n]), x[n:], f[n:]
 
 
@@ -109,6 +121,10 @@ def methods(args) -> dict:
         out[f"LatentGibbs (Δz={pre:g}, Δx={post:g})"] = lambda s, pre=pre, post=post: LatentGibbs(
             num_samples=s, preactivation_var=pre, postactivation_var=post,
             thinning=args.latent_thinning, **common)
+    for pre in args.collapsed_vars:
+        out[f"LatentGibbs collapsed (Δz={pre:g}, Δx=0)"] = lambda s, pre=pre: LatentGibbs(
+            num_samples=s, preactivation_var=pre, collapse=True,
+            thinning=args.collapsed_thinning, **common)
     if importlib.util.find_spec("bayesnn.inference.hmc"):
         from bayesnn.inference.hmc import NUTS
 
@@ -160,14 +176,10 @@ def main(args) -> dict:
             jax.config.update("jax_compilation_cache_dir", None)
 
 
-def _main(args) -> dict:
-    sweeps = []
-    for n in args.sizes:
-        for w in args.widths:
-            sweeps.append(row := sweep_seconds(w, n, args))
-            print(f"P={row['num_weights']:5d} N={n:6d} {1e3 * row['seconds_per_sweep']:9.2f} "
-                  "ms/sweep", flush=True)
-    model, data, x_test, f_test = teacher_student(args)
+def compare(setting: dict, args) -> dict:
+    """The ESS-per-second rows of every method on one teacher–student setting."""
+    model, data, x_test, f_test = teacher_student(setting, args)
+    print(f"== teacher-student {setting}", flush=True)
     ess_rows = []
     for name, make in methods(args).items():
         ess_rows.append(ess_per_second(name, make, model, data, x_test, f_test, args))
@@ -175,15 +187,30 @@ def _main(args) -> dict:
     base = next(r["min_ess_per_second"] for r in ess_rows if r["method"] == "CoordinateGibbs")
     for row in ess_rows:
         row["vs_coordinate_gibbs"] = row["min_ess_per_second"] / base
+    return {**setting, "num_weights": num_coordinates(model), "num_warmup": args.num_warmup,
+            "num_samples": args.num_samples, "methods": ess_rows,
+            "load_average_1min": round(os.getloadavg()[0], 2)}
+
+
+def _main(args) -> dict:
+    sweeps = []
+    for n in args.sizes:
+        for w in args.widths:
+            sweeps.append(row := sweep_seconds(w, n, args))
+            print(f"P={row['num_weights']:5d} N={n:6d} {1e3 * row['seconds_per_sweep']:9.2f} "
+                  "ms/sweep", flush=True)
+    shorter = argparse.Namespace(**{**vars(args), **{
+        k: max(1, round(args.more_fraction * getattr(args, k)))
+        for k in ("num_warmup", "num_samples")}})
+    first = compare(args.settings[0], args)
+    more = [compare(setting, shorter) for setting in args.settings[1:]]
     result = {
         "machine": machine("numpyro", "blackjax"),
         "args": vars(args),
         "sweep_cost": sweeps,
         "sweep_cost_exponents": fit_exponents(sweeps),
-        "teacher_student": {
-            "num_weights": num_coordinates(model), "num_examples": args.num_examples,
-            "methods": ess_rows,
-        },
+        "teacher_student": first,  # the first setting (speed.py reads it)
+        "teacher_student_more": more,
     }
     write(Path(args.out), result)
     return result
@@ -209,13 +236,13 @@ def write(out: Path, result: dict) -> None:
     fig.tight_layout()
     fig.savefig(out / "gibbs_scaling.png", dpi=120)
     plt.close(fig)
-    ts = result["teacher_student"]
     args = result["args"]
+    settings = [result["teacher_student"], *result.get("teacher_student_more", [])]
     lines = [
         "# Gibbs sampling: cost and ESS per second",
         "",
-        f"{m['cpu']}, {m['cores']} cores (1-min load average {m['load_average_1min']}: a "
-        f"shared machine), {m['device']}; jax {m['jax']}.",
+        f"{m['cpu']}, {m['cores']} cores (1-min load average {m['load_average_1min']} at the "
+        f"end: a shared machine), {m['device']}; jax {m['jax']}; commit `{m.get('commit')}`.",
         "",
         "## Seconds per CoordinateGibbs sweep (one-hidden-layer ReLU MLP, "
         f"{args['inputs']} inputs, one chain)",
@@ -228,31 +255,65 @@ def write(out: Path, result: dict) -> None:
         f"Least squares: seconds ∝ P^{ex['weights']} · N^{ex['examples']} (expected P¹ N¹ once "
         "the per-update overhead is negligible). Plot: `gibbs_scaling.png`.",
         "",
-        f"## Teacher–student regression ({args['inputs']} inputs, teacher width "
-        f"{args['teacher_width']}, student width {args['student_width']}: "
-        f"{ts['num_weights']} weights; {ts['num_examples']} examples, noise {args['noise']})",
+        "## Teacher–student regressions: ESS per second",
         "",
-        f"{args['num_chains']} chains, {args['num_warmup']} warmup steps, {args['num_samples']} "
-        "draws each, one every `thin` steps; ESS: minimum bulk ESS over "
-        f"{args['num_test']} test inputs of the predicted mean (each method under its own "
-        "posterior); seconds: the whole run, warmup included, compilation excluded; ms / step: "
-        "one step (sweep, transition) of all chains.",
+        f"Noise {args['noise']}; {args['num_chains']} chains, the same number of warmup "
+        "steps and of draws for every method (given with each setting), one draw every "
+        "`thin` steps; ESS: minimum bulk "
+        f"ESS over {args['num_test']} test inputs of the predicted mean (each method under "
+        "its own posterior); seconds: the whole run, warmup included, compilation excluded; "
+        "ms / step: one step (sweep, transition) of all chains; steps / ESS: sampling steps "
+        "(of all chains) per effective sample, the mixing per step whatever a step costs. "
+        "All methods of a setting run "
+        "in one process, one after the other (load average at the end of each setting "
+        "given).",
         "",
-        "| method | draws | thin | seconds | ms / step | min ESS | min ESS / s | "
-        "÷ CoordinateGibbs | max R̂ | RMSE to teacher |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        *(f"| {r['method']} | {r['num_draws']} | {r['thinning']} | {r['run_seconds']:.1f} | "
-          f"{r['ms_per_step']:.3f} | "
-          f"{r['min_ess']:.0f} | {r['min_ess_per_second']:.2f} | "
-          f"{r['vs_coordinate_gibbs']:.3g} | {r['max_rhat']:.2f} | "
-          f"{r['rmse_to_teacher']:.3f} |" for r in ts["methods"]),
-        "",
+    ]
+    for ts in settings:
+        lines += [
+            f"### {ts['inputs']} inputs, teacher width {ts['teacher_width']}, student width "
+            f"{ts['student_width']} ({ts['num_weights']} weights), {ts['num_examples']} "
+            f"examples; {ts['num_warmup']} warmup steps, {ts['num_samples']} draws per chain "
+            f"(load average {ts['load_average_1min']})",
+            "",
+            "| method | draws | thin | seconds | ms / step | min ESS | steps / ESS | "
+            "min ESS / s | ÷ CoordinateGibbs | max R̂ | RMSE to teacher |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            *(f"| {r['method']} | {r['num_draws']} | {r['thinning']} | {r['run_seconds']:.1f} | "
+              f"{r['ms_per_step']:.3f} | "
+              f"{r['min_ess']:.0f} | {r['num_draws'] * r['thinning'] / r['min_ess']:.0f} | "
+              f"{r['min_ess_per_second']:.2f} | "
+              f"{r['vs_coordinate_gibbs']:.3g} | {r['max_rhat']:.2f} | "
+              f"{r['rmse_to_teacher']:.3f} |" for r in ts["methods"]),
+            "",
+            summary(ts),
+            "",
+        ]
+    lines += [
         "LatentGibbs samples the noisy network (pre-activation noise variance Δz, "
         "post-activation noise variance Δx; Δx = 0: none), a different posterior from the "
         "other methods', which tends to theirs as Δ → 0; its predictions are the "
-        "deterministic forward pass of its weights.",
+        "deterministic forward pass of its weights. *Collapsed* (`LatentGibbs(collapse=True)`):"
+        " each hidden unit's incoming weights are also drawn with its pre-activations "
+        "integrated out (elliptical slice sampling), then moved with its outgoing weights "
+        "along the ReLU's scale symmetry; see the LatentGibbs docstring."
+        " A min ESS below ~50 or R̂ above 1.05 means the chains have not mixed within the "
+        "run, and the ESS/s ratio is then only a rough bound.",
     ]
     (out / "gibbs_scaling.md").write_text("\n".join(lines) + "\n")
+
+
+def summary(ts: dict) -> str:
+    """One sentence: the best LatentGibbs variant against CoordinateGibbs and NUTS."""
+    by = {r["method"]: r for r in ts["methods"]}
+    best = max((r for r in ts["methods"] if r["method"].startswith("LatentGibbs")),
+               key=lambda r: r["min_ess_per_second"])
+    text = (f"Best LatentGibbs here: {best['method']}, {best['vs_coordinate_gibbs']:.3g}× "
+            "CoordinateGibbs's min ESS/s (goal ≥ 10×: "
+            f"{'met' if best['vs_coordinate_gibbs'] >= 10 else 'not met'})")
+    if "NUTS" in by:
+        text += f", {best['min_ess_per_second'] / by['NUTS']['min_ess_per_second']:.3g}× NUTS's"
+    return text + "."
 
 
 def parse_args(argv=None):
@@ -263,10 +324,14 @@ def parse_args(argv=None):
                    help="numbers of examples of the sweep-cost grid")
     p.add_argument("--sweeps", type=int, default=5, help="timed sweeps per grid cell")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--inputs", type=int, default=2)
-    p.add_argument("--teacher-width", type=int, default=3)
-    p.add_argument("--student-width", type=int, default=8)
-    p.add_argument("--num-examples", type=int, default=200)
+    p.add_argument("--inputs", type=int, default=2, help="inputs of the sweep-cost grid")
+    p.add_argument("--settings", type=parse_setting, nargs="+",
+                   default=[parse_setting("2,3,8,200"), parse_setting("4,3,16,500")],
+                   help="teacher-student settings 'inputs,teacher_width,student_width,"
+                        "num_examples'; the first is the headline (speed.py)")
+    p.add_argument("--more-fraction", type=float, default=0.3,
+                   help="warmup and draws of the settings after the first, as a fraction of "
+                        "--num-warmup and --num-samples (their steps cost more)")
     p.add_argument("--num-test", type=int, default=20)
     p.add_argument("--noise", type=float, default=0.1)
     p.add_argument("--num-chains", type=int, default=2)
@@ -276,6 +341,9 @@ def parse_args(argv=None):
                    help="'Δz,Δx' noise variances (pre-, post-activation) of the LatentGibbs "
                         "runs")
     p.add_argument("--latent-thinning", type=int, default=10)
+    p.add_argument("--collapsed-vars", type=float, nargs="*", default=[0.1, 0.01],
+                   help="Δz of the LatentGibbs(collapse=True) runs")
+    p.add_argument("--collapsed-thinning", type=int, default=1)
     p.add_argument("--sgld-step-size", type=float, default=1e-5)
     p.add_argument("--sgld-batch-size", type=int, default=32)
     p.add_argument("--sgld-thinning", type=int, default=10)

@@ -7,18 +7,36 @@ likelihood. The last ``--validation`` training examples are held out (the split 
 other methods never see them, and the validation scores reported are what any choice of
 setting is to be made on, never the test scores. SGLD, pSGLD and VI start from the Adam MAP
 network (the MAP fit's time is reported with it). Test error, NLL and ECE (15 bins) of each
-posterior predictive, wall time of each fit. Published test errors for the 400-400 MLP sit
-beside ours.
+posterior predictive with bootstrap standard errors, and paired bootstrap differences from
+MAP-Adam (the same resamples of the test set for every method); mean confidence against
+accuracy, to tell over- from under-confidence; wall time of each fit. Given several
+``--*-sgld-step`` (or ``--*-psgld-step``) values, each is tried in a pilot chain from the
+MAP network, scored on the validation examples only; the full chain continues the pilot of
+lowest validation NLL from its last position, with that step size. Published test errors
+for the 400-400 MLP sit beside ours.
 
 Results are written incrementally to ``mnist.json`` and ``mnist.md`` in ``--out``; networks
-already there and not run now are kept. ``--quick`` is a short smoke run (``make bench``).
+already there and not run now are kept. With ``--cache DIR`` every fit checkpoints there
+and its posterior and predictions are kept, so a rerun of the same command resumes where it
+stopped and refits nothing already done. ``--quick`` is a short smoke run (``make bench``).
 
     python benchmarks/mnist.py --data ../shared/data/mnist/mnist.npz --out benchmarks/results
+
+The CNN sections of ``benchmarks/results/mnist.md`` are one such run per prior scale (2, 4
+and 8; the one whose SGLD chain had the lowest validation NLL comes first), each with
+
+    python benchmarks/mnist.py --data ../shared/data/mnist/mnist.npz --networks cnn \
+        --methods MAP-Adam SGLD --prior-scale 8 --num-val-eval 5000 --draw-batch-size 10 \
+        --cache .checkpoints/mnist --cnn-map-epochs 15 --cnn-patience 2 \
+        --cnn-sgld-step 5e-7 1e-6 2e-6 --cnn-tune-warmup-epochs 0.5 --cnn-tune-epochs 1.5 \
+        --cnn-tune-num-samples 10 --cnn-warmup-epochs 0.5 --cnn-sgmcmc-epochs 6 \
+        --cnn-num-samples 20
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -62,17 +80,17 @@ def network_args(args, name: str) -> dict:
 
 
 def configs(s: dict, train_size: int) -> dict:
-    """Method configurations from the per-network settings ``s``."""
+    """Method configurations from the per-network settings ``s`` (one step size each)."""
     steps = bnn.data.num_batches(train_size, s["batch_size"])
     sampling = round(s["sgmcmc_epochs"] * steps)
     thinning = max(1, sampling // s["num_samples"])
     chain = dict(batch_size=s["batch_size"], num_warmup=round(s["warmup_epochs"] * steps),
                  num_samples=max(1, sampling // thinning), thinning=thinning, init="network")
+    fixed = dict(epochs=s["map_epochs"], batch_size=s["batch_size"],
+                 validation_split=s["val_fraction"], early_stopping_patience=s["patience"] or None)
     return {
-        "MAP-Adam": bnn.MAP("adam", s["adam_lr"], epochs=s["map_epochs"],
-                            batch_size=s["batch_size"], validation_split=s["val_fraction"]),
-        "MAP-SGD": bnn.MAP(optax.sgd(s["sgd_lr"], momentum=0.9), epochs=s["map_epochs"],
-                           batch_size=s["batch_size"], validation_split=s["val_fraction"]),
+        "MAP-Adam": bnn.MAP("adam", s["adam_lr"], **fixed),
+        "MAP-SGD": bnn.MAP(optax.sgd(s["sgd_lr"], momentum=0.9), **fixed),
         "SGLD": bnn.SGLD(s["sgld_step"], **chain),
         "pSGLD": bnn.PSGLD(s["psgld_step"], **chain),
         "MeanFieldVI": bnn.MeanFieldVI(
@@ -89,52 +107,187 @@ def describe(method, s: dict) -> str:
     return text
 
 
-def scores(posterior, x, y, num_draws_cap: int = 64) -> dict:
-    """Error (%), NLL and ECE of the posterior predictive on ``(x, y)``."""
-    probs = np.asarray(posterior.predict(x, batch_size=1000, draw_batch_size=num_draws_cap).probs)
+STEP = {"SGLD": "sgld_step", "pSGLD": "psgld_step"}  # methods whose step size is tuned
+METRICS = {  # name -> (function of (probs, y), decimals kept)
+    "error": (lambda probs, y: 100 * (1 - metrics.accuracy(probs, y)), 3),
+    "nll": (metrics.categorical_nll, 4),
+    "ece": (metrics.ece, 4),
+}
+
+
+def scores(probs, y) -> dict:
+    """Error (%), NLL and ECE (15 bins) of predictive probabilities ``probs`` on labels ``y``."""
+    return {k: round(fn(probs, y), digits) for k, (fn, digits) in METRICS.items()}
+
+
+def bootstrap(probs, y, num_resamples: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
+    """Each metric of :func:`scores` on ``num_resamples`` bootstrap resamples of the rows.
+
+    The resamples depend only on ``len(y)`` and ``seed``, so two predictives of the same
+    rows are scored on the same resamples: the spread of the difference of their replicates
+    is the standard error of their difference (a paired bootstrap; Efron & Tibshirani 1993,
+    *An Introduction to the Bootstrap*, ch. 6).
+    """
+    idx = np.random.default_rng(seed).integers(0, len(y), (num_resamples, len(y)))
+    return {k: np.array([fn(probs[i], y[i]) for i in idx]) for k, (fn, _) in METRICS.items()}
+
+
+def standard_errors(replicates: dict, minus: dict | None = None) -> dict:
+    """Bootstrap standard error of each metric, or of its difference from ``minus``'s."""
+    return {k: round(float(np.std(v - (0 if minus is None else minus[k]), ddof=1)),
+                     METRICS[k][1] + 1) for k, v in replicates.items()}
+
+
+def calibration(probs, y, num_bins: int = 15) -> dict:
+    """Mean top-class confidence against accuracy, overall and per equal-width bin.
+
+    ``overconfidence`` (mean confidence - accuracy) is the signed counterpart of the ECE:
+    ``Σ_b (n_b / N)(conf_b - acc_b)``; positive is over-, negative under-confidence. ``top``
+    and ``rest`` pool the rows of the highest bin and of all the others.
+    """
+    probs = np.asarray(probs, np.float64)
+    curve = metrics.reliability_curve(probs, y, num_bins=num_bins)
+    conf, correct = probs.max(-1), probs.argmax(-1) == y
+    top = conf >= curve.edges[-2]
+
+    def pooled(rows):
+        if not rows.any():
+            return {"share": 0.0, "confidence": None, "accuracy": None}
+        return {"share": round(float(rows.mean()), 4),
+                "confidence": round(float(conf[rows].mean()), 5),
+                "accuracy": round(float(correct[rows].mean()), 5)}
+
+    def listed(a):
+        return [None if np.isnan(v) else round(float(v), 5) for v in a]
+
     return {
-        "error": round(100 * (1 - metrics.accuracy(probs, y)), 3),
-        "nll": round(metrics.categorical_nll(probs, y), 4),
-        "ece": round(metrics.ece(probs, y), 4),
+        "mean_confidence": round(float(conf.mean()), 5),
+        "accuracy": round(float(correct.mean()), 5),
+        "overconfidence": round(float(conf.mean() - correct.mean()), 5),
+        "top": pooled(top), "rest": pooled(~top),
+        "bins": {"count": curve.count.tolist(), "confidence": listed(curve.confidence),
+                 "accuracy": listed(curve.accuracy)},
     }
 
 
+def fit_cached(cache: Path | None, tag: str, model, data, method, key: int, progress):
+    """``bnn.fit``, resumable: with a ``cache`` folder the run checkpoints there, and a
+    finished posterior is saved and loaded instead of fitting again. ``tag`` names the run
+    (model, start, method configuration); the key and the data's shape are added to it.
+
+    Returns the posterior, with the fit's wall seconds and the 1-minute load average at its
+    end in ``info["benchmark_seconds"]`` and ``info["benchmark_load"]``, and the run's digest
+    (its name in the cache).
+    """
+    digest = hashlib.sha1(f"{tag}|{key}|{data.x.shape}".encode()).hexdigest()[:16]
+    path = None if cache is None else cache / f"{digest}.posterior"
+    if path is not None and path.exists():
+        return bnn.Posterior.load(path), digest
+    t0 = time.perf_counter()
+    posterior = bnn.fit(model, data, method, key=key, progress=progress,
+                        checkpoint=None if cache is None else cache / f"{digest}.checkpoint")
+    posterior.info["benchmark_seconds"] = time.perf_counter() - t0
+    posterior.info["benchmark_load"] = round(os.getloadavg()[0], 2)
+    if path is not None:
+        posterior.save(path)
+        (cache / f"{digest}.checkpoint").unlink(missing_ok=True)
+    return posterior, digest
+
+
+def predict_cached(cache: Path | None, digest: str, posterior, x, draw_batch_size: int):
+    """Predictive probabilities of ``posterior`` at ``x``, kept in ``cache`` if given."""
+    path = None if cache is None else cache / f"{digest}-{len(x)}-{hash_rows(x)}.npy"
+    if path is not None and path.exists():
+        return np.load(path)
+    probs = np.asarray(posterior.predict(
+        x, batch_size=500, draw_batch_size=draw_batch_size).probs, np.float32)
+    if path is not None:
+        np.save(path, probs)
+    return probs
+
+
+def hash_rows(x) -> str:
+    """A short digest of an array's contents."""
+    return hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()[:8]
+
+
 def run_network(name: str, args, train, test, record) -> None:
-    """Fit every method of ``--methods`` on one network; ``record(row)`` after each."""
+    """Fit every method of ``--methods`` on one network; ``record(row, table)`` after each."""
     s = network_args(args, name)
     s["val_fraction"] = args.validation / train.num_examples
     fit_train, val = bnn.data.validation_split(train, s["val_fraction"])
-    val_eval = (val.x[: args.num_val_eval], val.y[: args.num_val_eval])
+    val_x, val_y = val.x[: args.num_val_eval], val.y[: args.num_val_eval]
     prior, likelihood = bnn.priors.FanInNormal(args.prior_scale), bnn.likelihoods.Categorical()
     model = bnn.BNN(NETWORKS[name][1](args.seed), prior, likelihood)
-    methods = configs(s, fit_train.num_examples)
-    start, start_seconds = None, 0.0
+    cache = Path(args.cache) if args.cache else None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+    n = fit_train.num_examples
+    start = None  # (network, seconds, digest) the samplers start from: MAP-Adam's
+    map_replicates = None  # MAP-Adam's bootstrap replicates on the test set
+
+    def run(method_name, settings, key, origin, *, pilot=False):
+        """Fit one method from ``origin`` = (model, its seconds, its digest); its row, scored
+        on validation (pilots) or on test and validation, and its posterior."""
+        nonlocal start, map_replicates
+        method = configs(settings, n)[method_name]
+        is_map = method_name.startswith("MAP")
+        base, base_seconds, base_digest = origin
+        tag = f"{name}|{args.seed}|{args.prior_scale}|{base_digest}|{describe(method, s)}"
+        posterior, digest = fit_cached(
+            cache, tag, base, train if is_map else fit_train, method, key, args.progress)
+        seconds = posterior.info["benchmark_seconds"]
+        row = {"method": method_name, "config": describe(method, s),
+               "num_draws": int(posterior.num_samples), "fit_seconds": round(seconds, 1),
+               "total_seconds": round(seconds + base_seconds, 1)}
+        if method_name in STEP:
+            row["step_size"] = settings[STEP[method_name]]
+        if is_map:
+            row["best_epoch"] = posterior.info["best_epoch"]
+            row["epochs_run"] = posterior.info["epochs_run"]
+        if not pilot:
+            probs = predict_cached(cache, digest, posterior, test.x, args.draw_batch_size)
+            replicates = bootstrap(probs, test.y, args.bootstrap)
+            row["test"] = {**scores(probs, test.y), "se": standard_errors(replicates)}
+            row["test_calibration"] = calibration(probs, test.y)
+            if method_name == "MAP-Adam":
+                start = (network(posterior, 0), seconds, digest)
+                map_replicates = replicates
+            elif not is_map:  # paired bootstrap SE of the difference from MAP-Adam
+                row["vs_map"] = standard_errors(replicates, minus=map_replicates)
+        probs = predict_cached(cache, digest, posterior, val_x, args.draw_batch_size)
+        row["validation"] = scores(probs, val_y)
+        row["load_average_1min"] = posterior.info["benchmark_load"]
+        return row, posterior, digest
+
+    def network(posterior, draw):
+        """The model with the weights of one draw."""
+        return bnn.BNN(model.network(posterior.point(0, draw)), prior, likelihood)
+
     for i, method_name in enumerate(m for m in METHODS if m in args.methods):
-        method = methods[method_name]
         is_map = method_name.startswith("MAP")
         if not is_map and start is None:
             raise ValueError(f"{method_name} starts from the MAP-Adam network: run MAP-Adam too")
-        t0 = time.perf_counter()
-        posterior = bnn.fit(
-            model if is_map else start, train if is_map else fit_train, method,
-            key=args.seed + i, progress=args.progress,
-        )
-        seconds = time.perf_counter() - t0
-        if method_name == "MAP-Adam":
-            start = bnn.BNN(model.network(posterior.point()), prior, likelihood)
-            start_seconds = seconds
-        row = {
-            "method": method_name, "config": describe(method, s),
-            "num_draws": int(posterior.num_samples),
-            "fit_seconds": round(seconds, 1),
-            "total_seconds": round(seconds + (0.0 if is_map else start_seconds), 1),
-            "test": scores(posterior, test.x, test.y),
-            "validation": scores(posterior, *val_eval),
-        }
-        if is_map:
-            row["best_epoch"] = posterior.info["best_epoch"]
+        settings = {k: v[0] if isinstance(v, list) else v for k, v in s.items()}
+        origin, key = ((model, 0.0, "") if is_map else start), args.seed + i
+        if method_name in STEP and len(s[STEP[method_name]]) > 1:
+            # Pilot chains from the MAP network, one per step size, scored on validation;
+            # the full chain continues the best one from its last position.
+            pilots = []
+            for step in s[STEP[method_name]]:
+                pilot = {**settings, STEP[method_name]: step, "sgmcmc_epochs": s["tune_epochs"],
+                         "warmup_epochs": s["tune_warmup_epochs"],
+                         "num_samples": s["tune_num_samples"]}
+                pilots.append(run(method_name, pilot, key, start, pilot=True))
+                print(name, "pilot", json.dumps(pilots[-1][0]), flush=True)
+                record(name, s, pilots[-1][0], "tuning")
+            best, posterior, digest = min(pilots, key=lambda p: p[0]["validation"]["nll"])
+            settings[STEP[method_name]] = best["step_size"]
+            origin = (network(posterior, -1), best["total_seconds"], digest)
+            key += 1000  # noise of its own, not a replay of the pilot's
+        row = run(method_name, settings, key, origin)[0]
         print(name, json.dumps(row), flush=True)
-        record(name, s, row)
+        record(name, s, row, "rows")
 
 
 def goals(rows: list[dict]) -> dict:
@@ -172,20 +325,32 @@ def main(args) -> dict:
             "num_validation": args.validation, "num_val_eval": args.num_val_eval,
             "num_test": test.num_examples, "prior": f"FanInNormal({args.prior_scale})",
             "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": [],
-            "note": args.note,
+            "tuning": [], "note": args.note,
         }
 
-    def record(name, settings, row):
+    def record(name, settings, row, table):
         net = result["networks"][name]
         net["settings"] = {k: v for k, v in settings.items() if k != "val_fraction"}
-        net["rows"].append(row)
+        net[table].append(row)
         net["goals"] = goals(net["rows"])
-        result["machine"]["load_average_1min"] = round(os.getloadavg()[0], 2)
+        result["machine"]["load_average_1min"] = row["load_average_1min"]
         write(out, result)
 
     for name in args.networks:
         run_network(name, args, train, test, record)
     return result
+
+
+def _pm(scored: dict, key: str, digits: int) -> str:
+    """``value ± se`` (just the value for rows recorded without standard errors)."""
+    se = scored.get("se", {}).get(key)
+    return f"{scored[key]:.{digits}f}" + ("" if se is None else f" ± {se:.{digits}f}")
+
+
+def _pooled(part: dict) -> str:
+    if part["confidence"] is None:
+        return "0 | | "
+    return f"{part['share']:.3f} | {part['confidence']:.4f} | {part['accuracy']:.4f}"
 
 
 def write(out: Path, result: dict) -> None:
@@ -199,9 +364,11 @@ def write(out: Path, result: dict) -> None:
         f"(shared machine); jax {m['jax']}, numpyro {m['numpyro']}, blackjax {m['blackjax']}; "
         f"commit {m['commit']}. Data: {result['data']}.",
         "",
-        "Test error (%), NLL (nats) and ECE (15 bins) of the posterior predictive; validation "
-        "columns on held-out training examples (for choosing settings, never test). SGLD, pSGLD "
-        "and VI start from the MAP-Adam network; *total s* includes that MAP fit.",
+        "Test error (%), NLL (nats) and ECE (15 bins) of the posterior predictive, ± a bootstrap "
+        "standard error where recorded; *conf − acc*: mean top-class confidence minus accuracy "
+        "(> 0 over-, < 0 under-confident); validation columns on held-out training examples "
+        "(for choosing settings, never test). SGLD, pSGLD and VI start from the MAP-Adam "
+        "network; *total s* includes that MAP fit; *load*: 1-minute load average after the row.",
     ]
     for net in result["networks"].values():
         lines += [
@@ -209,17 +376,49 @@ def write(out: Path, result: dict) -> None:
             f"{net['num_train']} training examples ({net['num_validation']} more held out, the "
             f"first {net['num_val_eval']} of them scored), {net['num_test']} test examples; "
             f"prior {net['prior']}; run started {net['started']}. {net.get('note') or ''}", "",
-            "| method | draws | test error % | test NLL | test ECE | val error % | val NLL | "
-            "val ECE | fit s | total s |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| method | draws | test error % | test NLL | test ECE | conf − acc | val error % | "
+            "val NLL | val ECE | fit s | total s | load |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in net["rows"]:
-            t, v = r["test"], r["validation"]
+            t, v, c = r["test"], r["validation"], r.get("test_calibration")
             lines.append(
-                f"| {r['method']} | {r['num_draws']} | {t['error']:.2f} | {t['nll']:.4f} | "
-                f"{t['ece']:.4f} | {v['error']:.2f} | {v['nll']:.4f} | {v['ece']:.4f} | "
-                f"{r['fit_seconds']:.0f} | {r['total_seconds']:.0f} |"
+                f"| {r['method']} | {r['num_draws']} | {_pm(t, 'error', 2)} | {_pm(t, 'nll', 4)} "
+                f"| {_pm(t, 'ece', 4)} | {'' if c is None else format(c['overconfidence'], '+.4f')}"
+                f" | {v['error']:.2f} | {v['nll']:.4f} | {v['ece']:.4f} | "
+                f"{r['fit_seconds']:.0f} | {r['total_seconds']:.0f} | "
+                f"{r.get('load_average_1min', '')} |"
             )
+        paired = [r for r in net["rows"] if "vs_map" in r]
+        ref = next((r["test"] for r in net["rows"] if r["method"] == "MAP-Adam"), None)
+        if paired and ref is not None:
+            lines += ["", "Test-set differences from MAP-Adam ± paired bootstrap standard error "
+                      "(the same resamples for every method):", ""]
+            for r in paired:
+                lines.append(f"- {r['method']} − MAP-Adam: " + ", ".join(
+                    f"{k} {r['test'][k] - ref[k]:+.{d}f} ± {r['vs_map'][k]:.{d}f}"
+                    for k, d in (("error", 2), ("nll", 4), ("ece", 4))))
+        calibrated = [r for r in net["rows"] if "test_calibration" in r]
+        if calibrated:
+            lines += ["", "Test reliability: mean confidence against accuracy, overall, in the "
+                      "top confidence bin (≥ 14/15) and in the other 14 bins pooled:", "",
+                      "| method | mean conf | accuracy | conf − acc | top share | top conf | "
+                      "top acc | rest share | rest conf | rest acc |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            for r in calibrated:
+                c = r["test_calibration"]
+                lines.append(f"| {r['method']} | {c['mean_confidence']:.4f} | "
+                             f"{c['accuracy']:.4f} | {c['overconfidence']:+.4f} | "
+                             f"{_pooled(c['top'])} | {_pooled(c['rest'])} |")
+        if net.get("tuning"):
+            lines += ["", "Step-size pilots (validation only; the full chain uses the step of "
+                      "lowest validation NLL):", "",
+                      "| method | step size | draws | val error % | val NLL | val ECE | fit s |",
+                      "|---|---:|---:|---:|---:|---:|---:|"]
+            lines += [f"| {r['method']} | {r['step_size']:g} | {r['num_draws']} | "
+                      f"{r['validation']['error']:.2f} | {r['validation']['nll']:.4f} | "
+                      f"{r['validation']['ece']:.4f} | {r['fit_seconds']:.0f} |"
+                      for r in net["tuning"]]
         if net.get("goals"):
             lines += ["", "Goals: " + "; ".join(
                 f"{GOALS[k]}: {'yes' if v else 'no'}" for k, v in net["goals"].items())]
@@ -247,16 +446,26 @@ def parse_args(argv=None):
     p.add_argument("--note", default="", help="a remark printed with the results (budget, ...)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for make bench")
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--cache", default="", help="folder for checkpoints, posteriors and "
+                   "predictions: a rerun resumes from it (default: none)")
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the test set")
+    p.add_argument("--draw-batch-size", type=int, default=8,
+                   help="draws evaluated at once (times 500 inputs)")
+    # Step sizes are lists: with several, pilot chains choose one on validation NLL.
+    # patience: MAP stops after that many epochs without a better validation loss (0: never).
     for net, d in {
-        "mlp": dict(batch_size=100, map_epochs=30, adam_lr=1e-3, sgd_lr=0.01, sgld_step=1e-6,
-                    psgld_step=4e-9, warmup_epochs=1.0, sgmcmc_epochs=20.0, num_samples=40,
+        "mlp": dict(batch_size=100, map_epochs=30, patience=0, adam_lr=1e-3, sgd_lr=0.01,
+                    sgld_step=[1e-6], psgld_step=[4e-9], warmup_epochs=1.0, sgmcmc_epochs=20.0,
+                    num_samples=40, tune_warmup_epochs=1.0, tune_epochs=2.0, tune_num_samples=10,
                     vi_epochs=20, vi_lr=1e-3, vi_init_scale=1e-3),
-        "cnn": dict(batch_size=128, map_epochs=3, adam_lr=1e-3, sgd_lr=0.01, sgld_step=1e-6,
-                    psgld_step=4e-9, warmup_epochs=0.25, sgmcmc_epochs=2.0, num_samples=10,
+        "cnn": dict(batch_size=128, map_epochs=3, patience=0, adam_lr=1e-3, sgd_lr=0.01,
+                    sgld_step=[1e-6], psgld_step=[4e-9], warmup_epochs=0.25, sgmcmc_epochs=2.0,
+                    num_samples=10, tune_warmup_epochs=1.0, tune_epochs=2.0, tune_num_samples=10,
                     vi_epochs=2, vi_lr=1e-3, vi_init_scale=1e-3),
     }.items():
         for k, v in d.items():
-            p.add_argument(f"--{net}-{k.replace('_', '-')}", type=type(v), default=v)
+            many = dict(type=float, nargs="+") if isinstance(v, list) else dict(type=type(v))
+            p.add_argument(f"--{net}-{k.replace('_', '-')}", default=v, **many)
     args = p.parse_args(argv)
     if args.quick:
         args.num_train, args.num_test, args.validation = min(args.num_train, 1200), min(
@@ -264,7 +473,8 @@ def parse_args(argv=None):
         args.num_val_eval = min(args.num_val_eval, 200)
         for net in NETWORKS:
             for k, v in dict(map_epochs=1, sgmcmc_epochs=1.0, warmup_epochs=0.5, num_samples=4,
-                             vi_epochs=1).items():
+                             vi_epochs=1, tune_epochs=0.5, tune_warmup_epochs=0.5,
+                             tune_num_samples=2).items():
                 setattr(args, f"{net}_{k}", v)
     if args.validation >= args.num_train:
         p.error("--validation must be smaller than --num-train")

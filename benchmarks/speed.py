@@ -33,7 +33,8 @@ BENCHMARKS = {
     "nuts_overhead": (nuts_overhead, [], ["--repeats", "1"]),
     "vi_epoch": (vi_epoch, [], ["--num-examples", "2560", "--repeats", "3"]),
     "gibbs_scaling": (gibbs_scaling, [], ["--widths", "8", "32", "--sizes", "500", "2000",
-                                          "--num-samples", "500", "--num-warmup", "200"]),
+                                          "--num-samples", "500", "--num-warmup", "200",
+                                          "--settings", "2,3,8,200"]),
 }
 
 

@@ -32,6 +32,8 @@ def npz(tmp_path) -> Path:
 
 
 def test_mnist_benchmark_writes_scores_and_keeps_other_networks(npz, tmp_path, monkeypatch):
+    """Also: two SGLD step sizes are piloted on validation, and a rerun with the same cache
+    loads every fit instead of repeating it."""
     tiny = ("MLP 784-16-10", lambda seed: MLP(784, (16,), 10, rngs=nnx.Rngs(seed)))
     monkeypatch.setitem(mnist.NETWORKS, "mlp", tiny)
     out = tmp_path / "results"
@@ -45,6 +47,9 @@ def test_mnist_benchmark_writes_scores_and_keeps_other_networks(npz, tmp_path, m
         "--prior-scale", "30", "--mlp-batch-size", "50", "--mlp-map-epochs", "5",
         "--mlp-adam-lr", "1e-2", "--mlp-sgmcmc-epochs", "1",
         "--mlp-warmup-epochs", "0.5", "--mlp-num-samples", "3", "--out", str(out),
+        "--mlp-sgld-step", "1e-6", "1e-5", "--mlp-tune-warmup-epochs", "0.5",
+        "--mlp-tune-epochs", "0.5", "--mlp-tune-num-samples", "3", "--bootstrap", "50",
+        "--cache", str(tmp_path / "cache"),
     ])
     mnist.main(args)
 
@@ -60,10 +65,74 @@ def test_mnist_benchmark_writes_scores_and_keeps_other_networks(npz, tmp_path, m
     for r in rows.values():
         assert r["test"]["error"] < 20.0  # the bars are easy to tell apart
         assert 0 < r["test"]["nll"] < np.log(10) and 0 <= r["test"]["ece"] <= 1
+        assert set(r["test"]["se"]) == {"error", "nll", "ece"}
+        assert r["test_calibration"]["accuracy"] == pytest.approx(1 - r["test"]["error"] / 100)
     assert set(net["goals"]) == {"sgld_error_le_map", "sgld_nll_below_map",
                                  "sgld_ece_below_map", "sgld_error_le_1.5"}
+    assert set(rows["SGLD"]["vs_map"]) == {"error", "nll", "ece"}
+    # Pilots are scored on validation only; the full chain continues the one of lowest
+    # validation NLL, so its total time counts the MAP fit, that pilot and its own fit.
+    pilots = net["tuning"]
+    assert [p["step_size"] for p in pilots] == [1e-6, 1e-5]
+    assert all("test" not in p and p["num_draws"] == 3 for p in pilots)
+    best = min(pilots, key=lambda p: p["validation"]["nll"])
+    sgld = rows["SGLD"]
+    assert sgld["step_size"] == best["step_size"] and "step_size=1e-0" in sgld["config"]
+    assert sgld["total_seconds"] == pytest.approx(
+        rows["MAP-Adam"]["fit_seconds"] + best["fit_seconds"] + sgld["fit_seconds"], abs=0.3)
     table = (out / "mnist.md").read_text()
     assert "| SGLD | 3 |" in table and "Li et al. 2016" in table and "earlier run" in table
+    assert "SGLD − MAP-Adam" in table and "Step-size pilots" in table
+
+    mnist.main(args)  # everything is in the cache: the same rows, no fit repeated
+    again = json.loads((out / "mnist.json").read_text())["networks"]["mlp"]
+    assert again["rows"] == net["rows"] and again["tuning"] == net["tuning"]
+
+
+def test_bootstrap_standard_errors_are_binomial_and_paired():
+    rng = np.random.default_rng(1)
+    n, accuracy = 2000, 0.9
+    y = rng.integers(0, 10, n)
+    right = rng.uniform(size=n) < accuracy
+    guess = np.where(right, y, (y + 1) % 10)
+    probs = np.full((n, 10), 0.02 / 9)
+    probs[np.arange(n), guess] = 0.98
+    reps = mnist.bootstrap(probs, y, num_resamples=400)
+    se = mnist.standard_errors(reps)
+    binomial = 100 * np.sqrt(accuracy * (1 - accuracy) / n)
+    assert se["error"] == pytest.approx(binomial, rel=0.15)
+    assert se["nll"] > 0 and se["ece"] > 0
+    # Another predictive of the same rows is scored on the same resamples: their difference
+    # has a much smaller standard error than either alone.
+    other = 0.99 * probs + 0.001
+    paired = mnist.standard_errors(mnist.bootstrap(other, y, num_resamples=400), minus=reps)
+    assert paired["error"] == 0 and paired["nll"] < se["nll"] / 3
+    assert mnist.standard_errors(reps, minus=reps) == {"error": 0, "nll": 0, "ece": 0}
+
+
+def test_calibration_tells_over_from_under_confidence():
+    rng = np.random.default_rng(2)
+    n = 1000
+    y = rng.integers(0, 10, n)
+    guess = np.where(rng.uniform(size=n) < 0.9, y, (y + 1) % 10)
+
+    def probs(top):
+        p = np.full((n, 10), (1 - top) / 9)
+        p[np.arange(n), guess] = top
+        return p
+
+    acc = float(np.mean(guess == y))
+    over, under = mnist.calibration(probs(0.99), y), mnist.calibration(probs(0.7), y)
+    assert over["overconfidence"] == pytest.approx(0.99 - acc, abs=1e-5)
+    assert under["overconfidence"] == pytest.approx(0.7 - acc, abs=1e-5)
+    assert over["top"] == {"share": 1.0, "confidence": 0.99, "accuracy": round(acc, 5)}
+    assert over["rest"]["share"] == 0 and under["top"]["share"] == 0
+    # The signed gap is the count-weighted mean of the per-bin gaps (ECE without |.|).
+    bins = under["bins"]
+    gaps = [c * (f - a) for c, f, a in zip(bins["count"], bins["confidence"], bins["accuracy"],
+                                             strict=True) if c]
+    assert sum(gaps) / n == pytest.approx(under["overconfidence"], abs=1e-4)
+    assert sum(bins["count"]) == n
 
 
 def test_samplers_need_the_map_network(npz, tmp_path):

@@ -10,11 +10,14 @@ from bayesnn.inference.gibbs import (
     CoordinateGibbs,
     HierarchicalNUTS,
     LatentGibbs,
+    _unitwise_preactivation_draw,
     coordinate_gibbs,
+    elliptical_slice,
     gaussian_draw,
     latent_gibbs,
     num_coordinates,
     relu_preactivation_draw,
+    relu_preactivation_log_marginal,
     truncated_normal_draw,
 )
 from bayesnn.inference.hyper import GammaPrecision, Hierarchical
@@ -150,21 +153,25 @@ def _flat(position):
     return jnp.concatenate([a.ravel() for a in jax.tree.leaves(position)])
 
 
-@pytest.mark.parametrize("activation,hidden,post_var", [
-    ("relu", (2,), 0.1), ("relu", (2, 2), 0.0),
-    pytest.param("relu", (2, 2), (0.1, 0.0), marks=pytest.mark.slow),
-    pytest.param("linear", (2,), 0.1, marks=pytest.mark.slow),
-    pytest.param("linear", (2,), 0.0, marks=pytest.mark.slow),
+@pytest.mark.parametrize("activation,hidden,post_var,collapse", [
+    ("relu", (2,), 0.1, False), ("relu", (2, 2), 0.0, False), ("relu", (2,), 0.0, True),
+    pytest.param("relu", (2, 2), 0.0, True, marks=pytest.mark.slow),
+    pytest.param("relu", (2, 2), (0.1, 0.0), False, marks=pytest.mark.slow),
+    pytest.param("linear", (2,), 0.1, False, marks=pytest.mark.slow),
+    pytest.param("linear", (2,), 0.0, False, marks=pytest.mark.slow),
+    pytest.param("linear", (2,), 0.0, True, marks=pytest.mark.slow),
 ])
-def test_latent_gibbs_keeps_the_joint_prior_invariant(activation, hidden, post_var):
+def test_latent_gibbs_keeps_the_joint_prior_invariant(activation, hidden, post_var, collapse):
     """Geweke's joint-distribution test of the whole noisy-network sweep (weights, ReLU
     pre-activations drawn elementwise given noisy post-activations, or unit by unit
-    without them): the weights keep their N(0, 1) prior marginal."""
+    without them, with each unit's weights redrawn with its pre-activations integrated
+    out under ``collapse``): the weights keep their N(0, 1) prior marginal."""
     net = bnn.models.MLP(1, hidden, 1, activation=activation, rngs=nnx.Rngs(0))
     model = bnn.BNN(net, bnn.priors.Normal(1.0), bnn.likelihoods.Gaussian(scale=NOISE))
     x = jnp.linspace(-1.5, 1.5, 3)[:, None]
-    gibbs = latent_gibbs(model, 0.1, post_var)
-    samples = _geweke_chains(gibbs, model, x, 1500, 4, jax.random.key(0))[:, 300:]
+    gibbs = latent_gibbs(model, 0.1, post_var, collapse)
+    steps = 500 if collapse else 1500  # collapsed sweeps mix faster and cost more
+    samples = _geweke_chains(gibbs, model, x, steps, 4, jax.random.key(0))[:, steps // 5:]
     size = samples.shape[-1]
     assert size == tree_size(model.init_position)
     assert_gaussian_matches(samples, np.zeros(size), np.eye(size))
@@ -238,6 +245,100 @@ def test_relu_preactivation_draw_matches_its_density(mean, post):
     assert abs(np.mean(z < 0) - neg) < 5 * np.sqrt(neg * (1 - neg) / n) + 1e-3
 
 
+@pytest.mark.parametrize("mean,precision,shift", [(0.3, 2.0, 1.0), (-1.0, 50.0, 30.0),
+                                                  (2.0, 0.0, 0.0), (0.5, 100.0, -20.0)])
+def test_relu_preactivation_log_marginal_matches_quadrature(mean, precision, shift):
+    pre_var = 0.1
+
+    def density(z):
+        r = max(z, 0.0)
+        return stats.norm.pdf(z, mean, pre_var**0.5) * np.exp(shift * r - precision * r * r / 2)
+
+    ref = np.log(integrate.quad(density, -np.inf, 0)[0] + integrate.quad(density, 0, np.inf)[0])
+    got = relu_preactivation_log_marginal(jnp.float32(mean), pre_var, precision, shift)
+    np.testing.assert_allclose(float(got), ref, rtol=1e-4, atol=1e-4)
+
+
+def _chain(step, init, num_steps, num_chains, key, draw=lambda c: c):
+    """``num_chains`` chains of ``step(key, carry) -> carry`` from ``init``; returns
+    ``draw(carry)`` of every step, ``(chain, step, ...)``."""
+    def run(key):
+        def body(carry, k):
+            carry = step(k, carry)
+            return carry, draw(carry)
+
+        return jax.lax.scan(body, init, jax.random.split(key, num_steps))[1]
+
+    return np.asarray(jax.jit(jax.vmap(run))(jax.random.split(key, num_chains)), np.float64)
+
+
+def _f32(a):
+    return jnp.asarray(a, jnp.float32)
+
+
+def test_elliptical_slice_samples_a_gaussian_posterior():
+    """Prior N(loc, diag(std²)) and a Gaussian likelihood of design @ θ: the closed-form
+    Gaussian posterior (the update sees θ only through design @ θ)."""
+    rng = np.random.default_rng(0)
+    design = rng.standard_normal((6, 3))
+    y = rng.standard_normal(6)
+    loc, std, noise = np.array([0.5, -1.0, 0.0]), np.array([1.0, 2.0, 0.5]), 0.7
+    cov = np.linalg.inv(np.diag(std**-2.0) + design.T @ design / noise**2)
+    mean = cov @ (loc / std**2 + design.T @ y / noise**2)
+
+    def loglik(m):
+        return -jnp.sum((_f32(y) - m) ** 2) / (2 * noise**2)
+
+    def step(key, theta):
+        new, fitted, _ = elliptical_slice(key, loglik, theta, _f32(loc), _f32(std),
+                                          _f32(design))
+        return new
+
+    assert_gaussian_matches(_chain(step, _f32(loc), 3000, 4, jax.random.key(0)), mean, cov)
+
+
+def test_collapsed_unit_weights_match_brute_force_integration():
+    """One hidden ReLU unit (1 input and a bias) and its output weight w', all N(0, 1)
+    a priori: the chain of collapsed draws (elliptical slice for θ, the scale move for
+    (θ, w'), then z), each followed by w' | z, y (the output layer's draw), has the mean
+    and covariance of p(θ, w' | y) ∝ N(θ; 0, I) N(w'; 0, 1) Π_n ∫ N(z; [x_n, 1] θ, Δz)
+    N(y_n; relu(z) w', σ²) dz, integrated on grids."""
+    x = np.array([-1.0, -0.3, 0.4, 1.2])
+    y = np.array([0.1, -0.2, 0.5, 1.1])
+    pre_var, noise_var = 0.1, 0.3**2
+    # brute force: (w, b, w') on a grid, each z integral on a grid of N(0, 1) quantiles t
+    grid = np.linspace(-4, 4, 41)
+    w, b, v = (a[..., None] for a in np.meshgrid(grid, grid, grid, indexing="ij"))
+    t = np.linspace(-6, 6, 81)
+    logp = -(w**2 + b**2 + v**2)[..., 0] / 2
+    for xn, yn in zip(x, y, strict=True):
+        z = w * xn + b + pre_var**0.5 * t
+        lik = np.exp(-((yn - np.maximum(z, 0) * v) ** 2) / (2 * noise_var))
+        logp += np.log(np.trapezoid(stats.norm.pdf(t) * lik, t, axis=-1) + 1e-300)
+    p = np.exp(logp - logp.max()).ravel()
+    p /= p.sum()
+    points = np.stack([a[..., 0].ravel() for a in (w, b, v)], axis=1)
+    mean = p @ points
+    cov = (points - mean).T @ ((points - mean) * p[:, None])
+
+    def step(key, carry):
+        theta, z = carry
+        k_unit, k_out = jax.random.split(key)
+        z, (kernel, bias), _, _ = _unitwise_preactivation_draw(
+            k_unit, jax.nn.relu, (relu_preactivation_draw, relu_preactivation_log_marginal), z,
+            _f32(x[:, None]), (theta[:1, None], theta[1:2]), pre_var, theta[2:, None],
+            _f32(y[:, None]) - jax.nn.relu(z) * theta[2], noise_var,
+            (jnp.zeros((2, 1)), jnp.ones(2), jnp.zeros((1, 1)), jnp.ones(1)))
+        a = jax.nn.relu(z[:, 0])  # w' | z, y: a Bayesian linear regression (no bias)
+        precision = 1 + a @ a / noise_var
+        out = (a @ _f32(y) / noise_var + jax.random.normal(k_out) * precision**0.5) / precision
+        return jnp.concatenate([kernel[:, 0], bias, out[None]]), z
+
+    init = (jnp.array([0.5, 0.0, 0.5]), jnp.zeros((4, 1)))
+    draws = _chain(step, init, 2000, 4, jax.random.key(0), draw=lambda c: c[0])
+    assert_gaussian_matches(draws, mean, cov)
+
+
 @pytest.mark.parametrize("method", [CoordinateGibbs, LatentGibbs, HierarchicalNUTS])
 def test_minibatches_are_refused_with_the_reason(method):
     with pytest.raises(ValueError, match="full conditional.*exact.*likelihood of all the data"):
@@ -256,6 +357,8 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="postactivation_var must be >= 0"):
         LatentGibbs(postactivation_var=-1e-3)
     assert LatentGibbs(postactivation_var=(0.0, 0.1)).postactivation_var == (0.0, 0.1)
+    with pytest.raises(ValueError, match="collapse=True needs postactivation_var=0"):
+        LatentGibbs(postactivation_var=(0.0, 0.1), collapse=True)
     tanh = bnn.BNN(bnn.models.MLP(2, (3,), 1, activation="tanh", rngs=nnx.Rngs(0)),
                    bnn.priors.Normal(1.0), bnn.likelihoods.Gaussian())
     with pytest.raises(ValueError, match="relu"):
@@ -270,6 +373,8 @@ def test_bad_arguments():
     relu = bnn.BNN(bnn.models.MLP(2, (3,), 1, rngs=nnx.Rngs(0)))
     with pytest.raises(ValueError, match="one value per hidden layer"):
         latent_gibbs(relu, (0.1, 0.1), 0.1)
+    with pytest.raises(ValueError, match="collapse=True needs postactivation_var=0"):
+        latent_gibbs(relu, 0.1, 0.1, collapse=True)
 
 
 @pytest.mark.slow
