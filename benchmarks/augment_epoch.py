@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import machine  # noqa: E402
+from machine import machine, save_results  # noqa: E402
 
 import bayesnn as bnn  # noqa: E402
 from bayesnn.bnn import Batch  # noqa: E402
@@ -126,8 +126,6 @@ def main(args) -> dict:
 
 
 def write(out: Path, result: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "augment_epoch.json").write_text(json.dumps(result, indent=2) + "\n")
     m, s = result["machine"], result["sizes"]
     lines = [
         "# Epoch time with and without data augmentation (mnist_cnn)",
@@ -145,7 +143,7 @@ def write(out: Path, result: dict) -> None:
     for r in result["rows"]:
         lines.append(f"| {r['method']} | {r['augment']} | {r['seconds_per_epoch']:.3f} | "
                      f"**{r['ratio']:.2f}** | {r['cpu_ratio']:.2f} |")
-    (out / "augment_epoch.md").write_text("\n".join(lines) + "\n")
+    save_results(out, "augment_epoch", result, lines)
 
 
 def parse_args(argv=None):

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from machine import machine  # noqa: I001 (benchmarks/machine.py)
+from machine import machine, save_results  # noqa: I001 (benchmarks/machine.py)
 
 import bayesnn as bnn
 from bayesnn.arviz import ess, rhat
@@ -222,8 +222,6 @@ def write(out: Path, result: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gibbs_scaling.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     m, rows, ex = result["machine"], result["sweep_cost"], result["sweep_cost_exponents"]
     fig, ax = plt.subplots(figsize=(5, 4))
     for n in sorted({r["num_examples"] for r in rows}):
@@ -300,7 +298,7 @@ def write(out: Path, result: dict) -> None:
         " A min ESS below ~50 or R̂ above 1.05 means the chains have not mixed within the "
         "run, and the ESS/s ratio is then only a rough bound.",
     ]
-    (out / "gibbs_scaling.md").write_text("\n".join(lines) + "\n")
+    save_results(out, "gibbs_scaling", result, lines)
 
 
 def summary(ts: dict) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -41,3 +42,10 @@ def machine(*packages: str) -> dict:
         "device": f"{device.platform}: {device.device_kind}", "commit": commit(),
         **{name: version(name) for name in ("jax", *packages)},
     }
+
+
+def save_results(out: Path, name: str, result: dict, lines: list[str]) -> None:
+    """Write ``result`` to ``out/<name>.json`` and the report ``lines`` to ``out/<name>.md``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")

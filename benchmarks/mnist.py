@@ -49,7 +49,7 @@ from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import machine  # noqa: E402
+from machine import machine, save_results  # noqa: E402
 
 import bayesnn as bnn  # noqa: E402
 from bayesnn import metrics  # noqa: E402
@@ -354,8 +354,6 @@ def _pooled(part: dict) -> str:
 
 
 def write(out: Path, result: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "mnist.json").write_text(json.dumps(result, indent=2) + "\n")
     m = result["machine"]
     lines = [
         "# MNIST: MAP vs SGLD vs pSGLD vs mean-field VI",
@@ -428,7 +426,7 @@ def write(out: Path, result: dict) -> None:
     lines += ["", "## Published (400-400 MLP, full 60k training set)", "",
               "| method | test error % | source |", "|---|---:|---|"]
     lines += [f"| {p['method']} | {p['error']:.2f} | {p['source']} |" for p in result["published"]]
-    (out / "mnist.md").write_text("\n".join(lines) + "\n")
+    save_results(out, "mnist", result, lines)
 
 
 def parse_args(argv=None):

@@ -31,7 +31,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from flax import nnx
-from machine import machine  # noqa: I001 (benchmarks/machine.py)
+from machine import machine, save_results  # noqa: I001 (benchmarks/machine.py)
 from numpyro.infer import MCMC, NUTS, init_to_value
 from numpyro.infer.util import initialize_model
 
@@ -164,8 +164,6 @@ def main(args) -> dict:
 
 
 def write(out: Path, result: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "nuts_overhead.json").write_text(json.dumps(result, indent=2) + "\n")
     m, s = result["machine"], result["sizes"]
     lines = [
         "# NUTS: bayesnn vs raw NumPyro",
@@ -191,7 +189,7 @@ def write(out: Path, result: dict) -> None:
         f"ESS / s {result['ess_per_s_ratio_bayesnn_to_numpyro']:.2f}. The chains differ "
         "(keys, site order), so ESS differences within chain-to-chain noise are not overhead.",
     ]
-    (out / "nuts_overhead.md").write_text("\n".join(lines) + "\n")
+    save_results(out, "nuts_overhead", result, lines)
 
 
 def parse_args(argv=None):

@@ -39,7 +39,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from machine import machine  # noqa: I001 (benchmarks/machine.py)
+from machine import machine, save_results  # noqa: I001 (benchmarks/machine.py)
 
 import bayesnn as bnn
 
@@ -154,8 +154,6 @@ def main(args) -> dict:
 
 
 def write(out: Path, result: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "predict_memory.json").write_text(json.dumps(result, indent=2) + "\n")
     m, c, first = result["machine"], result["chunks"], result["runs"][0]
     lines = [
         "# Memory of Posterior.predict",
@@ -188,7 +186,7 @@ def write(out: Path, result: dict) -> None:
         "the activations of evaluating every draw on every input at once.",
     ]
     lines += ["", result["note"]] if result.get("note") else []
-    (out / "predict_memory.md").write_text("\n".join(lines) + "\n")
+    save_results(out, "predict_memory", result, lines)
 
 
 def parse_args(argv=None):

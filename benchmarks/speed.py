@@ -22,7 +22,7 @@ import gibbs_scaling  # noqa: E402
 import nuts_overhead  # noqa: E402
 import speed_sgmcmc  # noqa: E402
 import vi_epoch  # noqa: E402
-from machine import machine  # noqa: E402
+from machine import machine, save_results  # noqa: E402
 
 # name: (module, arguments of the full run, arguments of the quick run)
 _MNIST_MLP = ["--num-examples", "12800", "--features", "784", "--hidden", "512", "512",
@@ -76,8 +76,6 @@ def headlines(results: dict) -> list[dict]:
 
 
 def write(out: Path, result: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "speed.json").write_text(json.dumps(result, indent=2) + "\n")
     m = result["machine"]
     lines = [
         "# Speed ratios",
@@ -93,7 +91,7 @@ def write(out: Path, result: dict) -> None:
     for row in result["headlines"]:
         met = {True: "yes", False: "**no**", None: ""}[row["met"]]
         lines.append(f"| {row['measure']} | {row['ratio']} | {row['target']} | {met} |")
-    (out / "speed.md").write_text("\n".join(lines) + "\n")
+    save_results(out, "speed", result, lines)
 
 
 def main(args) -> dict:

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from machine import machine  # noqa: I001 (benchmarks/machine.py)
+from machine import machine, save_results  # noqa: I001 (benchmarks/machine.py)
 
 import bayesnn as bnn
 from bayesnn.bnn import Batch
@@ -157,8 +157,6 @@ def main(args) -> dict:
 
 
 def write(out: Path, result: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "speed_sgmcmc.json").write_text(json.dumps(result, indent=2) + "\n")
     m, s, us = result["machine"], result["sizes"], result["us_per_step"]
     cpu = result["cpu_us_per_step_median"]
     lines = [
@@ -182,7 +180,7 @@ def write(out: Path, result: dict) -> None:
         "`bayesnn ÷ sgld_kernel` is the cost of the sampler's driver, `sgld_kernel ÷ optax_sgd`",
         "the cost of the kernel's Gaussian noise.",
     ]
-    (out / "speed_sgmcmc.md").write_text("\n".join(lines) + "\n")
+    save_results(out, "speed_sgmcmc", result, lines)
 
 
 def parse_args(argv=None):

@@ -27,7 +27,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from machine import machine  # noqa: I001 (benchmarks/machine.py)
+from machine import machine, save_results  # noqa: I001 (benchmarks/machine.py)
 
 import bayesnn as bnn
 from bayesnn.bnn import Batch
@@ -118,8 +118,6 @@ def main(args) -> dict:
 
 
 def write(out: Path, result: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "vi_epoch.json").write_text(json.dumps(result, indent=2) + "\n")
     m, s = result["machine"], result["sizes"]
     lines = [
         "# One VI epoch vs one MAP epoch (mnist_mlp)",
@@ -146,7 +144,7 @@ def write(out: Path, result: dict) -> None:
                 f"| {r['batch_size']} | {r['steps_per_epoch']} | {name} | {t[name]:.3f} | "
                 f"{ms[name]:.2f} | {ratio} |"
             )
-    (out / "vi_epoch.md").write_text("\n".join(lines) + "\n")
+    save_results(out, "vi_epoch", result, lines)
 
 
 def parse_args(argv=None):
