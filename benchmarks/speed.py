@@ -77,13 +77,19 @@ def headlines(results: dict) -> list[dict]:
 
 def write(out: Path, result: dict) -> None:
     m = result["machine"]
+    origin = (
+        "Collected with `--summarize` from the saved results (each benchmark's machine, load "
+        "average and commit are in its own file)"
+        if result.get("summarized") else
+        f"{m['cpu']}, {m['cores']} cores (load average {m['load_average_1min']} at the end), "
+        f"{m['device']}; jax {m['jax']}; commit `{m['commit']}`; "
+        f"{'quick' if result['quick'] else 'full'} sizes"
+    )
     lines = [
         "# Speed ratios",
         "",
-        f"{m['cpu']}, {m['cores']} cores (load average {m['load_average_1min']} at the end), "
-        f"{m['device']}; jax {m['jax']}; commit `{m['commit']}`; "
-        f"{'quick' if result['quick'] else 'full'} sizes. Each ratio is measured against its "
-        "baseline in the same process; details in each benchmark's own results file.",
+        f"{origin}. Each ratio is measured against its baseline in the same process; details "
+        "in each benchmark's own results file.",
         "",
         "| measure | ratio | target | met |",
         "|---|---:|---|---|",
@@ -104,7 +110,8 @@ def main(args) -> dict:
         print(f"== {name}", flush=True)
         argv = [*(quick if args.quick else full), "--out", args.out]
         results[name] = module.main(module.parse_args(argv))
-    result = {"machine": machine(), "quick": args.quick, "headlines": headlines(results)}
+    result = {"machine": machine(), "quick": args.quick, "summarized": args.summarize,
+              "headlines": headlines(results)}
     write(Path(args.out), result)
     print(json.dumps(result["headlines"], indent=2, ensure_ascii=False))
     return result
