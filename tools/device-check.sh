@@ -31,6 +31,8 @@ print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__,
 MLP=(--num-examples 12800 --features 784 --hidden 512 512 --batch-size 128)
 stage speed_sgmcmc
 timeout 120 python3 benchmarks/speed_sgmcmc.py "${MLP[@]}" --steps 2000 --out "$R"
+stage driver_overhead
+timeout 90 python3 benchmarks/driver_overhead.py --out "$R"
 stage vi_epoch
 timeout 90 python3 benchmarks/vi_epoch.py --out "$R"
 stage nuts_overhead

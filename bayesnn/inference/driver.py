@@ -3,8 +3,9 @@
 A method supplies a pure ``chunk_fn(state, key, chunk_index, *args) -> (state, out)`` that
 advances its state by a fixed number of steps inside one ``lax.scan``. The driver jits it
 once and calls it chunk after chunk; between chunks, on the host, it checks that the
-state is finite, updates the progress bar, and hands the chunk to a callback (validation,
-early stopping, checkpoints). Chunk ``i`` draws its randomness from ``fold_in(key, i)``, so
+state is finite (a flag computed inside the jitted chunk), fetches the outputs the method
+keeps, updates the progress bar, and hands the chunk to a callback (validation, early
+stopping, checkpoints). Chunk ``i`` draws its randomness from ``fold_in(key, i)``, so
 a run's result depends only on its key, never on how it was split into calls.
 
 A state placed across devices (:func:`bayesnn.inference.sharding.shard_chains`) stays so:
@@ -31,7 +32,8 @@ from tqdm.auto import tqdm
 from bayesnn.bnn import Batch
 
 __all__ = [
-    "Checkpoint", "NonFiniteError", "RunResult", "all_finite", "run_chunks", "scan_minibatches",
+    "Checkpoint", "NonFiniteError", "RunResult", "all_finite", "first_rows", "run_chunks",
+    "scan_minibatches",
 ]
 
 
@@ -78,6 +80,7 @@ def run_chunks(
     *args,
     steps_per_chunk: int = 1,
     callback: Callable[[int, Any, Any], bool | None] | None = None,
+    select: Callable[[int, Any], Any] | None = None,
     desc: str = "",
     progress: bool | None = None,
     checkpoint: Checkpoint | None = None,
@@ -103,6 +106,10 @@ def run_chunks(
         Steps per chunk, for the progress bar and error messages.
     callback
         ``callback(chunk_index, state, out)`` after each chunk; returning True stops the run.
+    select
+        ``select(chunk_index, out)``: the part of a chunk's outputs the run keeps, taken on
+        the device before the copy to the host (e.g. the filled rows of a draw buffer; on a
+        GPU the copy of a whole buffer can cost more than the chunk). Default: all of it.
     progress
         Show a tqdm bar (it appears only once a run has lasted 2 s). None: on a terminal only.
     checkpoint
@@ -125,7 +132,13 @@ def run_chunks(
         When the state turns NaN or infinite, naming the step.
     """
     shardings = _placement(state)
-    jitted = jax.jit(_keep_placement(chunk_fn, shardings))
+    chunk_fn = _keep_placement(chunk_fn, shardings)
+
+    @jax.jit
+    def jitted(state, i, *args):
+        state, out = chunk_fn(state, jax.random.fold_in(key, i), i, *args)
+        return state, out, all_finite(state)
+
     outputs, start = [], 0
     if checkpoint is not None and Path(checkpoint.path).exists():
         state, outputs, start = _restore(checkpoint, state, key, num_chunks)
@@ -139,8 +152,8 @@ def run_chunks(
     )
     try:
         for i in range(start, num_chunks):
-            new_state, out = jitted(state, jax.random.fold_in(key, i), jnp.int32(i), *args)
-            if not bool(all_finite(new_state)):
+            new_state, out, finite = jitted(state, np.int32(i), *args)
+            if not finite:
                 step = _first_bad_step(out, i, steps_per_chunk)
                 where = (
                     f"at step {step}" if step is not None
@@ -149,7 +162,7 @@ def run_chunks(
                 raise NonFiniteError(f"{desc or 'run'}: the state became NaN or infinite {where}; "
                                      f"{hint}")
             state = new_state
-            outputs.append(_fetch(out))
+            outputs.append(_fetch(out if select is None else select(i, out)))
             done = i + 1
             bar.update(steps_per_chunk)
             stop = callback is not None and callback(i, state, out)
@@ -202,7 +215,7 @@ class Checkpoint(NamedTuple):
     fingerprint: str = ""
 
 
-_CHECKPOINT_FORMAT = "bayesnn.checkpoint/1"
+_CHECKPOINT_FORMAT = "bayesnn.checkpoint/2"  # 2: kept draws only (1 held whole buffers)
 
 
 def _is_key(x) -> bool:
@@ -210,14 +223,20 @@ def _is_key(x) -> bool:
 
 
 def _fetch(tree):
-    """Device pytree → numpy pytree, gathering arrays that span other processes' devices
-    (a run across hosts, after ``jax.distributed.initialize()``)."""
-    def leaf(x):
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            return multihost_utils.process_allgather(x, tiled=True)
-        return np.asarray(x)
+    """Device pytree → numpy pytree in one batched copy, gathering arrays that span other
+    processes' devices (a run across hosts, after ``jax.distributed.initialize()``)."""
+    tree = jax.tree.map(
+        lambda x: multihost_utils.process_allgather(x, tiled=True)
+        if isinstance(x, jax.Array) and not x.is_fully_addressable else x, tree)
+    return jax.tree.map(np.asarray, jax.device_get(tree))
 
-    return jax.tree.map(leaf, tree)
+
+def first_rows(tree, k: int):
+    """The first ``k`` rows of every array of ``tree``: a ``select`` for :func:`run_chunks`
+    that keeps the filled part of a draw buffer (``k = 0`` touches no device)."""
+    if k == 0:
+        return jax.tree.map(lambda a: np.empty((0, *a.shape[1:]), a.dtype), tree)
+    return jax.tree.map(lambda a: a[:k], tree)
 
 
 def _to_host(tree):

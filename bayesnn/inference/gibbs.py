@@ -32,7 +32,7 @@ from bayesnn import likelihoods
 from bayesnn.bnn import BNN, Batch
 from bayesnn.data import Dataset
 from bayesnn.inference.base import check_chain_args, check_positive
-from bayesnn.inference.driver import run_chunks
+from bayesnn.inference.driver import first_rows, run_chunks
 from bayesnn.inference.hyper import NOISE, Hierarchical, gibbs_hyper_update, weight_groups
 from bayesnn.inference.sharding import num_chain_devices, shard_chains
 from bayesnn.inference.slice import slice_sample
@@ -153,14 +153,11 @@ def run_sweeps(
 
     res = run_chunks(chunk, states, key, num_chunks, x, y, jnp.asarray(keep),
                      steps_per_chunk=steps, desc=desc, progress=progress,
+                     select=lambda i, out: first_rows(out, kept[i]),
                      checkpoint=checkpoint, hint=hint)
     if not any(kept[: res.num_chunks_done]):
         raise RuntimeError(f"{desc} was interrupted before its first draw")
-    draws, stats = jax.tree.map(
-        lambda *c: np.swapaxes(np.concatenate([a[:k] for a, k in zip(c, kept, strict=False)]),
-                               0, 1),
-        *res.outputs,
-    )
+    draws, stats = jax.tree.map(lambda *c: np.swapaxes(np.concatenate(c), 0, 1), *res.outputs)
     return draws, stats, res.seconds, res.interrupted
 
 

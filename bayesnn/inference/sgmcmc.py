@@ -37,7 +37,7 @@ from bayesnn.bnn import BNN, Batch
 from bayesnn.data import Augment, Dataset, augment_batch, check_batch_size, num_batches
 from bayesnn.data.batching import next_batch
 from bayesnn.inference.base import check_chain_args, check_positive, classic_threefry
-from bayesnn.inference.driver import run_chunks
+from bayesnn.inference.driver import first_rows, run_chunks
 from bayesnn.inference.hmc import initial_positions
 from bayesnn.inference.hyper import NOISE, Hierarchical, gibbs_hyper_update
 from bayesnn.inference.map import MAP
@@ -403,13 +403,13 @@ class _SGMCMC(abc.ABC):
             chunk, shard_chains(_Chain(jax.vmap(kernel.init)(positions), epoch, precisions)),
             k_run, num_chunks, x, y, jnp.asarray(keep),
             steps_per_chunk=steps, desc=name, progress=progress, checkpoint=checkpoint,
+            select=lambda i, out: {**out, "draws": first_rows(out["draws"], kept_per_chunk[i])},
             hint="try a smaller step_size",
         )
         if not any(kept_per_chunk[: result.num_chunks_done]):
             raise RuntimeError(f"{name} was interrupted before its first draw")
         draws = jax.tree.map(
-            lambda *chunks: np.moveaxis(np.concatenate(
-                [c[:k] for c, k in zip(chunks, kept_per_chunk, strict=False)]), 0, 1),
+            lambda *chunks: np.moveaxis(np.concatenate(chunks), 0, 1),
             *[out["draws"] for out in result.outputs],
         )
         draws, precisions = draws

@@ -1,0 +1,114 @@
+"""Where the SG-MCMC driver's time goes: SGLD's time per step with parts of the driver swapped.
+
+A diagnosis, not a ratio with a target: on the ``mnist_mlp()``-sized network of
+``speed_sgmcmc.py`` (batch 128), one ``bnn.fit`` per variant, timed per chunk after the
+first (which compiles). Variants replace, for the length of one fit, a part of the driver
+that the hand-written loops of ``speed_sgmcmc.py`` do not have:
+
+- ``no_max_abs``: the per-step largest |weight| (kept for naming the step of a NaN);
+- ``randint_batches``: uniform indices with replacement instead of shuffled epochs (whose
+  reshuffle is a ``lax.cond`` at each epoch's first step);
+- ``all_selects_randint``: as ``randint_batches``, and every ``lax.cond`` (the draw
+  buffer's store) evaluated as a select of both branches;
+- ``4_chains``: the unchanged driver with four chains under ``vmap``.
+
+Run it on a GPU, where launches and host round trips cost more than on a CPU.
+Writes ``driver_overhead.json`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import speed_sgmcmc  # noqa: E402
+from machine import machine  # noqa: E402
+
+import bayesnn as bnn  # noqa: E402
+from bayesnn.inference import sgmcmc  # noqa: E402
+
+
+def timed_fit(model, data, steps: int, chains: int) -> dict:
+    """Seconds per step of one SGLD fit of ``steps`` warm-up steps, chunk by chunk."""
+    ends, run_chunks = [], sgmcmc.run_chunks
+
+    def callback(i, state, out):
+        jax.block_until_ready(state)
+        ends.append(time.perf_counter())
+
+    sgmcmc.run_chunks = lambda *a, **k: run_chunks(*a, **k, callback=callback)
+    try:
+        method = sgmcmc.SGLD(1e-6, batch_size=128, num_samples=10, num_warmup=steps,
+                             thinning=1, num_chains=chains)
+        post = bnn.fit(model, data, method, key=0, progress=False)
+    finally:
+        sgmcmc.run_chunks = run_chunks
+    per_step = np.diff(ends) / post.info["steps_per_chunk"]
+    return {"steps_per_chunk": post.info["steps_per_chunk"],
+            "us_per_step_median": round(1e6 * float(np.median(per_step)), 1),
+            "us_per_step_min": round(1e6 * float(np.min(per_step)), 1)}
+
+
+def _select_cond(pred, true_fn, false_fn, *operands):
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), true_fn(*operands),
+                        false_fn(*operands))
+
+
+def _randint_batch(key, epoch, step, n, b):
+    return epoch, jax.random.randint(key, (b,), 0, n), jnp.ones(b, bool)
+
+
+def _no_max_abs(position):
+    return jnp.zeros(jax.tree.leaves(position)[0].shape[:1])
+
+
+VARIANTS = {
+    "as_is": {},
+    "no_max_abs": {(sgmcmc, "_max_abs"): _no_max_abs},
+    "randint_batches": {(sgmcmc, "next_batch"): _randint_batch},
+    "all_selects_randint": {(sgmcmc, "next_batch"): _randint_batch,
+                            (jax.lax, "cond"): _select_cond},
+}
+
+
+def main(args) -> dict:
+    model, data = speed_sgmcmc.problem(speed_sgmcmc.parse_args(
+        ["--num-examples", "12800", "--features", "784", "--hidden", "512", "512"]))
+    rows = {}
+    for name, patches in VARIANTS.items():
+        saved = {target: getattr(*target) for target in patches}
+        for (module, attr), value in patches.items():
+            setattr(module, attr, value)
+        try:
+            rows[name] = timed_fit(model, data, args.steps, 1)
+        finally:
+            for (module, attr), value in saved.items():
+                setattr(module, attr, value)
+        print(name, rows[name], flush=True)
+    rows["4_chains"] = timed_fit(model, data, args.steps, 4)
+    print("4_chains", rows["4_chains"], flush=True)
+    result = {"machine": machine(), "steps": args.steps, "variants": rows}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "driver_overhead.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--out", default="benchmarks/results")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    main(parse_args())
