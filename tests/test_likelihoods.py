@@ -65,7 +65,7 @@ def test_gaussian_options_are_validated():
         lk.Gaussian(scale=0.0)
 
 
-@pytest.mark.parametrize("cls", [lk.Gaussian, lk.Categorical, lk.Bernoulli])
+@pytest.mark.parametrize("cls", [lk.Gaussian, lk.Categorical, lk.Bernoulli, lk.Probit])
 @pytest.mark.parametrize("temperature", [0.0, -1.0])
 def test_temperature_must_be_positive(cls, temperature):
     with pytest.raises(ValueError, match="temperature must be > 0"):
@@ -94,6 +94,24 @@ def test_bernoulli_log_prob_and_probs():
     np.testing.assert_allclose(log_prob, stats.bernoulli.logpmf(y, p), rtol=1e-5)
     assert lik.distribution(f, {}).batch_shape == (B,)
     np.testing.assert_allclose(jax.jit(lik.draw_stats)(f, {})["probs"], np.c_[1 - p, p], rtol=1e-5)
+
+
+def test_probit_log_prob_into_the_tails():
+    """p(y = 1 | f) = Φ(f); the log-likelihood stays exact where Φ rounds to 0 or 1."""
+    f = np.array([[-40.0], [-3.0], [0.0], [0.7], [2.0], [40.0]], np.float32)
+    y = np.array([1, 0, 1, 0, 1, 0])
+    lik = lk.Probit()
+    assert lik.num_outputs(2) == 1 and lik.task == "classification"
+    expected = stats.norm.logcdf(np.where(y == 1, 1, -1) * f[:, 0].astype(np.float64))
+    # float32: log Φ near 0 carries an absolute error of ~3e-8
+    np.testing.assert_allclose(jax.jit(lik.log_prob)(f, y, {}), expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(lik.distribution(f, {}).log_prob(y), expected, rtol=1e-5,
+                               atol=1e-7)
+    p = stats.norm.cdf(f[:, 0])
+    np.testing.assert_allclose(jax.jit(lik.draw_stats)(f, {})["probs"], np.c_[1 - p, p],
+                               rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="Probit needs 1 network output"):
+        lik.validate_targets(np.array([0, 1]), 2)
 
 
 def test_gaussian_validate_targets():

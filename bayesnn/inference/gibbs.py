@@ -874,10 +874,13 @@ def latent_gibbs(
 
     The noisy network, for hidden layers ``l = 1..L-1`` (``X_0`` the inputs):
     ``Z_l = X_{l-1} W_l + b_l + N(0, Δz_l)``, ``X_l = relu(Z_l) + N(0, Δx_l)``, and the
-    output ``y = X_{L-1} W_L + b_L + N(0, σ² T)`` (the Gaussian likelihood, tempered).
-    Given the rest, every block's conditional is exact. A sweep draws all (W_l, b_l) at
-    once (:func:`linear_regression_draw`; independent given the latents), then layer by
-    layer the latents: with Δx_l > 0, all of Z_l elementwise
+    output ``y = X_{L-1} W_L + b_L + N(0, σ² T)`` (the Gaussian likelihood, tempered). With a
+    :class:`~bayesnn.likelihoods.Probit` likelihood the output is a latent
+    ``u = X_{L-1} W_L + b_L + N(0, 1)`` with ``y = 1[u > 0]``, drawn first in each sweep
+    from its truncated normal (Albert & Chib 1993), and the sweep goes on with ``u`` in
+    place of ``y``. Given the rest, every block's conditional is exact. A sweep draws all
+    (W_l, b_l) at once (:func:`linear_regression_draw`; independent given the latents),
+    then layer by layer the latents: with Δx_l > 0, all of Z_l elementwise
     (:func:`relu_preactivation_draw`) and all of X_l row by row
     (:func:`postactivation_draw`); with Δx_l = 0 (X_l = relu(Z_l), no
     post-activation latents) Z_l one unit at a time, all rows at once, given the next
@@ -898,10 +901,15 @@ def latent_gibbs(
     act_name = getattr(net.activation, "name", None)
     if act_name not in ("relu", "linear"):
         raise ValueError(f"LatentGibbs supports relu (and linear) activations, got {act_name!r}")
-    if not (isinstance(lik, likelihoods.Gaussian) and not lik.heteroscedastic
+    probit = isinstance(lik, likelihoods.Probit)
+    if probit and lik.temperature != 1:
+        raise ValueError(f"LatentGibbs with a Probit likelihood needs temperature 1, got "
+                         f"{lik.temperature}")
+    if not (probit or isinstance(lik, likelihoods.Gaussian) and not lik.heteroscedastic
             and not lik.learn_scale):
         raise ValueError(
-            "LatentGibbs needs a homoscedastic likelihoods.Gaussian with a fixed scale"
+            "LatentGibbs needs a homoscedastic likelihoods.Gaussian with a fixed scale, or "
+            "likelihoods.Probit"
         )
     num_layers = len(model.init_position["net"]["layers"])
     pre_var = _per_layer(preactivation_var, num_layers - 1, "preactivation_var")
@@ -911,7 +919,7 @@ def latent_gibbs(
             "collapse=True needs postactivation_var=0: it integrates out the pre-activations "
             f"of units whose outputs are exactly act(z), got postactivation_var={post_var}"
         )
-    noise = (*pre_var, lik.scale**2 * lik.temperature)  # of each layer's targets
+    noise = (*pre_var, 1.0 if probit else lik.scale**2 * lik.temperature)  # of the targets
     priors = _gaussian_prior_blocks(model, num_layers)
     act = net.activation
     pieces = _PREACTIVATION[act_name]
@@ -921,11 +929,21 @@ def latent_gibbs(
         zs = _preactivations(model, act, position, x)[:-1]
         return LatentGibbsState(position, zs, tuple(act(z) for z in zs))
 
+    def output_latents(key, position, inputs, y):
+        """Probit: u = f + N(0, 1) given y = 1[u > 0], drawn first in each sweep."""
+        last = position["net"]["layers"][num_layers - 1]
+        sign = jnp.where(y == 1, 1.0, -1.0)[:, None]
+        return sign * truncated_normal_draw(key, sign * (inputs @ last["kernel"] + last["bias"]),
+                                            1.0)
+
     def step(key, state: LatentGibbsState, batch) -> tuple[LatentGibbsState, dict]:
         batch = Batch(*batch)
+        if probit:
+            key, k_u = jax.random.split(key)
         k_w, k_z, k_x = (jax.random.split(k, num_layers) for k in jax.random.split(key, 3))
         inputs = (_flat_inputs(batch.x), *state.postacts)
-        targets = (*state.preacts, batch.y)
+        y = output_latents(k_u, state.position, inputs[-1], batch.y) if probit else batch.y
+        targets = (*state.preacts, y)
         layers = [
             dict(zip(("kernel", "bias"), linear_regression_draw(
                 k_w[l], inputs[l], targets[l], noise[l], *priors[l]), strict=True))
@@ -1030,12 +1048,16 @@ class LatentGibbs:
     -----
     Needs a :class:`~bayesnn.models.MLP` with ``relu`` (or ``linear``) activation, a
     Gaussian prior on every weight with one variance per leaf (``priors.Normal``,
-    ``priors.FanInNormal``) and a homoscedastic ``likelihoods.Gaussian`` with fixed scale.
+    ``priors.FanInNormal``), and either a homoscedastic ``likelihoods.Gaussian`` with fixed
+    scale or ``likelihoods.Probit`` (binary labels, untempered): its latent outputs
+    ``u ~ N(f, 1)``, ``y = 1[u > 0]``, are one more Gibbs block (Albert & Chib 1993).
 
     References
     ----------
     Piccioli, G., Troiani, E. & Zdeborová, L. (2023). Gibbs sampling the posterior of
     neural networks. arXiv:2306.02729.
+    Albert, J. H. & Chib, S. (1993). Bayesian analysis of binary and polychotomous
+    response data. *JASA* 88(422), 669–679.
     Murray, I., Adams, R. P. & MacKay, D. J. C. (2010). Elliptical slice sampling.
     *AISTATS*, 541–548.
     Liu, J. S. & Sabatti, C. (2000). Generalised Gibbs sampler and multigrid Monte Carlo

@@ -117,9 +117,10 @@ def test_coordinate_gibbs_caches_the_mlp_forward_pass_exactly():
     assert info.num_evals >= size
 
 
-def _geweke_chains(gibbs, model, x, num_steps, num_chains, key):
+def _geweke_chains(gibbs, model, x, num_steps, num_chains, key, probit=False):
     """Successive-conditional simulator (Geweke 2004): a Gibbs sweep given y, then a fresh
-    y | rest; its stationary law is the joint prior, so weights keep their prior marginal."""
+    y | rest; its stationary law is the joint prior, so weights keep their prior marginal.
+    With ``probit``, y = 1[f + N(0, 1) > 0]; else y = f + N(0, NOISE²)."""
     k_init, k_run = jax.random.split(key)
 
     def resample_y(key, state):
@@ -128,6 +129,8 @@ def _geweke_chains(gibbs, model, x, num_steps, num_chains, key):
             f = state.postacts[-1] @ last["kernel"] + last["bias"]
         else:
             f = model.apply(state.position, x)
+        if probit:
+            return (f[:, 0] + jax.random.normal(key, f.shape[:1]) > 0).astype(jnp.int32)
         return f + NOISE * jax.random.normal(key, f.shape)
 
     def chain(key, position):
@@ -175,6 +178,45 @@ def test_latent_gibbs_keeps_the_joint_prior_invariant(activation, hidden, post_v
     size = samples.shape[-1]
     assert size == tree_size(model.init_position)
     assert_gaussian_matches(samples, np.zeros(size), np.eye(size))
+
+
+@pytest.mark.parametrize("hidden,collapse", [((2,), False), ((2,), True)])
+def test_latent_gibbs_with_a_probit_head_keeps_the_joint_prior_invariant(hidden, collapse):
+    """Geweke's test with binary labels: the latent outputs u ~ N(f, 1) given y = 1[u > 0]
+    (Albert & Chib 1993) feed the rest of the sweep in place of y."""
+    net = bnn.models.MLP(1, hidden, 1, rngs=nnx.Rngs(0))
+    model = bnn.BNN(net, bnn.priors.Normal(1.0), bnn.likelihoods.Probit())
+    x = jnp.linspace(-1.5, 1.5, 10)[:, None]  # binary labels say less: more of them
+    steps = 500 if collapse else 1500
+    samples = _geweke_chains(latent_gibbs(model, 0.1, 0.0, collapse), model, x, steps, 4,
+                             jax.random.key(1), probit=True)[:, steps // 5:]
+    size = samples.shape[-1]
+    assert_gaussian_matches(samples, np.zeros(size), np.eye(size))
+
+
+def test_latent_gibbs_recovers_the_probit_regression_posterior():
+    """No hidden layer: Albert & Chib's (1993) sampler for probit regression. Its draws'
+    mean and covariance match the posterior's, computed by quadrature on a grid."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((30, 1)).astype(np.float32)
+    y = (1.5 * x[:, 0] - 0.5 + rng.standard_normal(30) > 0).astype(np.int32)
+    model = bnn.BNN(bnn.models.MLP(1, (), 1, rngs=nnx.Rngs(0)), bnn.priors.Normal(PRIOR),
+                    bnn.likelihoods.Probit())
+    post = bnn.fit(model, (x, y), LatentGibbs(num_samples=1500, num_warmup=50, num_chains=2),
+                   key=0)
+    w, b = np.meshgrid(np.linspace(-3, 7, 401), np.linspace(-5, 4, 361), indexing="ij")
+    sign = np.where(y == 1, 1.0, -1.0)
+    log_post = stats.norm.logcdf(sign * (w[..., None] * x[:, 0] + b[..., None])).sum(-1)
+    log_post += stats.norm.logpdf(w, scale=PRIOR) + stats.norm.logpdf(b, scale=PRIOR)
+    density = np.exp(log_post - log_post.max())
+    density /= density.sum()
+    grid = np.stack([w, b], -1)
+    mean = np.einsum("ij,ijk->k", density, grid)
+    centred = grid - mean
+    cov = np.einsum("ij,ijk,ijl->kl", density, centred, centred)
+    assert density[[0, -1]].sum() + density[:, [0, -1]].sum() < 1e-8  # the grid holds it all
+    report = assert_gaussian_matches(_weights(post), mean, cov)
+    assert report["ess"] > 300
 
 
 @pytest.mark.slow
@@ -370,6 +412,11 @@ def test_bad_arguments():
                       bnn.likelihoods.Gaussian(learn_scale=True))
     with pytest.raises(ValueError, match="fixed scale"):
         latent_gibbs(learned, 0.1, 0.1)
+    for lik, match in ((bnn.likelihoods.Bernoulli(), "or likelihoods.Probit"),
+                       (bnn.likelihoods.Probit(temperature=0.5), "needs temperature 1")):
+        with pytest.raises(ValueError, match=match):
+            latent_gibbs(bnn.BNN(bnn.models.MLP(2, (3,), 1, rngs=nnx.Rngs(0)),
+                                 bnn.priors.Normal(1.0), lik), 0.1, 0.0)
     relu = bnn.BNN(bnn.models.MLP(2, (3,), 1, rngs=nnx.Rngs(0)))
     with pytest.raises(ValueError, match="one value per hidden layer"):
         latent_gibbs(relu, (0.1, 0.1), 0.1)
