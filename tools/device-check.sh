@@ -36,7 +36,8 @@ timeout 90 python3 benchmarks/driver_overhead.py --out "$R"
 stage vi_epoch
 timeout 90 python3 benchmarks/vi_epoch.py --out "$R"
 stage nuts_overhead
-timeout 90 python3 benchmarks/nuts_overhead.py --repeats 1 --out "$R"
+timeout 90 python3 benchmarks/nuts_overhead.py --repeats 1 --num-warmup 100 --num-samples 100 \
+  --grid 5 --gradients 2000 --out "$R"  # launch-bound on a GPU: a short run
 python3 benchmarks/speed.py --summarize --only speed_sgmcmc nuts_overhead vi_epoch --out "$R"
 
 stage tests
