@@ -1,9 +1,9 @@
 """Standard normal draws for the samplers' per-step noise, in fused loops.
 
-SGLD, pSGLD and SGHMC draw one normal per weight per step (local-reparameterisation VI one
-per pre-activation). On CPU JAX lowers its Threefry-2x32 hash as a rolled loop of five
-iterations (to keep compilation short), each a separate pass over memory; for the 670k
-weights of
+SGLD, pSGLD and SGHMC draw one normal per weight per step, and so does the weight-noise
+guide of mean-field VI (local-reparameterisation VI one per pre-activation). On CPU JAX
+lowers its Threefry-2x32 hash as a rolled loop of five iterations (to keep compilation
+short), each a separate pass over memory; for the 670k weights of
 :func:`~bayesnn.models.presets.mnist_mlp` that made the noise cost almost as much as the
 SGD step it accompanies. :func:`normal` evaluates the same hash unrolled and materialises
 its words once, so XLA fuses the twenty rounds into one loop, and the conversion to

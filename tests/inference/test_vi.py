@@ -176,6 +176,30 @@ def test_partially_bayesian_network_with_warmup_is_reproducible(toy, local_repar
     assert a.info["history"]["beta"][-1] == 1.0
 
 
+def test_fused_guide_noise_changes_no_number(toy, monkeypatch):
+    """The guide's weight noise through ``prng.normal`` (``_FusedNoise``) is NumPyro's
+    ``jax.random.normal`` noise from the same keys: the fit is bit for bit the same."""
+    from bayesnn.inference import vi
+
+    model = bnn.BNN(bnn.models.MLP(2, (8,), 1, rngs=nnx.Rngs(0)), bnn.priors.Normal(1.0),
+                    bnn.likelihoods.Gaussian(scale=0.1))
+    method = bnn.MeanFieldVI(learning_rate=1e-2, epochs=3, batch_size=16, num_samples=4)
+    swapped = []
+    process = vi._FusedNoise.process_message
+
+    def spy(self, msg):
+        process(self, msg)
+        swapped.append(type(msg["fn"]).__name__)
+
+    monkeypatch.setattr(vi._FusedNoise, "process_message", spy)
+    fused = bnn.fit(model, toy, method, key=0)
+    assert "_PrngNormal" in swapped  # the handler did take over the guide's draws
+    monkeypatch.setattr(vi._FusedNoise, "process_message", lambda self, msg: None)
+    plain = bnn.fit(model, toy, method, key=0)
+    assert fused.info["history"] == plain.info["history"]
+    assert jax.tree.all(jax.tree.map(np.array_equal, fused.draws, plain.draws))
+
+
 def test_map_initialisation(toy):
     model = bnn.BNN(bnn.models.MLP(2, (8,), 1, rngs=nnx.Rngs(0)),
                     likelihood=bnn.likelihoods.Gaussian(scale=0.1))
