@@ -308,7 +308,7 @@ class Bernoulli(_Classification):
 
     def validate_targets(self, y, num_outputs):
         if num_outputs != 1:
-            raise ValueError(f"Bernoulli needs 1 network output, got {num_outputs}")
+            raise ValueError(f"{type(self).__name__} needs 1 network output, got {num_outputs}")
         return _class_labels(y, 2)
 
 
@@ -338,8 +338,3 @@ class Probit(Bernoulli):
 
     def log_prob(self, f, y, lik_params):
         return log_ndtr(jnp.where(y == 1, 1.0, -1.0) * f[..., 0])
-
-    def validate_targets(self, y, num_outputs):
-        if num_outputs != 1:
-            raise ValueError(f"Probit needs 1 network output, got {num_outputs}")
-        return _class_labels(y, 2)

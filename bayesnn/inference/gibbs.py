@@ -938,11 +938,12 @@ def latent_gibbs(
 
     def step(key, state: LatentGibbsState, batch) -> tuple[LatentGibbsState, dict]:
         batch = Batch(*batch)
+        inputs = (_flat_inputs(batch.x), *state.postacts)
+        y = batch.y
         if probit:
             key, k_u = jax.random.split(key)
+            y = output_latents(k_u, state.position, inputs[-1], y)
         k_w, k_z, k_x = (jax.random.split(k, num_layers) for k in jax.random.split(key, 3))
-        inputs = (_flat_inputs(batch.x), *state.postacts)
-        y = output_latents(k_u, state.position, inputs[-1], batch.y) if probit else batch.y
         targets = (*state.preacts, y)
         layers = [
             dict(zip(("kernel", "bias"), linear_regression_draw(
