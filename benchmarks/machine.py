@@ -14,7 +14,13 @@ import jax
 
 def commit() -> str:
     """Short hash of the checked-out commit, with ``+dirty`` when the tree has changes
-    (other than in ``benchmarks/results``, which benchmarks write while they run)."""
+    (other than in ``benchmarks/results``, which benchmarks write while they run).
+
+    ``BAYESNN_COMMIT`` overrides it, for copies of the tree whose ``.git`` is not current
+    (the lent GPU machine's).
+    """
+    if os.environ.get("BAYESNN_COMMIT"):
+        return os.environ["BAYESNN_COMMIT"]
     root = Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str:

@@ -1,0 +1,111 @@
+"""MNIST runs pooled over seeds: each method's mean test-set difference from MAP-Adam.
+
+Reads the ``mnist_probs.npz`` that ``mnist.py --save-probs`` writes in each run folder (one
+seed each, same test set) and, per network, method and test set (the clean test set and
+any rotated ones), reports the difference from MAP-Adam of every run and their mean with
+two standard errors:
+
+- *test*: the test set's sampling. Every run and method is scored on the same bootstrap
+  resamples of the rows, so a replicate of the mean difference is the mean of the runs'
+  replicate differences (a paired bootstrap).
+- *seeds*: the training's randomness, the spread of the runs' differences over √k.
+
+*total* is their quadrature sum, an approximate standard error of the mean difference
+under a new test set and new seeds. A difference is called lower (or higher) only beyond
+two total standard errors.
+
+    python benchmarks/mnist_pool.py RUN_DIR [RUN_DIR ...] --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import save_results  # noqa: E402
+from mnist import METRICS, bootstrap, lower  # noqa: E402
+
+REFERENCE = "MAP-Adam"
+
+
+def load_runs(folders) -> tuple[list[dict], np.ndarray]:
+    """Each folder's predictives as ``{(network, method, test set): probs}``, and the labels
+    (which must be the same in every run)."""
+    runs, labels = [], None
+    for folder in folders:
+        with np.load(Path(folder) / "mnist_probs.npz") as f:
+            y = f["y"]
+            if labels is not None and not np.array_equal(labels, y):
+                raise ValueError(f"{folder}: its test labels differ from the first run's")
+            labels = y
+            runs.append({tuple(k.split("/")): f[k] for k in f.files if k != "y"})
+    return runs, labels
+
+
+def pool(runs: list[dict], y: np.ndarray, num_resamples: int) -> list[dict]:
+    """One row per (network, method, test set, metric) present in every run."""
+    common = set.intersection(*(set(r) for r in runs))
+    rows = []
+    for net, method, set_name in sorted(common, key=lambda k: (k[:2], k[2] != "test", k[2])):
+        if method == REFERENCE or (net, REFERENCE, set_name) not in common:
+            continue
+        reps = [(bootstrap(r[net, method, set_name], y, num_resamples),
+                 bootstrap(r[net, REFERENCE, set_name], y, num_resamples)) for r in runs]
+        for metric, (fn, digits) in METRICS.items():
+            diffs = np.array([fn(r[net, method, set_name], y) - fn(r[net, REFERENCE, set_name], y)
+                              for r in runs])
+            mean_reps = np.mean([m[metric] - ref[metric] for m, ref in reps], axis=0)
+            se_test = float(np.std(mean_reps, ddof=1))
+            se_seeds = float(np.std(diffs, ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else 0.0
+            se = float(np.hypot(se_test, se_seeds))
+            rows.append({"network": net, "method": method, "test_set": set_name,
+                         "metric": metric, "per_run": np.round(diffs, digits + 1).tolist(),
+                         "mean": round(float(diffs.mean()), digits + 1),
+                         "se_test": round(se_test, digits + 1),
+                         "se_seeds": round(se_seeds, digits + 1), "se": round(se, digits + 1),
+                         "verdict": {"yes": "lower", "no": "higher"}.get(
+                             lower(float(diffs.mean()), se), "tie")})
+    return rows
+
+
+def main(args) -> dict:
+    runs, y = load_runs(args.runs)
+    rows = pool(runs, y, args.bootstrap)
+    result = {"runs": [str(r) for r in args.runs], "num_test": int(len(y)),
+              "bootstrap": args.bootstrap, "rows": rows}
+    lines = [
+        f"# MNIST: differences from {REFERENCE}, pooled over {len(runs)} runs", "",
+        f"Runs: {', '.join(f'`{r}`' for r in args.runs)}; {len(y)} test examples, "
+        f"{args.bootstrap} bootstrap resamples. Each row: the method's test-set metric minus "
+        f"{REFERENCE}'s, per run and on average, ± standard errors from the test set's "
+        "sampling (paired bootstrap), from the seeds (spread / √k) and both in quadrature; "
+        "*verdict*: lower or higher beyond two total SE, else tie.", "",
+        "| network | method | test set | metric | per run | mean | SE test | SE seeds | "
+        "SE total | verdict |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---|",
+    ]
+    lines += [f"| {r['network']} | {r['method']} | {r['test_set']} | {r['metric']} | "
+              f"{', '.join(f'{d:+g}' for d in r['per_run'])} | {r['mean']:+g} | "
+              f"{r['se_test']:g} | {r['se_seeds']:g} | {r['se']:g} | {r['verdict']} |"
+              for r in rows]
+    save_results(Path(args.out), args.name, result, lines)
+    print("\n".join(lines))
+    return result
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", help="folders holding mnist_probs.npz, one per seed")
+    p.add_argument("--bootstrap", type=int, default=200, help="resamples of the test set")
+    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--name", default="mnist_pooled", help="file name of the results")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    main(parse_args())
