@@ -80,20 +80,23 @@ def interleaved_seconds(model, data, method, loops: dict) -> tuple[dict, int]:
     one chunk of every loop ``loops[name](steps)`` (see :func:`loop`); and the steps per
     chunk."""
     times = {name: [] for name in ("bayesnn", *loops)}
-    chunks, last, run_chunks = {}, [], sgmcmc.run_chunks
+    chunks, last, steps, run_chunks = {}, [], [], sgmcmc.run_chunks
 
     def callback(i, state, out):
         now = time.perf_counter(), time.process_time()
         if last:
             times["bayesnn"].append((now[0] - last[0][0], now[1] - last[0][1]))
         else:  # after the first chunk: compile the loops for its length
-            steps = out["max_abs_weight"].shape[0]
-            chunks.update({name: make(steps) for name, make in loops.items()})
+            chunks.update({name: make(steps[0]) for name, make in loops.items()})
         for name, chunk in chunks.items():
             times[name].append(chunk(i))
         last[:] = [(time.perf_counter(), time.process_time())]
 
-    sgmcmc.run_chunks = lambda *args, **kwargs: run_chunks(*args, **kwargs, callback=callback)
+    def run_timed(*args, **kwargs):
+        steps.append(kwargs["steps_per_chunk"])
+        return run_chunks(*args, **kwargs, callback=callback)
+
+    sgmcmc.run_chunks = run_timed
     try:
         post = bnn.fit(model, data, method, key=0, progress=False)
     finally:

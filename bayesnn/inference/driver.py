@@ -81,6 +81,7 @@ def run_chunks(
     steps_per_chunk: int = 1,
     callback: Callable[[int, Any, Any], bool | None] | None = None,
     select: Callable[[int, Any], Any] | None = None,
+    locate: Callable | None = None,
     desc: str = "",
     progress: bool | None = None,
     checkpoint: Checkpoint | None = None,
@@ -110,6 +111,10 @@ def run_chunks(
         ``select(chunk_index, out)``: the part of a chunk's outputs the run keeps, taken on
         the device before the copy to the host (e.g. the filled rows of a draw buffer; on a
         GPU the copy of a whole buffer can cost more than the chunk). Default: all of it.
+    locate
+        A variant of ``chunk_fn`` whose per-step outputs show where a state turned
+        non-finite, for chunks whose own outputs do not (a per-step check has a cost on
+        every step). Run, from the chunk's start, only when a chunk fails.
     progress
         Show a tqdm bar (it appears only once a run has lasted 2 s). None: on a terminal only.
     checkpoint
@@ -154,6 +159,8 @@ def run_chunks(
         for i in range(start, num_chunks):
             new_state, out, finite = jitted(state, np.int32(i), *args)
             if not finite:
+                if locate is not None:
+                    out = jax.jit(locate)(state, jax.random.fold_in(key, i), np.int32(i), *args)[1]
                 step = _first_bad_step(out, i, steps_per_chunk)
                 where = (
                     f"at step {step}" if step is not None

@@ -26,6 +26,7 @@ import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -251,6 +252,22 @@ def _store(draws, values, slot):
                         draws, values)
 
 
+def _skip_unkept() -> bool:
+    """Whether :func:`_store_if` skips the copy at unkept steps: on CPU only. On a GPU a
+    conditional costs more than the copy (38 µs a step on an H200, against 115 µs for the
+    whole SGLD step: ``benchmarks/results/gpu/driver_overhead.md``)."""
+    return jax.default_backend() == "cpu"
+
+
+def _store_if(keep, draws, values, slot):
+    """:func:`_store` at a kept step. Where unkept steps are not skipped
+    (:func:`_skip_unkept`), every step stores and the next kept draw overwrites what an
+    unkept one wrote (the buffer's last slot is scratch)."""
+    if _skip_unkept():
+        return jax.lax.cond(keep, _store, lambda d, *_: d, draws, values, slot)
+    return _store(draws, values, slot)
+
+
 def _max_abs(position) -> jax.Array:
     """Largest |weight| of each chain (leading axis): finite iff the chain's position is."""
     return jnp.max(jnp.stack([
@@ -375,14 +392,15 @@ class _SGMCMC(abc.ABC):
                                                 precisions, (t + 1) % epoch_len == 0, (x, y))
             return _Chain(state, epoch, precisions)
 
-        def chunk(state: _Chain, key, i, x, y, keep):
+        def chunk(state: _Chain, key, i, x, y, keep, trace=False):
             def body(carry, inp):
                 state, draws, count = carry
                 t, keys = inp
                 state = jax.vmap(chain_step, (0, 0, None, None, None))(keys, state, t, x, y)
-                draws = jax.lax.cond(keep[t], _store, lambda d, *_: d, draws,
-                                     (state.kernel.position, state.precisions), count)
-                return (state, draws, count + keep[t]), _max_abs(state.kernel.position)
+                draws = _store_if(keep[t], draws, (state.kernel.position, state.precisions),
+                                  count)
+                return (state, draws, count + keep[t]), (
+                    _max_abs(state.kernel.position) if trace else None)
 
             draws = jax.tree.map(lambda p: jnp.zeros((slots,) + p.shape, p.dtype),
                                  (state.kernel.position, state.precisions))
@@ -391,7 +409,7 @@ class _SGMCMC(abc.ABC):
             (state, draws, _), max_abs = jax.lax.scan(
                 body, (state, draws, jnp.int32(0)), (ts, keys)
             )
-            return state, {"draws": draws, "max_abs_weight": max_abs}
+            return state, {"draws": draws, **({"max_abs_weight": max_abs} if trace else {})}
 
         k_init, k_run = jax.random.split(key)
         positions, map_info = initial_positions(
@@ -404,7 +422,7 @@ class _SGMCMC(abc.ABC):
             k_run, num_chunks, x, y, jnp.asarray(keep),
             steps_per_chunk=steps, desc=name, progress=progress, checkpoint=checkpoint,
             select=lambda i, out: {**out, "draws": first_rows(out["draws"], kept_per_chunk[i])},
-            hint="try a smaller step_size",
+            locate=partial(chunk, trace=True), hint="try a smaller step_size",
         )
         if not any(kept_per_chunk[: result.num_chunks_done]):
             raise RuntimeError(f"{name} was interrupted before its first draw")

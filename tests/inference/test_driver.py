@@ -45,6 +45,28 @@ def test_non_finite_state_names_the_step():
                    steps_per_chunk=10, desc="growth")
 
 
+def test_locate_names_the_step_when_the_chunk_records_none():
+    calls = []
+
+    def final_only(state, key, i, rate):  # outputs one value per chunk, not per step
+        state, _ = _growth_chunk(state, key, i, rate)
+        return state, state
+
+    def locate(state, key, i, rate):
+        calls.append(i)
+        return _growth_chunk(state, key, i, rate)
+
+    ok = run_chunks(final_only, jnp.float32(1.0), jax.random.key(0), 3, 1.0,
+                    steps_per_chunk=10, locate=locate)
+    assert ok.num_chunks_done == 3 and calls == []  # only a failing chunk is replayed
+    with pytest.raises(NonFiniteError, match=r"at step 1[3-5]; try a smaller step size"):
+        run_chunks(final_only, jnp.float32(1e-30), jax.random.key(0), 5, 1e3,
+                   steps_per_chunk=10, locate=locate)
+    with pytest.raises(NonFiniteError, match=r"during steps 10-19"):
+        run_chunks(final_only, jnp.float32(1e-30), jax.random.key(0), 5, 1e3,
+                   steps_per_chunk=10)
+
+
 def test_callback_can_stop_the_run():
     seen = []
 

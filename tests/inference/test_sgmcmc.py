@@ -276,6 +276,17 @@ def test_same_key_same_draws_and_the_chunk_compiles_once(gap, cyclic):
     assert not np.allclose(wa[0, 0], wa[0, 1])  # draws move
 
 
+def test_unconditional_draw_store_keeps_the_same_draws(gap, cyclic, monkeypatch):
+    """The GPU's store (every step writes, kept draws overwrite) equals the CPU's cond."""
+    from bayesnn.inference import sgmcmc
+
+    model, data = gap
+    monkeypatch.setattr(sgmcmc, "_skip_unkept", lambda: False)
+    b = bnn.fit(model, data, CYCLIC, key=0)
+    for x, y in zip(jax.tree.leaves(cyclic[0].draws), jax.tree.leaves(b.draws), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_cyclical_schedule_keeps_draws_in_sampling_phases_only():
     keep = np.flatnonzero(CYCLIC.kept_steps())
     # cycles of 20 steps sample from step 10 on; every 3rd sampling step; none before 5
