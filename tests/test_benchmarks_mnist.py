@@ -49,7 +49,7 @@ def test_mnist_benchmark_writes_scores_and_keeps_other_networks(npz, tmp_path, m
         "--mlp-warmup-epochs", "0.5", "--mlp-num-samples", "3", "--out", str(out),
         "--mlp-sgld-step", "1e-6", "1e-5", "--mlp-tune-warmup-epochs", "0.5",
         "--mlp-tune-epochs", "0.5", "--mlp-tune-num-samples", "3", "--bootstrap", "50",
-        "--cache", str(tmp_path / "cache"),
+        "--cache", str(tmp_path / "cache"), "--shift-angles", "90", "--save-probs",
     ])
     mnist.main(args)
 
@@ -69,7 +69,19 @@ def test_mnist_benchmark_writes_scores_and_keeps_other_networks(npz, tmp_path, m
         assert r["test_calibration"]["accuracy"] == pytest.approx(1 - r["test"]["error"] / 100)
     assert set(net["goals"]) == {"sgld_error_le_map", "sgld_nll_below_map",
                                  "sgld_ece_below_map", "sgld_error_le_1.5"}
+    assert set(net["goals"].values()) <= {"yes", "no", "tie"}
     assert set(rows["SGLD"]["vs_map"]) == {"error", "nll", "ece"}
+    # Rotated by 90 degrees the bars stand upright: a covariate shift that costs accuracy.
+    for r in rows.values():
+        assert set(r["shifted"]) == {"rot90"} and r["shifted"]["rot90"]["error"] > 50
+    assert "vs_map" in rows["SGLD"]["shifted"]["rot90"]
+    assert "vs_map" not in rows["MAP-Adam"]["shifted"]["rot90"]
+    with np.load(out / "mnist_probs.npz") as saved:
+        assert sorted(saved.files) == ["mlp/MAP-Adam/rot90", "mlp/MAP-Adam/test",
+                                       "mlp/SGLD/rot90", "mlp/SGLD/test", "y"]
+        assert saved["mlp/SGLD/test"].shape == (100, 10) and saved["y"].shape == (100,)
+        error = 100 * np.mean(saved["mlp/SGLD/rot90"].argmax(-1) != saved["y"])
+        assert error == pytest.approx(rows["SGLD"]["shifted"]["rot90"]["error"], abs=1e-3)
     # Pilots are scored on validation only; the full chain continues the one of lowest
     # validation NLL, so its total time counts the MAP fit, that pilot and its own fit.
     pilots = net["tuning"]
@@ -83,6 +95,7 @@ def test_mnist_benchmark_writes_scores_and_keeps_other_networks(npz, tmp_path, m
     table = (out / "mnist.md").read_text()
     assert "| SGLD | 3 |" in table and "Li et al. 2016" in table and "earlier run" in table
     assert "SGLD − MAP-Adam" in table and "Step-size pilots" in table
+    assert "| rot90 | SGLD |" in table
 
     mnist.main(args)  # everything is in the cache: the same rows, no fit repeated
     again = json.loads((out / "mnist.json").read_text())["networks"]["mlp"]
@@ -146,3 +159,58 @@ def test_samplers_need_the_map_network(npz, tmp_path):
 def test_validation_must_leave_training_examples():
     with pytest.raises(SystemExit):
         mnist.parse_args(["--num-train", "100", "--validation", "100"])
+
+
+def test_rotated_turns_rows_into_columns():
+    x = np.zeros((1, 5, 5, 1), np.float32)
+    x[0, 1, :, 0] = 1.0  # a bar on row 1
+    turned = mnist.rotated(x, 90.0)  # counter-clockwise: row 1 becomes column 1
+    np.testing.assert_allclose(turned[0, :, :, 0], x[0, :, :, 0].T, atol=1e-5)
+    np.testing.assert_array_equal(mnist.rotated(x, 0.0), x)
+
+
+def test_lower_needs_two_standard_errors():
+    assert mnist.lower(-0.3, 0.1) == "yes" and mnist.lower(0.3, 0.1) == "no"
+    assert mnist.lower(-0.19, 0.1) == "tie" and mnist.lower(0.0, 0.0) == "tie"
+
+
+def test_pool_averages_runs_and_calls_a_clear_gain_lower(tmp_path):
+    import mnist_pool
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    y = rng.integers(0, 10, n)
+    guess = np.where(rng.uniform(size=n) < 0.9, y, (y + 1) % 10)
+
+    def probs(top):
+        p = np.full((n, 10), (1 - top) / 9)
+        p[np.arange(n), guess] = top
+        return p
+
+    folders = []
+    for i, sharp in enumerate((0.99, 0.98)):  # MAP over-confident; "SGLD" near calibrated
+        folder = tmp_path / f"seed{i}"
+        folder.mkdir()
+        np.savez(folder / "mnist_probs.npz", y=y, **{
+            "cnn/MAP-Adam/test": probs(sharp), "cnn/SGLD/test": probs(0.9 + 0.002 * i),
+            "cnn/MAP-Adam/rot30": probs(0.5), "cnn/SGLD/rot30": probs(0.5)})
+        folders.append(folder)
+    result = mnist_pool.main(mnist_pool.parse_args(
+        [str(f) for f in folders] + ["--bootstrap", "50", "--out", str(tmp_path / "out")]))
+    rows = {(r["test_set"], r["metric"]): r for r in result["rows"]}
+    assert {r["method"] for r in result["rows"]} == {"SGLD"}
+    ece = rows["test", "ece"]
+    direct = [mnist.metrics.ece(probs(0.9 + 0.002 * i), y) - mnist.metrics.ece(probs(s), y)
+              for i, s in enumerate((0.99, 0.98))]
+    np.testing.assert_allclose(ece["per_run"], direct, atol=1e-5)
+    assert ece["mean"] == pytest.approx(np.mean(direct), abs=1e-5)
+    assert ece["se"] == pytest.approx(np.hypot(ece["se_test"], ece["se_seeds"]), abs=1e-5)
+    assert ece["verdict"] == "lower" and rows["test", "nll"]["verdict"] == "lower"
+    # The same predictive for both: no difference, no spread, a tie.
+    same = rows["rot30", "ece"]
+    assert same["mean"] == 0 and same["se"] == 0 and same["verdict"] == "tie"
+    assert "| cnn | SGLD | test | ece |" in (tmp_path / "out" / "mnist_pooled.md").read_text()
+
+    np.savez(folders[1] / "mnist_probs.npz", y=(y + 1) % 10, **{"cnn/SGLD/test": probs(0.9)})
+    with pytest.raises(ValueError, match="labels differ"):
+        mnist_pool.load_runs(folders)
