@@ -28,7 +28,7 @@ from machine import machine, save_results  # noqa: E402
 _MNIST_MLP = ["--num-examples", "12800", "--features", "784", "--hidden", "512", "512",
               "--batch-size", "128"]
 BENCHMARKS = {
-    "speed_sgmcmc": (speed_sgmcmc, [*_MNIST_MLP, "--steps", "2000"],
+    "speed_sgmcmc": (speed_sgmcmc, [*_MNIST_MLP, "--steps", "2000", "--repeats", "3"],
                      [*_MNIST_MLP, "--steps", "300"]),
     "nuts_overhead": (nuts_overhead, [], ["--repeats", "1"]),
     "vi_epoch": (vi_epoch, [], ["--num-examples", "2560", "--repeats", "3"]),

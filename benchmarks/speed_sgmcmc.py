@@ -13,8 +13,10 @@ between chunks included. After each chunk, the callback runs one scan of the sam
 of steps of every loop, so all four are timed interleaved, under the same load of a shared
 machine. Reported: the fastest chunk of each (wall clock), and the median process CPU time
 per chunk, which other processes disturb less (it counts both threads of XLA's matmuls, so
-its ratios differ from those of an idle machine's wall clock). Writes
-``speed_sgmcmc.json`` and ``speed_sgmcmc.md`` to ``--out``.
+its ratios differ from those of an idle machine's wall clock). With ``--repeats R`` the
+whole measurement runs R times; each figure is then the median over the repeats, and the
+ratios of every repeat are listed (on a shared 2-core machine SGLD ÷ SGD moves by ±0.1
+from run to run). Writes ``speed_sgmcmc.json`` and ``speed_sgmcmc.md`` to ``--out``.
 
     python benchmarks/speed_sgmcmc.py --out benchmarks/results
 """
@@ -133,30 +135,48 @@ def main(args) -> dict:
         "sgld_kernel": lambda steps: loop(kernel_step, position, steps, n, b, xj, yj),
     }
     method = SGLD(eps, batch_size=b, num_samples=10, num_warmup=args.steps, thinning=1)
-    times, steps = interleaved_seconds(model, (x, y), method, loops)
-    wall = {k: v[:, 0] for k, v in times.items()}
-    cpu = {k: 1e6 * float(np.median(v[:, 1])) / steps for k, v in times.items()}
-    us = {k: 1e6 * float(np.min(v)) / steps for k, v in wall.items()}
+    repeats = [per_step(*interleaved_seconds(model, (x, y), method, loops))
+               for _ in range(args.repeats)]
+    us, median, cpu = ({k: float(np.median([r[i][k] for r in repeats])) for k in repeats[0][i]}
+                       for i in range(3))
+
+    def ratio(stat: int, baseline: str) -> tuple[float, list[float]]:
+        """Median over the repeats of bayesnn ÷ ``baseline`` (statistic ``stat`` of
+        :func:`per_step`), and each repeat's."""
+        each = [round(r[stat]["bayesnn"] / r[stat][baseline], 3) for r in repeats]
+        return round(float(np.median(each)), 3), each
+
+    steps, chunks = repeats[0][3], repeats[0][4]
     result = {
         "machine": machine("blackjax", "optax"),
         "sizes": {
             "num_examples": n, "features": args.features, "hidden": list(args.hidden),
             "batch_size": b, "steps": args.steps, "steps_per_chunk": steps,
-            "chunks_timed": len(wall["bayesnn"]), "num_params": bnn.tree.tree_size(position),
+            "chunks_timed": chunks, "num_params": bnn.tree.tree_size(position),
+            "repeats": args.repeats,
         },
         "us_per_step": {k: round(v, 2) for k, v in us.items()},
-        "us_per_step_median": {
-            k: round(1e6 * float(np.median(v)) / steps, 2) for k, v in wall.items()
-        },
+        "us_per_step_median": {k: round(v, 2) for k, v in median.items()},
         "cpu_us_per_step_median": {k: round(v, 2) for k, v in cpu.items()},
-        "ratio_bayesnn_to_blackjax": round(us["bayesnn"] / us["blackjax"], 3),
-        "ratio_bayesnn_to_optax_sgd": round(us["bayesnn"] / us["optax_sgd"], 3),
-        "ratio_bayesnn_to_sgld_kernel": round(us["bayesnn"] / us["sgld_kernel"], 3),
-        "cpu_ratio_bayesnn_to_optax_sgd": round(cpu["bayesnn"] / cpu["optax_sgd"], 3),
     }
+    for name, stat, baseline in (("ratio_bayesnn_to_blackjax", 0, "blackjax"),
+                                 ("ratio_bayesnn_to_optax_sgd", 0, "optax_sgd"),
+                                 ("ratio_bayesnn_to_sgld_kernel", 0, "sgld_kernel"),
+                                 ("cpu_ratio_bayesnn_to_optax_sgd", 2, "optax_sgd")):
+        result[name], result[f"{name}_repeats"] = ratio(stat, baseline)
     write(Path(args.out), result)
     print(json.dumps(result, indent=2))
     return result
+
+
+def per_step(times: dict, steps: int) -> tuple[dict, dict, dict, int, int]:
+    """µs per step of each loop from :func:`interleaved_seconds`: the fastest chunk's and
+    the median chunk's wall clock and the median chunk's CPU time; the steps per chunk and
+    the chunks timed."""
+    fastest = {k: 1e6 * float(np.min(v[:, 0])) / steps for k, v in times.items()}
+    median = {k: 1e6 * float(np.median(v[:, 0])) / steps for k, v in times.items()}
+    cpu = {k: 1e6 * float(np.median(v[:, 1])) / steps for k, v in times.items()}
+    return fastest, median, cpu, steps, len(times["bayesnn"])
 
 
 def write(out: Path, result: dict) -> None:
@@ -169,7 +189,8 @@ def write(out: Path, result: dict) -> None:
         f"{m['device']}; jax {m['jax']}, blackjax {m['blackjax']}, optax {m['optax']}.",
         f"MLP {s['features']}-{'-'.join(map(str, s['hidden']))}-1 ({s['num_params']} weights), "
         f"{s['num_examples']} examples, batch {s['batch_size']}; fastest of "
-        f"{s['chunks_timed']} chunks of {s['steps_per_chunk']} steps each, interleaved.",
+        f"{s['chunks_timed']} chunks of {s['steps_per_chunk']} steps each, interleaved"
+        + (f"; median of {s['repeats']} repeats." if s.get("repeats", 1) > 1 else "."),
         "",
         "| loop | µs / step (fastest) | bayesnn ÷ loop | CPU µs / step (median) | bayesnn ÷ loop |",
         "|---|---:|---:|---:|---:|",
@@ -177,6 +198,13 @@ def write(out: Path, result: dict) -> None:
     for name in ("bayesnn", "blackjax", "optax_sgd", "sgld_kernel"):
         lines.append(f"| {name} | {us[name]:.1f} | {us['bayesnn'] / us[name]:.2f} "
                      f"| {cpu[name]:.1f} | {cpu['bayesnn'] / cpu[name]:.2f} |")
+    if s.get("repeats", 1) > 1:
+        lines += ["", f"Per repeat, SGLD ÷ SGD: wall "
+                  f"{', '.join(map(str, result['ratio_bayesnn_to_optax_sgd_repeats']))} "
+                  f"(median {result['ratio_bayesnn_to_optax_sgd']}); CPU time "
+                  f"{', '.join(map(str, result['cpu_ratio_bayesnn_to_optax_sgd_repeats']))} "
+                  f"(median {result['cpu_ratio_bayesnn_to_optax_sgd']}). The table's columns "
+                  "are medians of each loop's times over the repeats."]
     lines += [
         "",
         "`sgld_kernel`: bayesnn's SGLD kernel in the minimal loop of the other two;",
@@ -194,6 +222,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--step-size", type=float, default=1e-6)
     p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--repeats", type=int, default=1, help="whole measurements; medians reported")
     p.add_argument("--out", default="benchmarks/results")
     return p.parse_args(argv)
 
