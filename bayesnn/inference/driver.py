@@ -32,8 +32,8 @@ from tqdm.auto import tqdm
 from bayesnn.bnn import Batch
 
 __all__ = [
-    "Checkpoint", "NonFiniteError", "RunResult", "all_finite", "first_rows", "run_chunks",
-    "scan_minibatches",
+    "Checkpoint", "NonFiniteError", "RunResult", "all_finite", "buffer_slots", "first_rows",
+    "run_chunks", "scan_minibatches",
 ]
 
 
@@ -236,6 +236,14 @@ def _fetch(tree):
         lambda x: multihost_utils.process_allgather(x, tiled=True)
         if isinstance(x, jax.Array) and not x.is_fully_addressable else x, tree)
     return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def buffer_slots(kept_per_chunk, steps_per_chunk: int) -> int:
+    """Rows of a chunk's draw buffer: the most draws any chunk keeps, plus a scratch row that
+    unkept steps may write to; never ``steps_per_chunk`` rows, so that the buffer is not
+    taken for per-step outputs when a failed chunk is searched for its step."""
+    slots = int(np.max(kept_per_chunk)) + 1
+    return slots + (slots == steps_per_chunk)
 
 
 def first_rows(tree, k: int):

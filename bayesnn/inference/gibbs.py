@@ -32,7 +32,7 @@ from bayesnn import likelihoods
 from bayesnn.bnn import BNN, Batch
 from bayesnn.data import Dataset
 from bayesnn.inference.base import check_chain_args, check_positive
-from bayesnn.inference.driver import first_rows, run_chunks
+from bayesnn.inference.driver import buffer_slots, first_rows, run_chunks
 from bayesnn.inference.hyper import NOISE, Hierarchical, gibbs_hyper_update, weight_groups
 from bayesnn.inference.sharding import num_chain_devices, shard_chains
 from bayesnn.inference.slice import slice_sample
@@ -126,8 +126,7 @@ def run_sweeps(
     num_chunks = math.ceil(num_steps / steps)
     keep = np.pad(keep, (0, num_chunks * steps - num_steps))
     kept = keep.reshape(num_chunks, steps).sum(1)
-    slots = int(kept.max()) + 1  # + 1: a scratch slot written at unkept sweeps
-    slots += slots == steps  # so the driver never takes the buffer for per-step values
+    slots = buffer_slots(kept, steps)
 
     def chunk(states, key, i, x, y, keep):
         # The last chunk runs whole: its sweeps after the last draw change nothing returned

@@ -38,7 +38,7 @@ from bayesnn.bnn import BNN, Batch
 from bayesnn.data import Augment, Dataset, augment_batch, check_batch_size, num_batches
 from bayesnn.data.batching import next_batch
 from bayesnn.inference.base import check_chain_args, check_positive, classic_threefry
-from bayesnn.inference.driver import first_rows, run_chunks
+from bayesnn.inference.driver import buffer_slots, first_rows, run_chunks
 from bayesnn.inference.hmc import initial_positions
 from bayesnn.inference.hyper import NOISE, Hierarchical, gibbs_hyper_update
 from bayesnn.inference.map import MAP
@@ -361,8 +361,7 @@ class _SGMCMC(abc.ABC):
         # The last chunk may run a few steps past the last draw; they change nothing kept.
         keep = np.pad(keep, (0, num_chunks * steps - len(keep)))
         kept_per_chunk = keep.reshape(num_chunks, steps).sum(1)
-        slots = int(kept_per_chunk.max()) + 1  # + 1: a scratch slot written at unkept steps
-        slots += slots == steps  # so the driver never mistakes the draws for per-step values
+        slots = buffer_slots(kept_per_chunk, steps)
 
         def logdensity(position, batch, precisions):
             if hier is None:
