@@ -6,7 +6,9 @@ likelihood. The last ``--validation`` training examples are held out (the split 
 ``MAP(validation_split=...)``): MAP keeps the weights of its best validation epoch, the
 other methods never see them, and the validation scores reported are what any choice of
 setting is to be made on, never the test scores. SGLD, pSGLD and VI start from the Adam MAP
-network (the MAP fit's time is reported with it). Test error, NLL and ECE (15 bins) of each
+network (the MAP fit's time is reported with it); a deep ensemble of ``--*-ensemble-size``
+MAP-Adam networks (Lakshminarayanan et al. 2017), the non-Bayesian baseline for
+uncertainty, trains from scratch like MAP. Test error, NLL and ECE (15 bins) of each
 posterior predictive with bootstrap standard errors, and paired bootstrap differences from
 MAP-Adam (the same resamples of the test set for every method); mean confidence against
 accuracy, to tell over- from under-confidence; wall time of each fit. Given several
@@ -73,7 +75,8 @@ GOALS = {
     "sgld_ece_below_map": "SGLD test ECE < MAP-Adam's by > 2 paired SE",
     "sgld_error_le_1.5": "SGLD test error ≤ 1.5%",
 }
-METHODS = ("MAP-Adam", "SGLD", "pSGLD", "MeanFieldVI", "MAP-SGD")
+METHODS = ("MAP-Adam", "SGLD", "pSGLD", "MeanFieldVI", "Ensemble", "MAP-SGD")
+FROM_SCRATCH = ("MAP-Adam", "MAP-SGD", "Ensemble")  # the others start from MAP-Adam's network
 NETWORKS = {
     "mlp": ("MLP 784-400-400-10, ReLU", lambda seed: bnn.models.MLP(
         784, (400, 400), 10, "relu", rngs=nnx.Rngs(seed))),
@@ -103,6 +106,7 @@ def configs(s: dict, train_size: int) -> dict:
         "MeanFieldVI": bnn.MeanFieldVI(
             learning_rate=s["vi_lr"], epochs=s["vi_epochs"], batch_size=s["batch_size"],
             num_samples=s["num_samples"], init_scale=s["vi_init_scale"]),
+        "Ensemble": bnn.Ensemble(bnn.MAP("adam", s["adam_lr"], **fixed), s["ensemble_size"]),
     }
 
 
@@ -252,20 +256,20 @@ def run_network(name: str, args, train, test, record, keep_probs) -> None:
         on validation (pilots) or on test and validation, and its posterior."""
         nonlocal start, map_replicates
         method = configs(settings, n)[method_name]
-        is_map = method_name.startswith("MAP")
+        scratch = method_name in FROM_SCRATCH  # trains with MAP's validation split
         base, base_seconds, base_digest = origin
         tag = f"{name}|{args.seed}|{args.prior_scale}|{base_digest}|{describe(method, s)}"
         posterior, digest = fit_cached(
-            cache, tag, base, train if is_map else fit_train, method, key, args.progress)
+            cache, tag, base, train if scratch else fit_train, method, key, args.progress)
         seconds = posterior.info["benchmark_seconds"]
         row = {"method": method_name, "config": describe(method, s),
-               "num_draws": int(posterior.num_samples), "fit_seconds": round(seconds, 1),
-               "total_seconds": round(seconds + base_seconds, 1)}
+               "num_draws": int(posterior.num_samples),
+               "fit_seconds": round(seconds, 1), "total_seconds": round(seconds + base_seconds, 1)}
         if method_name in STEP:
             row["step_size"] = settings[STEP[method_name]]
-        if is_map:
-            row["best_epoch"] = posterior.info["best_epoch"]
-            row["epochs_run"] = posterior.info["epochs_run"]
+        if scratch:  # arrays of the members for an ensemble
+            row["best_epoch"] = np.asarray(posterior.info["best_epoch"]).tolist()
+            row["epochs_run"] = np.asarray(posterior.info["epochs_run"]).tolist()
         if not pilot:
             for set_name, x in sets.items():
                 probs = predict_cached(cache, digest, posterior, x, args.draw_batch_size)
@@ -274,7 +278,7 @@ def run_network(name: str, args, train, test, record, keep_probs) -> None:
                 scored = {**scores(probs, test.y), "se": standard_errors(replicates)}
                 if method_name == "MAP-Adam":
                     map_replicates[set_name] = replicates
-                elif not is_map:  # paired bootstrap SE of the difference from MAP-Adam
+                elif set_name in map_replicates:  # paired bootstrap SE of the difference
                     scored["vs_map"] = standard_errors(replicates, minus=map_replicates[set_name])
                 if set_name != "test":
                     row.setdefault("shifted", {})[set_name] = scored
@@ -295,11 +299,11 @@ def run_network(name: str, args, train, test, record, keep_probs) -> None:
         return bnn.BNN(model.network(posterior.point(0, draw)), prior, likelihood)
 
     for i, method_name in enumerate(m for m in METHODS if m in args.methods):
-        is_map = method_name.startswith("MAP")
-        if not is_map and start is None:
+        scratch = method_name in FROM_SCRATCH
+        if not scratch and start is None:
             raise ValueError(f"{method_name} starts from the MAP-Adam network: run MAP-Adam too")
         settings = {k: v[0] if isinstance(v, list) else v for k, v in s.items()}
-        origin, key = ((model, 0.0, "") if is_map else start), args.seed + i
+        origin, key = ((model, 0.0, "") if scratch else start), args.seed + i
         if method_name in STEP and len(s[STEP[method_name]]) > 1:
             # Pilot chains from the MAP network, one per step size, scored on validation;
             # the full chain continues the best one from its last position.
@@ -464,13 +468,12 @@ def write(out: Path, result: dict) -> None:
                       "difference from MAP-Adam ± paired SE:", "",
                       "| test set | method | error % | NLL | ECE | ECE vs MAP |",
                       "|---|---|---:|---:|---:|---:|"]
+            ref = next((r["shifted"] for r in shifted if r["method"] == "MAP-Adam"), None)
             for set_name in shifted[0]["shifted"]:
                 for r in shifted:
                     t = r["shifted"][set_name]
-                    ref = next(x["shifted"][set_name] for x in shifted
-                               if x["method"] == "MAP-Adam")
                     vs = "" if "vs_map" not in t else (
-                        f"{t['ece'] - ref['ece']:+.4f} ± {t['vs_map']['ece']:.4f}")
+                        f"{t['ece'] - ref[set_name]['ece']:+.4f} ± {t['vs_map']['ece']:.4f}")
                     lines.append(f"| {set_name} | {r['method']} | {_pm(t, 'error', 2)} | "
                                  f"{_pm(t, 'nll', 4)} | {_pm(t, 'ece', 4)} | {vs} |")
         if net.get("tuning"):
@@ -524,11 +527,11 @@ def parse_args(argv=None):
         "mlp": dict(batch_size=100, map_epochs=30, patience=0, adam_lr=1e-3, sgd_lr=0.01,
                     sgld_step=[1e-6], psgld_step=[4e-9], warmup_epochs=1.0, sgmcmc_epochs=20.0,
                     num_samples=40, tune_warmup_epochs=1.0, tune_epochs=2.0, tune_num_samples=10,
-                    vi_epochs=20, vi_lr=1e-3, vi_init_scale=1e-3),
+                    vi_epochs=20, vi_lr=1e-3, vi_init_scale=1e-3, ensemble_size=5),
         "cnn": dict(batch_size=128, map_epochs=3, patience=0, adam_lr=1e-3, sgd_lr=0.01,
                     sgld_step=[1e-6], psgld_step=[4e-9], warmup_epochs=0.25, sgmcmc_epochs=2.0,
                     num_samples=10, tune_warmup_epochs=1.0, tune_epochs=2.0, tune_num_samples=10,
-                    vi_epochs=2, vi_lr=1e-3, vi_init_scale=1e-3),
+                    vi_epochs=2, vi_lr=1e-3, vi_init_scale=1e-3, ensemble_size=5),
     }.items():
         for k, v in d.items():
             many = dict(type=float, nargs="+") if isinstance(v, list) else dict(type=type(v))
@@ -541,7 +544,7 @@ def parse_args(argv=None):
         for net in NETWORKS:
             for k, v in dict(map_epochs=1, sgmcmc_epochs=1.0, warmup_epochs=0.5, num_samples=4,
                              vi_epochs=1, tune_epochs=0.5, tune_warmup_epochs=0.5,
-                             tune_num_samples=2).items():
+                             tune_num_samples=2, ensemble_size=2).items():
                 setattr(args, f"{net}_{k}", v)
     if args.validation >= args.num_train:
         p.error("--validation must be smaller than --num-train")

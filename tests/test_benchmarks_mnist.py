@@ -42,7 +42,7 @@ def test_mnist_benchmark_writes_scores_and_keeps_other_networks(npz, tmp_path, m
             "num_val_eval": 1, "num_test": 1, "prior": "p", "started": "then"}
     (out / "mnist.json").write_text(json.dumps({"networks": {"cnn": kept}}))
     args = mnist.parse_args([
-        "--data", str(npz), "--networks", "mlp", "--methods", "MAP-Adam", "SGLD",
+        "--data", str(npz), "--networks", "mlp", "--methods", "MAP-Adam", "SGLD", "Ensemble",
         "--num-train", "400", "--validation", "100", "--num-val-eval", "50",
         "--prior-scale", "30", "--mlp-batch-size", "50", "--mlp-map-epochs", "5",
         "--mlp-adam-lr", "1e-2", "--mlp-sgmcmc-epochs", "1",
@@ -50,6 +50,7 @@ def test_mnist_benchmark_writes_scores_and_keeps_other_networks(npz, tmp_path, m
         "--mlp-sgld-step", "1e-6", "1e-5", "--mlp-tune-warmup-epochs", "0.5",
         "--mlp-tune-epochs", "0.5", "--mlp-tune-num-samples", "3", "--bootstrap", "50",
         "--cache", str(tmp_path / "cache"), "--shift-angles", "90", "--save-probs",
+        "--mlp-ensemble-size", "2",
     ])
     mnist.main(args)
 
@@ -58,8 +59,13 @@ def test_mnist_benchmark_writes_scores_and_keeps_other_networks(npz, tmp_path, m
     net = result["networks"]["mlp"]
     assert (net["num_train"], net["num_validation"], net["num_test"]) == (300, 100, 100)
     rows = {r["method"]: r for r in net["rows"]}
-    assert list(rows) == ["MAP-Adam", "SGLD"]
+    assert list(rows) == ["MAP-Adam", "SGLD", "Ensemble"]
     assert rows["MAP-Adam"]["num_draws"] == 1 and rows["SGLD"]["num_draws"] == 3
+    # The ensemble trains from scratch, two members, each with its own early stopping.
+    ensemble = rows["Ensemble"]
+    assert ensemble["num_draws"] == 2 and len(ensemble["best_epoch"]) == 2
+    assert ensemble["total_seconds"] == ensemble["fit_seconds"]
+    assert set(ensemble["vs_map"]) == {"error", "nll", "ece"}
     # SGLD's total time includes the MAP fit it starts from.
     assert rows["SGLD"]["total_seconds"] > rows["SGLD"]["fit_seconds"]
     for r in rows.values():
@@ -77,7 +83,8 @@ def test_mnist_benchmark_writes_scores_and_keeps_other_networks(npz, tmp_path, m
     assert "vs_map" in rows["SGLD"]["shifted"]["rot90"]
     assert "vs_map" not in rows["MAP-Adam"]["shifted"]["rot90"]
     with np.load(out / "mnist_probs.npz") as saved:
-        assert sorted(saved.files) == ["mlp/MAP-Adam/rot90", "mlp/MAP-Adam/test",
+        assert sorted(saved.files) == ["mlp/Ensemble/rot90", "mlp/Ensemble/test",
+                                       "mlp/MAP-Adam/rot90", "mlp/MAP-Adam/test",
                                        "mlp/SGLD/rot90", "mlp/SGLD/test", "y"]
         assert saved["mlp/SGLD/test"].shape == (100, 10) and saved["y"].shape == (100,)
         error = 100 * np.mean(saved["mlp/SGLD/rot90"].argmax(-1) != saved["y"])
