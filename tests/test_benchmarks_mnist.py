@@ -65,18 +65,18 @@ def test_mnist_benchmark_writes_scores_and_keeps_other_networks(npz, tmp_path, m
     ensemble = rows["Ensemble"]
     assert ensemble["num_draws"] == 2 and len(ensemble["best_epoch"]) == 2
     assert ensemble["total_seconds"] == ensemble["fit_seconds"]
-    assert set(ensemble["vs_map"]) == {"error", "nll", "ece"}
+    assert set(ensemble["vs_map"]) == {"error", "nll", "ece", "ece_eq"}
     # SGLD's total time includes the MAP fit it starts from.
     assert rows["SGLD"]["total_seconds"] > rows["SGLD"]["fit_seconds"]
     for r in rows.values():
         assert r["test"]["error"] < 20.0  # the bars are easy to tell apart
         assert 0 < r["test"]["nll"] < np.log(10) and 0 <= r["test"]["ece"] <= 1
-        assert set(r["test"]["se"]) == {"error", "nll", "ece"}
+        assert set(r["test"]["se"]) == {"error", "nll", "ece", "ece_eq"}
         assert r["test_calibration"]["accuracy"] == pytest.approx(1 - r["test"]["error"] / 100)
     assert set(net["goals"]) == {"sgld_error_le_map", "sgld_nll_below_map",
                                  "sgld_ece_below_map", "sgld_error_le_1.5"}
     assert set(net["goals"].values()) <= {"yes", "no", "tie"}
-    assert set(rows["SGLD"]["vs_map"]) == {"error", "nll", "ece"}
+    assert set(rows["SGLD"]["vs_map"]) == {"error", "nll", "ece", "ece_eq"}
     # Rotated by 90 degrees the bars stand upright: a covariate shift that costs accuracy.
     for r in rows.values():
         assert set(r["shifted"]) == {"rot90"} and r["shifted"]["rot90"]["error"] > 50
@@ -127,7 +127,7 @@ def test_bootstrap_standard_errors_are_binomial_and_paired():
     other = 0.99 * probs + 0.001
     paired = mnist.standard_errors(mnist.bootstrap(other, y, num_resamples=400), minus=reps)
     assert paired["error"] == 0 and paired["nll"] < se["nll"] / 3
-    assert mnist.standard_errors(reps, minus=reps) == {"error": 0, "nll": 0, "ece": 0}
+    assert mnist.standard_errors(reps, minus=reps) == {"error": 0, "nll": 0, "ece": 0, "ece_eq": 0}
 
 
 def test_calibration_tells_over_from_under_confidence():
