@@ -377,6 +377,10 @@ def main(args) -> dict:
         }
 
     stored = {}  # predictive probabilities on the test sets, for --save-probs
+    if args.save_probs and (out / "mnist_probs.npz").exists():
+        with np.load(out / "mnist_probs.npz") as f:  # other networks' are kept
+            if np.array_equal(f["y"], test.y):
+                stored.update({k: f[k] for k in f.files})
 
     def keep_probs(name, method, set_name, probs):
         if args.save_probs:

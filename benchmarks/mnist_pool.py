@@ -12,7 +12,9 @@ two standard errors:
 
 *total* is their quadrature sum, an approximate standard error of the mean difference
 under a new test set and new seeds. A difference is called lower (or higher) only beyond
-two total standard errors.
+the two-sided 95% point of Student's t, with the Welch–Satterthwaite degrees of freedom of
+the two parts (the seeds' SE has k − 1, the bootstrap's is taken as exact): with five
+seeds whose spread dominates, about 2.8 total SE rather than 2. One run decides nothing.
 
     python benchmarks/mnist_pool.py RUN_DIR [RUN_DIR ...] --out benchmarks/results
 """
@@ -24,11 +26,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import save_results  # noqa: E402
-from mnist import METRICS, bootstrap, lower  # noqa: E402
+from mnist import METRICS, bootstrap  # noqa: E402
 
 REFERENCE = "MAP-Adam"
 
@@ -47,15 +50,39 @@ def load_runs(folders) -> tuple[list[dict], np.ndarray]:
     return runs, labels
 
 
+def critical_value(se_test: float, se_seeds: float, num_runs: int) -> float:
+    """Two-sided 95% point of Student's t for a mean difference over its total SE, with the
+    Welch–Satterthwaite degrees of freedom (Welch 1947) of the seeds' part (k − 1) and the
+    test set's (taken as exact); NaN for a single run."""
+    if num_runs < 2:
+        return float("nan")
+    if se_seeds == 0:
+        return float(stats.norm.ppf(0.975))
+    df = (se_test**2 + se_seeds**2) ** 2 / (se_seeds**4 / (num_runs - 1))
+    return float(stats.t.ppf(0.975, df))
+
+
+def verdict(mean: float, se: float, critical: float) -> str:
+    """``lower`` or ``higher`` beyond ``critical`` standard errors, else ``tie``."""
+    if np.isnan(critical):
+        return "undecided (one run)"
+    return "lower" if mean < -critical * se else "higher" if mean > critical * se else "tie"
+
+
 def pool(runs: list[dict], y: np.ndarray, num_resamples: int) -> list[dict]:
     """One row per (network, method, test set, metric) present in every run."""
     common = set.intersection(*(set(r) for r in runs))
+    ref_reps = {}  # the reference's bootstrap replicates, per (run, network, test set)
     rows = []
     for net, method, set_name in sorted(common, key=lambda k: (k[:2], k[2] != "test", k[2])):
         if method == REFERENCE or (net, REFERENCE, set_name) not in common:
             continue
+        for i, r in enumerate(runs):
+            if (i, net, set_name) not in ref_reps:
+                ref_reps[i, net, set_name] = bootstrap(r[net, REFERENCE, set_name], y,
+                                                       num_resamples)
         reps = [(bootstrap(r[net, method, set_name], y, num_resamples),
-                 bootstrap(r[net, REFERENCE, set_name], y, num_resamples)) for r in runs]
+                 ref_reps[i, net, set_name]) for i, r in enumerate(runs)]
         for metric, (fn, digits) in METRICS.items():
             values = np.array([(fn(r[net, method, set_name], y), fn(r[net, REFERENCE, set_name], y))
                                for r in runs])
@@ -64,6 +91,7 @@ def pool(runs: list[dict], y: np.ndarray, num_resamples: int) -> list[dict]:
             se_test = float(np.std(mean_reps, ddof=1))
             se_seeds = float(np.std(diffs, ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else 0.0
             se = float(np.hypot(se_test, se_seeds))
+            critical = critical_value(se_test, se_seeds, len(runs))
             rows.append({"network": net, "method": method, "test_set": set_name,
                          "metric": metric, "method_mean": round(float(values[:, 0].mean()), digits),
                          "reference_mean": round(float(values[:, 1].mean()), digits),
@@ -71,8 +99,8 @@ def pool(runs: list[dict], y: np.ndarray, num_resamples: int) -> list[dict]:
                          "mean": round(float(diffs.mean()), digits + 1),
                          "se_test": round(se_test, digits + 1),
                          "se_seeds": round(se_seeds, digits + 1), "se": round(se, digits + 1),
-                         "verdict": {"yes": "lower", "no": "higher"}.get(
-                             lower(float(diffs.mean()), se), "tie")})
+                         "critical": round(critical, 2),
+                         "verdict": verdict(float(diffs.mean()), se, critical)})
     return rows
 
 
@@ -88,15 +116,18 @@ def main(args) -> dict:
         f"the method and for {REFERENCE}; the method's minus {REFERENCE}'s, per run and on "
         "average, ± standard errors from the test set's "
         "sampling (paired bootstrap), from the seeds (spread / √k) and both in quadrature; "
-        "*verdict*: lower or higher beyond two total SE, else tie.", "",
+        "*t*: the 95% point of Student's t that the mean must pass in total SE (Welch–"
+        "Satterthwaite degrees of freedom); *verdict*: lower or higher beyond it, else tie.",
+        "",
         f"| network | method | test set | metric | method | {REFERENCE} | difference per run | "
-        "mean difference | SE test | SE seeds | SE total | verdict |",
-        "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---|",
+        "mean difference | SE test | SE seeds | SE total | t | verdict |",
+        "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     lines += [f"| {r['network']} | {r['method']} | {r['test_set']} | {r['metric']} | "
               f"{r['method_mean']:g} | {r['reference_mean']:g} | "
               f"{', '.join(f'{d:+g}' for d in r['per_run'])} | {r['mean']:+g} | "
-              f"{r['se_test']:g} | {r['se_seeds']:g} | {r['se']:g} | {r['verdict']} |"
+              f"{r['se_test']:g} | {r['se_seeds']:g} | {r['se']:g} | {r['critical']:g} | "
+              f"{r['verdict']} |"
               for r in rows]
     save_results(Path(args.out), args.name, result, lines)
     print("\n".join(lines))

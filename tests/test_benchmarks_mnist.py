@@ -195,7 +195,8 @@ def test_pool_averages_runs_and_calls_a_clear_gain_lower(tmp_path):
         return p
 
     folders = []
-    for i, sharp in enumerate((0.99, 0.98)):  # MAP over-confident; "SGLD" near calibrated
+    sharpness = (0.99, 0.989, 0.991)  # MAP over-confident; "SGLD" near calibrated
+    for i, sharp in enumerate(sharpness):
         folder = tmp_path / f"seed{i}"
         folder.mkdir()
         np.savez(folder / "mnist_probs.npz", y=y, **{
@@ -208,7 +209,7 @@ def test_pool_averages_runs_and_calls_a_clear_gain_lower(tmp_path):
     assert {r["method"] for r in result["rows"]} == {"SGLD"}
     ece = rows["test", "ece"]
     direct = [mnist.metrics.ece(probs(0.9 + 0.002 * i), y) - mnist.metrics.ece(probs(s), y)
-              for i, s in enumerate((0.99, 0.98))]
+              for i, s in enumerate(sharpness)]
     np.testing.assert_allclose(ece["per_run"], direct, atol=1e-5)
     assert ece["mean"] == pytest.approx(np.mean(direct), abs=1e-5)
     assert ece["se"] == pytest.approx(np.hypot(ece["se_test"], ece["se_seeds"]), abs=1e-5)
@@ -221,3 +222,17 @@ def test_pool_averages_runs_and_calls_a_clear_gain_lower(tmp_path):
     np.savez(folders[1] / "mnist_probs.npz", y=(y + 1) % 10, **{"cnn/SGLD/test": probs(0.9)})
     with pytest.raises(ValueError, match="labels differ"):
         mnist_pool.load_runs(folders)
+
+
+def test_pool_critical_value_follows_student_t():
+    import mnist_pool
+
+    assert mnist_pool.critical_value(0.0, 1.0, 2) == pytest.approx(12.706, abs=1e-3)
+    assert mnist_pool.critical_value(0.0, 1.0, 5) == pytest.approx(2.776, abs=1e-3)
+    assert mnist_pool.critical_value(1.0, 0.0, 5) == pytest.approx(1.960, abs=1e-3)
+    # Equal parts, five runs: Welch–Satterthwaite gives (1 + 1)² / (1 / 4) = 16 dof.
+    assert mnist_pool.critical_value(1.0, 1.0, 5) == pytest.approx(2.120, abs=1e-3)
+    assert mnist_pool.verdict(-3.0, 1.0, 2.776) == "lower"
+    assert mnist_pool.verdict(-2.5, 1.0, 2.776) == "tie"
+    assert mnist_pool.verdict(3.0, 1.0, 2.776) == "higher"
+    assert mnist_pool.verdict(-3.0, 1.0, float("nan")).startswith("undecided")
