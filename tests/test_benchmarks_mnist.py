@@ -130,9 +130,10 @@ def test_bootstrap_standard_errors_are_binomial_and_paired():
     assert mnist.standard_errors(reps, minus=reps) == {"error": 0, "nll": 0, "ece": 0, "ece_eq": 0}
 
 
-def test_calibration_tells_over_from_under_confidence():
-    rng = np.random.default_rng(2)
-    n = 1000
+def _ninety_percent_right(n: int, seed: int):
+    """Labels ``y``, guesses right 90% of the time, and ``probs(top)``: predictives that
+    give each guess probability ``top`` and share the rest among the other nine classes."""
+    rng = np.random.default_rng(seed)
     y = rng.integers(0, 10, n)
     guess = np.where(rng.uniform(size=n) < 0.9, y, (y + 1) % 10)
 
@@ -141,6 +142,12 @@ def test_calibration_tells_over_from_under_confidence():
         p[np.arange(n), guess] = top
         return p
 
+    return y, guess, probs
+
+
+def test_calibration_tells_over_from_under_confidence():
+    n = 1000
+    y, guess, probs = _ninety_percent_right(n, seed=2)
     acc = float(np.mean(guess == y))
     over, under = mnist.calibration(probs(0.99), y), mnist.calibration(probs(0.7), y)
     assert over["overconfidence"] == pytest.approx(0.99 - acc, abs=1e-5)
@@ -184,16 +191,7 @@ def test_lower_needs_two_standard_errors():
 def test_pool_averages_runs_and_calls_a_clear_gain_lower(tmp_path):
     import mnist_pool
 
-    rng = np.random.default_rng(3)
-    n = 3000
-    y = rng.integers(0, 10, n)
-    guess = np.where(rng.uniform(size=n) < 0.9, y, (y + 1) % 10)
-
-    def probs(top):
-        p = np.full((n, 10), (1 - top) / 9)
-        p[np.arange(n), guess] = top
-        return p
-
+    y, _, probs = _ninety_percent_right(3000, seed=3)
     folders = []
     sharpness = (0.99, 0.989, 0.991)  # MAP over-confident; "SGLD" near calibrated
     for i, sharp in enumerate(sharpness):
