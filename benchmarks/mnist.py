@@ -328,9 +328,12 @@ def run_network(name: str, args, train, test, record, keep_probs) -> None:
         record(name, s, row, "rows")
 
 
-def lower(difference: float, se: float) -> str:
-    """``"yes"`` if ``difference`` < -2 ``se``, ``"no"`` if > 2 ``se``, else ``"tie"``."""
-    return "yes" if difference < -2 * se else "no" if difference > 2 * se else "tie"
+def lower(difference: float, se: float, critical: float = 2.0) -> str:
+    """``"yes"`` if ``difference`` < -``critical`` ``se``, ``"no"`` if > ``critical`` ``se``,
+    else ``"tie"``."""
+    if difference < -critical * se:
+        return "yes"
+    return "no" if difference > critical * se else "tie"
 
 
 def goals(rows: list[dict]) -> dict:

@@ -31,7 +31,7 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import save_results  # noqa: E402
-from mnist import METRICS, bootstrap  # noqa: E402
+from mnist import METRICS, bootstrap, lower  # noqa: E402
 
 REFERENCE = "MAP-Adam"
 
@@ -66,7 +66,7 @@ def verdict(mean: float, se: float, critical: float) -> str:
     """``lower`` or ``higher`` beyond ``critical`` standard errors, else ``tie``."""
     if np.isnan(critical):
         return "undecided (one run)"
-    return "lower" if mean < -critical * se else "higher" if mean > critical * se else "tie"
+    return {"yes": "lower", "no": "higher", "tie": "tie"}[lower(mean, se, critical)]
 
 
 def pool(runs: list[dict], y: np.ndarray, num_resamples: int) -> list[dict]:

@@ -33,7 +33,7 @@ from bayesnn.bnn import Batch
 
 __all__ = [
     "Checkpoint", "NonFiniteError", "RunResult", "all_finite", "buffer_slots", "first_rows",
-    "run_chunks", "scan_minibatches",
+    "run_chunks", "scan_minibatches", "store_row",
 ]
 
 
@@ -222,7 +222,7 @@ class Checkpoint(NamedTuple):
     fingerprint: str = ""
 
 
-_CHECKPOINT_FORMAT = "bayesnn.checkpoint/2"  # 2: kept draws only (1 held whole buffers)
+_CHECKPOINT_FORMAT = "bayesnn.checkpoint/3"  # 2: kept draws only; 3: SG-MCMC's bare buffers
 
 
 def _is_key(x) -> bool:
@@ -244,6 +244,12 @@ def buffer_slots(kept_per_chunk, steps_per_chunk: int) -> int:
     taken for per-step outputs when a failed chunk is searched for its step."""
     slots = int(np.max(kept_per_chunk)) + 1
     return slots + (slots == steps_per_chunk)
+
+
+def store_row(buffer, values, row):
+    """``buffer`` (a pytree of arrays with a leading row axis) with ``values`` at ``row``."""
+    return jax.tree.map(lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, row, 0),
+                        buffer, values)
 
 
 def first_rows(tree, k: int):

@@ -32,7 +32,7 @@ from bayesnn import likelihoods
 from bayesnn.bnn import BNN, Batch
 from bayesnn.data import Dataset
 from bayesnn.inference.base import check_chain_args, check_positive
-from bayesnn.inference.driver import buffer_slots, first_rows, run_chunks
+from bayesnn.inference.driver import buffer_slots, first_rows, run_chunks, store_row
 from bayesnn.inference.hyper import NOISE, Hierarchical, gibbs_hyper_update, weight_groups
 from bayesnn.inference.sharding import num_chain_devices, shard_chains
 from bayesnn.inference.slice import slice_sample
@@ -135,10 +135,7 @@ def run_sweeps(
             states, buffer, count = carry
             t, k = inp
             states, info = step_fn(k, states, x, y)
-            buffer = jax.tree.map(
-                lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, count, 0),
-                buffer, (position_fn(states), info),
-            )
+            buffer = store_row(buffer, (position_fn(states), info), count)
             return (states, buffer, count + keep[t]), None
 
         buffer = jax.tree.map(

@@ -38,7 +38,7 @@ from bayesnn.bnn import BNN, Batch
 from bayesnn.data import Augment, Dataset, augment_batch, check_batch_size, num_batches
 from bayesnn.data.batching import next_batch
 from bayesnn.inference.base import check_chain_args, check_positive, classic_threefry
-from bayesnn.inference.driver import buffer_slots, first_rows, run_chunks
+from bayesnn.inference.driver import buffer_slots, first_rows, run_chunks, store_row
 from bayesnn.inference.hmc import initial_positions
 from bayesnn.inference.hyper import NOISE, Hierarchical, gibbs_hyper_update
 from bayesnn.inference.map import MAP
@@ -246,12 +246,6 @@ def _hyper_step(key, hier: Hierarchical, model: BNN, old, new, precisions, epoch
     return jax.lax.cond(epoch_end, update, lambda: (new, precisions))
 
 
-def _store(draws, values, slot):
-    """``draws`` with ``values`` written at index ``slot`` of the leading axis."""
-    return jax.tree.map(lambda d, v: jax.lax.dynamic_update_index_in_dim(d, v, slot, 0),
-                        draws, values)
-
-
 def _skip_unkept() -> bool:
     """Whether :func:`_store_if` skips the copy at unkept steps: on CPU only. On a GPU a
     conditional costs more than the copy (38 µs a step on an H200, against 115 µs for the
@@ -260,12 +254,12 @@ def _skip_unkept() -> bool:
 
 
 def _store_if(keep, draws, values, slot):
-    """:func:`_store` at a kept step. Where unkept steps are not skipped
-    (:func:`_skip_unkept`), every step stores and the next kept draw overwrites what an
-    unkept one wrote (the buffer's last slot is scratch)."""
+    """:func:`~bayesnn.inference.driver.store_row` at a kept step. Where unkept steps are not
+    skipped (:func:`_skip_unkept`), every step stores and the next kept draw overwrites
+    what an unkept one wrote (the buffer's last slot is scratch)."""
     if _skip_unkept():
-        return jax.lax.cond(keep, _store, lambda d, *_: d, draws, values, slot)
-    return _store(draws, values, slot)
+        return jax.lax.cond(keep, store_row, lambda d, *_: d, draws, values, slot)
+    return store_row(draws, values, slot)
 
 
 def _max_abs(position) -> jax.Array:
@@ -408,7 +402,7 @@ class _SGMCMC(abc.ABC):
             (state, draws, _), max_abs = jax.lax.scan(
                 body, (state, draws, jnp.int32(0)), (ts, keys)
             )
-            return state, {"draws": draws, **({"max_abs_weight": max_abs} if trace else {})}
+            return state, ((draws, max_abs) if trace else draws)
 
         k_init, k_run = jax.random.split(key)
         positions, map_info = initial_positions(
@@ -420,16 +414,14 @@ class _SGMCMC(abc.ABC):
             chunk, shard_chains(_Chain(jax.vmap(kernel.init)(positions), epoch, precisions)),
             k_run, num_chunks, x, y, jnp.asarray(keep),
             steps_per_chunk=steps, desc=name, progress=progress, checkpoint=checkpoint,
-            select=lambda i, out: {**out, "draws": first_rows(out["draws"], kept_per_chunk[i])},
+            select=lambda i, out: first_rows(out, kept_per_chunk[i]),
             locate=partial(chunk, trace=True), hint="try a smaller step_size",
         )
         if not any(kept_per_chunk[: result.num_chunks_done]):
             raise RuntimeError(f"{name} was interrupted before its first draw")
-        draws = jax.tree.map(
-            lambda *chunks: np.moveaxis(np.concatenate(chunks), 0, 1),
-            *[out["draws"] for out in result.outputs],
+        draws, precisions = jax.tree.map(
+            lambda *chunks: np.moveaxis(np.concatenate(chunks), 0, 1), *result.outputs
         )
-        draws, precisions = draws
         kept_t = np.flatnonzero(keep)[: jax.tree.leaves(draws)[0].shape[1]]
         step_sizes = self.step_size * np.asarray(schedule(kept_t), np.float64)
         info = {
