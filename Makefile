@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	 echo "using $$python ($$($$python --version))"; \
 	 [ -x $(PY) ] || $$python -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,docs]'
+	$(PY) -m pip install -q -e '.[dev,docs,bench]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/speed.py --quick --out out/bench
 	$(PY) benchmarks/predict_memory.py --num-draws 100 --num-inputs 2000 --out out/bench
 	$(PY) benchmarks/augment_epoch.py --num-examples 256 --repeats 1 --out out/bench
+	$(PY) benchmarks/noise_generators.py --steps 20 --repeats 1 --out out/bench
 	$(PY) benchmarks/mnist.py --quick --data ../shared/data/mnist/mnist.npz --out out/bench
 	rm -f out/bench/uci.json
 	$(PY) benchmarks/uci.py --data-dir ../shared/data/uci --methods MAP SGLD --splits 1 \

@@ -11,6 +11,7 @@ from bayesnn.inference import (
     SGLD,
     CoordinateGibbs,
     Ensemble,
+    Hierarchical,
     HierarchicalNUTS,
     LatentGibbs,
     LowRankVI,
@@ -26,5 +27,5 @@ __version__ = "0.1.0"
 __all__ = [
     "BNN", "MAP", "NonFiniteError", "Posterior", "data", "fit", "likelihoods", "models", "priors",
     "Ensemble", "HMC", "MCDropout", "NUTS", "LowRankVI", "MeanFieldVI", "CoordinateGibbs",
-    "LatentGibbs", "HierarchicalNUTS", "SGLD", "PSGLD", "SGHMC",
+    "LatentGibbs", "Hierarchical", "HierarchicalNUTS", "SGLD", "PSGLD", "SGHMC",
 ]

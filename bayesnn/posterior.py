@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayesnn.bnn import BNN
+from bayesnn.data import check_finite
 
 __all__ = ["Posterior"]
 
@@ -181,6 +182,7 @@ class Posterior:
         if not np.issubdtype(x.dtype, np.number):
             raise TypeError(f"x must be numeric, got dtype {x.dtype}")
         self.model.check_inputs(x)
+        check_finite(x, "x")
         return x.astype(jnp.result_type(float)) if not np.issubdtype(x.dtype, np.floating) else x
 
     def _draw_chunks(self, size: int, key):

@@ -60,3 +60,15 @@ def test_bad_key_model_and_method(regressor):
         bnn.fit(object(), (X, y), METHOD, key=0)
     with pytest.raises(TypeError, match="method must be"):
         bnn.fit(regressor, (X, y), "adam", key=0)
+
+
+def test_checkpoint_of_other_values_with_the_same_shapes_is_refused(regressor, tmp_path):
+    y = X[:, :1] ** 2
+    path = tmp_path / "run.ckpt"
+    bnn.fit(regressor, (X, y), METHOD, key=0, checkpoint=path)
+    bnn.fit(regressor, (X, y), METHOD, key=0, checkpoint=path)  # the same run resumes
+    other_net = bnn.BNN(bnn.models.MLP(4, (8,), 1, rngs=nnx.Rngs(1)),
+                        likelihood=bnn.likelihoods.Gaussian())
+    for model, data in ((regressor, (X, -y)), (regressor, (X[::-1], y)), (other_net, (X, y))):
+        with pytest.raises(ValueError, match="belongs to a different run"):
+            bnn.fit(model, data, METHOD, key=0, checkpoint=path)

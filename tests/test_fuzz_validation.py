@@ -18,23 +18,27 @@ def _classifier():
 
 
 def _bad_data():
-    """(x, y) pairs that are wrong in one way each, drawn from a seeded generator."""
+    """``(x, y, what the message must say)``, wrong in one way each, from a seeded generator."""
     cases = []
     for _ in range(8):
         i, j = RNG.integers(0, 30), RNG.integers(0, 4)
         x = X.copy()
         x[i, j] = RNG.choice([np.nan, np.inf, -np.inf])
-        cases.append((x, LABELS))
+        cases.append((x, LABELS, f"NaN or inf \\(first at row {i}\\)"))
     for d in (1, 3, 5, 16):
-        cases.append((RNG.normal(size=(30, d)).astype(np.float32), LABELS))
+        cases.append((RNG.normal(size=(30, d)).astype(np.float32), LABELS,
+                      rf"shape \({d},\), but the network expects \(4,\)"))
     for bad in (-1, 3, 7, 100):
         y = LABELS.copy()
         y[RNG.integers(0, 30)] = bad
-        cases.append((X, y))
+        cases.append((X, y, rf"labels must lie in \[0, 3\); found min {min(bad, 0)}, "
+                            rf"max {max(bad, 2)}"))
     cases += [
-        (X, LABELS + 0.5), (X, LABELS.astype(str)), (X.astype(object), LABELS),
-        (X, np.eye(3)[LABELS]), (X, LABELS[:-1]), (X[:0], LABELS[:0]), (X[:, 0], LABELS),
-        (X.astype(str), LABELS), ([[1, 2]], [0]), (X, None),
+        (X, LABELS + 0.5, "whole numbers"), (X, LABELS.astype(str), "y must be numeric"),
+        (X.astype(object), LABELS, "x must be numeric"), (X, np.eye(3)[LABELS], "one-hot"),
+        (X, LABELS[:-1], "30 inputs and 29 targets"), (X[:0], LABELS[:0], "no examples"),
+        (X[:, 0], LABELS, "num_examples, features"), (X.astype(str), LABELS, "x must be numeric"),
+        ([[1, 2]], [0], r"shape \(2,\)"), (X, None, "y must be numeric"),
     ]
     return cases
 
@@ -43,9 +47,9 @@ def _raised_by_bayesnn(excinfo) -> bool:
     return any("bayesnn" in str(entry.path) for entry in excinfo.traceback[-3:])
 
 
-@pytest.mark.parametrize("x, y", _bad_data())
-def test_malformed_data(x, y):
-    with pytest.raises((ValueError, TypeError)) as excinfo:
+@pytest.mark.parametrize("x, y, message", _bad_data())
+def test_malformed_data(x, y, message):
+    with pytest.raises((ValueError, TypeError), match=message) as excinfo:
         bnn.fit(_classifier(), (x, y), bnn.MAP(epochs=1, batch_size=8), key=0)
     assert _raised_by_bayesnn(excinfo), excinfo.traceback[-1]
 
@@ -89,9 +93,14 @@ def test_batch_larger_than_data_and_bad_prediction_inputs():
     with pytest.raises(ValueError, match="larger than the dataset"):
         bnn.fit(model, (X, LABELS), bnn.SGLD(step_size=1e-3, batch_size=31), key=0)
     post = bnn.fit(model, (X, LABELS), bnn.MAP(epochs=1, batch_size=8), key=0)
-    for bad in (X[:, :3], X[0], X.astype(str)):
-        with pytest.raises((ValueError, TypeError)) as excinfo:
+    nan = X.copy()
+    nan[5, 1] = np.nan
+    for bad, message in ((X[:, :3], "expects"), (X[0], "num_examples"),
+                         (X.astype(str), "numeric"), (nan, r"NaN or inf \(first at row 5\)")):
+        with pytest.raises((ValueError, TypeError), match=message) as excinfo:
             post.predict(bad)
         assert _raised_by_bayesnn(excinfo)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="NaN or inf"):
+        post.log_predictive_density(nan, LABELS)
+    with pytest.raises(ValueError, match="labels must lie"):
         post.log_predictive_density(X, LABELS + 3)

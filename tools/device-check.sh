@@ -47,14 +47,16 @@ timeout -s INT "$test_limit" $PY -m pytest -q -n 8 -p no:cacheprovider \
 tests=$!
 
 # Seeds 0 (CPU) and 1-5 (H200) are recorded (benchmarks/results/gpu/), their predictives
-# not kept; new seeds pool among themselves. Their test, set before they run: is SGLD's
-# equal-mass ECE (ece_eq) lower than MAP-Adam's in the pool (mnist_pool.py's verdict)?
+# not kept; seeds 6-10 ran on CPU for the pre-registered equal-mass ECE test, which failed
+# (benchmarks/results/cpu_mnist_cnn_seeds6-10/). New seeds pool among themselves; their
+# open question is the rotated test sets: does a deep ensemble, unlike chains from one MAP
+# network, stay calibrated under the shift?
 #
 # pSGLD is left out to fit more seeds (about 100 s each beside the tests); when it runs
 # again, its grid goes a decade up: it chose 1e-9, the top of {1e-11, 1e-10, 1e-9}, in
 # three of those five seeds.
 runs=()
-for seed in ${SEEDS:-6 7 8 9 10}; do
+for seed in ${SEEDS:-11 12 13 14 15}; do
   limit=$(($(left) - 70))  # the pooling after the last seed needs up to a minute
   ((limit > 60)) || break
   stage "mnist cnn seed $seed (limit ${limit} s)"

@@ -6,6 +6,7 @@ from bayesnn.data.dataset import (
     Dataset,
     Standardizer,
     as_dataset,
+    check_finite,
     train_test_split,
     validation_split,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "Standardizer",
     "affine_matrix",
     "as_dataset",
+    "check_finite",
     "augment_batch",
     "check_batch_size",
     "epoch_batches",

@@ -13,6 +13,7 @@ from bayesnn.data.batching import take
 __all__ = [
     "Dataset",
     "as_dataset",
+    "check_finite",
     "train_test_split",
     "validation_split",
     "Standardizer",
@@ -38,7 +39,8 @@ def _float_dtype(a: np.ndarray) -> np.dtype:
     return np.dtype(np.float32)
 
 
-def _check_finite(a: np.ndarray, what: str) -> None:
+def check_finite(a: np.ndarray, what: str) -> None:
+    """Raise ``ValueError`` naming the rows of ``a`` (by its leading axis) with NaN or inf."""
     bad = ~np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1)
     if bad.any():
         raise ValueError(
@@ -95,10 +97,10 @@ def as_dataset(data, *, name: str = "data") -> Dataset:
         )
     if len(x) == 0:
         raise ValueError(f"{name} has no examples (x has shape {x.shape})")
-    _check_finite(x, f"{name}.x")
+    check_finite(x, f"{name}.x")
     x = x.astype(_float_dtype(x), copy=False)
     if y.dtype.kind == "f":
-        _check_finite(y, f"{name}.y")
+        check_finite(y, f"{name}.y")
         y = y.astype(_float_dtype(y), copy=False)
     return Dataset(x, y)
 

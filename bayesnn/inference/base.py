@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Protocol
 
@@ -107,14 +108,33 @@ def fit(
     progress : bool, optional
         Show a progress bar on runs longer than 2 s (default: on a terminal).
     checkpoint : path, optional
-        Save the run there every ``checkpoint_every`` chunks (an epoch or a block of
-        draws); if the file exists, resume from it. The resumed run's draws are identical
-        to those of an uninterrupted run with the same key.
+        Save the run there (its state, key, chunk counter and outputs so far) every
+        ``checkpoint_every`` chunks and at its end; if the file exists, resume from it. The
+        resumed run's draws are identical to those of an uninterrupted run with the same
+        key. A chunk is not an epoch: :class:`~bayesnn.MAP`, :class:`~bayesnn.Ensemble`,
+        :class:`~bayesnn.MCDropout` and the VI methods run as many whole epochs per chunk as
+        fit in 256 steps (at least one); SG-MCMC, the Gibbs samplers and
+        :class:`~bayesnn.HierarchicalNUTS` about 1/20 of their steps (fewer where a chunk's
+        draws would pass 64 MiB). :class:`~bayesnn.NUTS` and :class:`~bayesnn.HMC` run as
+        one NumPyro call and raise ``ValueError`` with a checkpoint.
+    checkpoint_every : int
+        A positive int: chunks between saves (default 1, after every chunk). The run's last
+        chunk, also one that ends it by early stopping, is always saved.
 
     Returns
     -------
     Posterior
-        Draws with leading ``(chain, draw)`` axes.
+        Draws with leading ``(chain, draw)`` axes. On Ctrl-C the chunk in progress is
+        dropped and the run returns what the finished chunks computed, with
+        ``info["interrupted"] = True`` (the checkpoint keeps its last save): MAP its best
+        weights so far (the last with ``save_best_only=False``), VI draws from the guide
+        fitted so far, SG-MCMC and the Gibbs samplers the draws kept so far. NUTS and HMC
+        run as one NumPyro call, which Ctrl-C aborts (``KeyboardInterrupt``).
+
+    Raises
+    ------
+    RuntimeError
+        When SG-MCMC or a Gibbs sampler is interrupted before its first kept draw.
     """
     if not isinstance(model, BNN):
         raise TypeError(f"model must be a bayesnn.BNN, got {type(model).__name__}")
@@ -129,6 +149,11 @@ def fit(
 
 
 def _fingerprint(model: BNN, data: Dataset, method) -> str:
-    """What a checkpoint must match to be resumed: method, model and data shapes."""
-    shapes = jax.tree.map(lambda a: a.shape, model.init_position)
-    return f"{method!r}|{model!r}|{shapes}|{data.x.shape}|{data.y.shape}"
+    """What a checkpoint must match to be resumed: the method, the model, and a digest of
+    the data's and the initial weights' values (equal shapes are not the same run)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for a in (*jax.tree.leaves(model.init_position), data.x, data.y):
+        a = np.ascontiguousarray(a)
+        digest.update(f"{a.dtype}{a.shape}".encode())
+        digest.update(a.tobytes())
+    return f"{method!r}|{model!r}|{digest.hexdigest()}"

@@ -1147,7 +1147,10 @@ class HierarchicalNUTS:
     hierarchical : Hierarchical
         The hyperpriors.
     num_samples, num_warmup, num_chains, thinning
-        NumPyro's meaning (``thinning``: NUTS steps per kept draw).
+        As :class:`CoordinateGibbs`, not NumPyro's meaning: each chain runs ``num_warmup +
+        num_samples * thinning`` steps (a step: the Gibbs update of the precisions, then
+        one NUTS update of the weights), discards the first ``num_warmup`` (NUTS adapts
+        during them) and keeps every ``thinning``-th after them, ``num_samples`` draws.
     target_accept_prob, max_tree_depth
         NUTS settings.
     batch_size : None

@@ -7,23 +7,19 @@ import bayesnn as bnn
 from bayesnn.arviz import rhat
 from bayesnn.bnn import Batch
 from bayesnn.inference.hmc import initial_positions
-from bayesnn.testing import assert_gaussian_matches, linear_posterior
+from bayesnn.testing import (
+    assert_gaussian_matches,
+    linear_model,
+    linear_posterior,
+    linear_weights,
+)
 
-PRIOR, NOISE = 1.0, 0.5
+PRIOR, NOISE = 0.7, 0.5  # a prior scale other than 1 tells a variance from a std
 STATS = {"step_size", "acceptance_rate", "diverging", "n_steps", "energy", "lp"}
 
 
 def _model(likelihood=None):
-    net = bnn.models.MLP(3, (), 1, rngs=nnx.Rngs(0))
-    return bnn.BNN(
-        net, bnn.priors.Normal(PRIOR), likelihood or bnn.likelihoods.Gaussian(scale=NOISE)
-    )
-
-
-def _weights(post) -> np.ndarray:
-    """``[w, b]`` of the linear model per draw, ``(chain, draw, 4)``."""
-    layer = post.draws["net"]["layers"][0]
-    return np.concatenate([np.asarray(layer["kernel"])[..., 0], np.asarray(layer["bias"])], -1)
+    return linear_model(3, PRIOR, likelihood or bnn.likelihoods.Gaussian(scale=NOISE))
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +36,13 @@ def nuts(linear):
 
 def test_nuts_recovers_the_linear_posterior(nuts, linear):
     mean, cov = linear_posterior(linear.x, linear.y, PRIOR, NOISE)
-    report = assert_gaussian_matches(_weights(nuts), mean, cov)
-    assert report["ess"] > 200
+    assert_gaussian_matches(linear_weights(nuts.draws), mean, cov, min_ess=200)
     pred = nuts.predict(linear.x)
     np.testing.assert_allclose(pred.mean[:, 0], np.c_[linear.x, np.ones(40)] @ mean, atol=0.05)
 
 
 def test_chains_differ_and_mix(nuts):
-    w = _weights(nuts)
+    w = linear_weights(nuts.draws)
     assert w.shape == (2, 400, 4) and (nuts.num_chains, nuts.num_draws) == (2, 400)
     assert not np.allclose(w[0], w[1])
     assert np.all(rhat(w) < 1.02), rhat(w)
@@ -82,7 +77,7 @@ def test_learned_noise_scale_and_same_key_same_draws(linear):
     assert post.info["num_divergent"] == 0
     assert 0.6 < post.info["sample_stats"]["acceptance_rate"].mean() <= 1.0
     mean, _ = linear_posterior(linear.x, linear.y, PRIOR, NOISE)
-    np.testing.assert_allclose(_weights(post).mean((0, 1)), mean, atol=0.1)
+    np.testing.assert_allclose(linear_weights(post.draws).mean((0, 1)), mean, atol=0.1)
 
 
 def test_hmc_from_map_keeps_point_estimates_at_their_map_values(linear):
@@ -160,8 +155,8 @@ def test_vectorized_chains_and_thinning(linear):
     post = bnn.fit(_model(), linear, method, key=3)
     assert (post.num_chains, post.num_draws) == (4, 500)
     mean, cov = linear_posterior(linear.x, linear.y, PRIOR, NOISE)
-    assert_gaussian_matches(_weights(post), mean, cov)
-    assert np.all(rhat(_weights(post)) < 1.01)
+    assert_gaussian_matches(linear_weights(post.draws), mean, cov)
+    assert np.all(rhat(linear_weights(post.draws)) < 1.01)
 
 
 @pytest.mark.slow

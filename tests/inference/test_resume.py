@@ -10,8 +10,11 @@ import time
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 import bayesnn as bnn
+from bayesnn.inference import driver
+from bayesnn.inference.hyper import GammaPrecision, Hierarchical
 
 PROBLEM = textwrap.dedent(
     """
@@ -78,3 +81,71 @@ def test_finished_checkpoint_returns_the_same_posterior(tmp_path):
     assert jax.tree.all(jax.tree.map(np.array_equal, first.point(), again.point()))
 
 
+def _tiny_model(learn_scale=False, dropout=0.0):
+    net = bnn.models.MLP(2, (4,), 1, dropout=dropout, rngs=nnx.Rngs(0))
+    return bnn.BNN(net, bnn.priors.Normal(1.0),
+                   bnn.likelihoods.Gaussian(scale=0.5, learn_scale=learn_scale))
+
+
+_HIER = Hierarchical(noise=GammaPrecision())
+_SG = {"batch_size": 16, "num_warmup": 0, "num_samples": 20, "thinning": 2, "num_chains": 2}
+_CHAINS = {"num_samples": 20, "num_warmup": 0, "num_chains": 2}
+# Every method that checkpoints, each run in at least 2 chunks (VI and MAP: 64 epochs of
+# 4 steps per chunk; samplers: 20 chunks), with the model's settings it needs.
+RESUMABLE = {
+    "MAP": ({}, bnn.MAP(epochs=80, batch_size=16)),
+    "MCDropout": ({"dropout": 0.2},
+                  bnn.MCDropout(bnn.MAP(epochs=80, batch_size=16), num_samples=2)),
+    "Ensemble": ({}, bnn.Ensemble(bnn.MAP(epochs=80, batch_size=16), size=2)),
+    "MeanFieldVI": ({}, bnn.MeanFieldVI(epochs=80, batch_size=16, num_samples=4)),
+    "LowRankVI": ({}, bnn.LowRankVI(rank=2, epochs=80, batch_size=16, num_samples=4)),
+    "SGLD": ({}, bnn.SGLD(1e-4, **_SG)),
+    "PSGLD": ({}, bnn.PSGLD(1e-5, **_SG)),
+    "SGHMC-hyper": ({"learn_scale": True}, bnn.SGHMC(1e-4, **_SG, hyper=_HIER)),
+    "CoordinateGibbs": ({}, bnn.CoordinateGibbs(**_CHAINS)),
+    "LatentGibbs": ({}, bnn.LatentGibbs(**_CHAINS)),
+    "HierarchicalNUTS": ({"learn_scale": True},
+                         bnn.HierarchicalNUTS(_HIER, num_samples=20, num_warmup=0)),
+}
+# Each case compiles its method three times (5-60 s on CPU): by default run one with PRNG
+# keys in its state and one with draw buffers, momenta and hyperparameters.
+FAST = {"MeanFieldVI", "SGHMC-hyper"}
+
+
+def _compared(post):
+    """What must survive an interruption: the draws and the per-draw or per-epoch records."""
+    keys = ("history", "sample_stats", "hyperparameters")
+    return post.draws, {k: post.info[k] for k in keys if k in post.info}
+
+
+@pytest.mark.parametrize("name", [
+    name if name in FAST else pytest.param(name, marks=pytest.mark.slow) for name in RESUMABLE
+])
+def test_run_interrupted_after_a_checkpoint_resumes_bit_identically(name, tmp_path,
+                                                                    monkeypatch):
+    settings, method = RESUMABLE[name]
+    model = _tiny_model(**settings)
+    data, _ = bnn.data.linear_regression(n=50, num_features=2, noise=0.5, key=0)
+    path = tmp_path / "run.ckpt"
+    save, saved = driver._save, []
+
+    def ctrl_c_after_save(*args):
+        save(*args)
+        raise KeyboardInterrupt  # as if pressed just after the first checkpoint
+
+    def record_save(checkpoint, state, outputs, done, *rest):
+        saved.append(done)
+        save(checkpoint, state, outputs, done, *rest)
+
+    monkeypatch.setattr(driver, "_save", ctrl_c_after_save)
+    with pytest.warns(UserWarning, match="interrupted after"):
+        part = bnn.fit(model, data, method, key=3, checkpoint=path)
+    assert part.info["interrupted"]
+    monkeypatch.setattr(driver, "_save", record_save)
+    resumed = bnn.fit(model, data, method, key=3, checkpoint=path)
+    monkeypatch.undo()
+    fresh = bnn.fit(model, data, method, key=3)
+
+    assert saved[0] == 2, saved  # it went on from where it stopped
+    assert not resumed.info["interrupted"]
+    jax.tree.map(np.testing.assert_array_equal, _compared(resumed), _compared(fresh))

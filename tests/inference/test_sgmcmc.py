@@ -3,6 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from scipy.linalg import solve_discrete_lyapunov
 
 import bayesnn as bnn
 from bayesnn.arviz import ess, rhat
@@ -16,12 +17,17 @@ from bayesnn.inference.sgmcmc import (
     PSGLDState,
     SGHMCState,
     gaussian_noise,
-    preconditioned_langevin,
     psgld,
     sghmc,
     sgld,
 )
-from bayesnn.testing import assert_gaussian_matches, linear_posterior, whiten
+from bayesnn.testing import (
+    assert_gaussian_matches,
+    linear_model,
+    linear_posterior,
+    linear_weights,
+    whiten,
+)
 
 POSITION = {"w": jnp.array([[0.5, -1.0], [2.0, 0.0]]), "b": jnp.array([0.3])}
 GRAD = {"w": jnp.array([[1.0, 2.0], [-3.0, 0.5]]), "b": jnp.array([-0.7])}
@@ -65,12 +71,6 @@ def test_psgld_step_is_li_et_al_algorithm_1_without_gamma():
     )
     _close(new.square_avg, v, rtol=1e-6)
     _close(new.position, expected, rtol=1e-5)
-
-
-def test_preconditioned_langevin_with_unit_preconditioner_is_sgld():
-    ones = jax.tree.map(jnp.ones_like, POSITION)
-    _close(preconditioned_langevin(KEY, POSITION, GRAD, ones, 0.1, 0.5),
-           sgld().step(KEY, sgld().init(POSITION), GRAD, 0.1, 0.5).position, rtol=1e-6)
 
 
 def test_sghmc_step_is_chen_et_al_eq_15():
@@ -143,7 +143,8 @@ def test_minibatch_gradients_average_to_the_full_gradient_over_an_epoch():
 
 # -- correctness on Bayesian linear regression -----------------------------------------
 
-NOISE, PRIOR = 0.5, 1.0
+# A prior scale other than 1 tells a prior variance from a prior std.
+NOISE, PRIOR = 0.5, 0.7
 
 
 @pytest.fixture(scope="module")
@@ -151,25 +152,21 @@ def linear():
     """Orthogonal design, N = 100; the posterior precisions are about N / σ² = 400."""
     data, _ = bnn.data.linear_regression(n=100, num_features=2, noise=NOISE, key=0,
                                          orthogonal=True)
-    net = bnn.models.MLP(2, (), 1, rngs=nnx.Rngs(0))
-    model = bnn.BNN(net, bnn.priors.Normal(PRIOR), bnn.likelihoods.Gaussian(scale=NOISE))
+    model = linear_model(2, PRIOR, bnn.likelihoods.Gaussian(scale=NOISE))
     mean, cov = linear_posterior(data.x, data.y, PRIOR, NOISE)
     return model, data, mean, cov, 1 / np.linalg.eigvalsh(cov).min()
 
 
-def _samples(post):
-    layer = post.draws["net"]["layers"][0]
-    return np.concatenate([np.asarray(layer["kernel"])[..., 0], np.asarray(layer["bias"])], -1)
-
-
 def _fit(linear, method):
     model, data, mean, cov, _ = linear
-    post = bnn.fit(model, data, method, key=0)
-    assert _samples(post).shape == (method.num_chains, method.num_samples, 3)
-    return _samples(post)
+    samples = linear_weights(bnn.fit(model, data, method, key=0).draws)
+    assert samples.shape == (method.num_chains, method.num_samples, 3)
+    return samples
 
 
-# 4 chains x (1000 warm-up + 1000 draws x 25 steps); ESS ~ 1000 for SGLD
+# 4 chains x (1000 warm-up + 1000 draws x 25 steps); ESS ~ 600-900 for SGLD. On a Gaussian
+# target the drift is linear, so the stationary mean is exact: the discretisation and the
+# minibatch noise inflate the covariance only (var_bias).
 RUN = {"num_chains": 4, "num_warmup": 1000, "num_samples": 1000, "thinning": 25}
 
 
@@ -179,16 +176,20 @@ def test_full_batch_sgld_recovers_the_linear_regression_posterior(linear):
     samples = _fit(linear, SGLD(eps, batch_size=None, **RUN))
     # Euler bias: the stationary variance along precision λ is 1 / (λ (1 - ελ/4)), a
     # relative excess of about ελ/4 = 1% at most.
-    assert_gaussian_matches(samples, mean, cov, bias=eps * lam_max / 4)
+    assert_gaussian_matches(samples, mean, cov, min_ess=400, var_bias=eps * lam_max / 4)
 
 
-def test_minibatch_sgld_recovers_the_posterior_with_independent_chains(linear):
+@pytest.mark.parametrize("b", [25, 30])  # 30: a partial (masked) last batch of 10
+def test_minibatch_sgld_recovers_the_posterior_with_independent_chains(linear, b):
     *_, mean, cov, lam_max = linear
-    eps, n, b = 0.04 / lam_max, 100, 25
+    eps, n = 0.04 / lam_max, 100
     samples = _fit(linear, SGLD(eps, batch_size=b, **RUN))
-    # Minibatch noise adds about (ε/4) Var(ĝ) ≲ (ελ/4)(N/b - 1) to the variance (less, as
-    # batches are drawn without replacement); with the Euler bias, (ελ/4) N/b = 4%.
-    assert_gaussian_matches(samples, mean, cov, bias=eps * lam_max / 4 * n / b)
+    # A batch of b_i real rows adds about (ε/4) Var(ĝ) ≲ (ελ/4)(N/b_i - 1) to the variance
+    # (less, as batches are drawn without replacement); with the Euler bias, (ελ/4) N/b_i
+    # on average over an epoch's batches: 4% (b = 25) or 5% (b = 30).
+    sizes = np.diff(np.r_[0:n:b, n])
+    assert_gaussian_matches(samples, mean, cov, min_ess=400,
+                            var_bias=eps * lam_max / 4 * np.mean(n / sizes))
     # chains are independent: whitened draws of different chains are uncorrelated
     u = whiten(samples, mean, cov)
     ess_per_chain = ess(u[:1]).min()
@@ -203,15 +204,66 @@ def test_sghmc_recovers_the_posterior(linear):
     # ηλ = 0.01: Euler bias ≈ ηλ/4; the minibatch noise (b = 10) is not corrected (β̂ = 0).
     run = dict(RUN, thinning=12)  # mixes twice as fast as SGLD: ESS ~ 1000 in half the steps
     samples = _fit(linear, SGHMC(0.01 / lam_max, alpha=0.2, batch_size=10, **run))
-    assert_gaussian_matches(samples, mean, cov, bias=0.05)
+    assert_gaussian_matches(samples, mean, cov, min_ess=600, var_bias=0.05)
+
+
+def _sghmc_ar2(lam, eta, alpha, thinning, num_lags):
+    """Stationary variance and autocorrelations of full-batch SGHMC on N(0, 1/λ).
+
+    With ``ĝ = -λθ`` a step of :func:`~bayesnn.inference.sgmcmc.sghmc_dynamics` is linear,
+    ``(θ, v) ← A (θ, v) + √(2αη) ξ (1, 1)`` with ``A = [[1 - ηλ, 1 - α], [-ηλ, 1 - α]]``:
+    an AR(2) process in θ, whose stationary covariance ``S = A S Aᵀ + 2αη 11ᵀ``.
+
+    Returns
+    -------
+    Var(θ), and the autocorrelations of θ at lags ``0 … num_lags`` draws (of
+    ``thinning`` steps each).
+    """
+    a = np.array([[1 - eta * lam, 1 - alpha], [-eta * lam, 1 - alpha]])
+    cov = solve_discrete_lyapunov(a, 2 * alpha * eta * np.ones((2, 2)))
+    step, lagged = np.linalg.matrix_power(a, thinning), [cov]
+    for _ in range(num_lags):
+        lagged.append(step @ lagged[-1])
+    return cov[0, 0], np.array([c[0, 0] for c in lagged]) / cov[0, 0]
+
+
+def test_sghmc_autocorrelations_are_the_closed_form_ar2s(linear):
+    """Along each eigenvector of the posterior precision, full-batch SGHMC is an AR(2)
+    process (:func:`_sghmc_ar2`): the draws match its exact stationary variance (Euler bias
+    included) and its lag-1 and lag-2 autocorrelations, which depend on the friction."""
+    *_, mean, cov, lam_max = linear
+    eta, alpha, thinning, num_lags = 0.01 / lam_max, 0.5, 12, 100
+    samples = _fit(linear, SGHMC(eta, alpha=alpha, batch_size=None, **dict(RUN, thinning=thinning)))
+    lam, vecs = np.linalg.eigh(np.linalg.inv(cov))
+    var, rho = zip(*(_sghmc_ar2(l, eta, alpha, thinning, num_lags) for l in lam), strict=True)
+    assert_gaussian_matches(samples, mean, vecs @ np.diag(var) @ vecs.T, min_ess=300)
+    y = (samples - mean) @ vecs / np.sqrt(var)  # (chain, draw, eigenvector), unit variance
+    num_chains, n = y.shape[:2]
+    z = 4.0
+    for i, r in enumerate(rho):
+        sym = np.r_[r[:0:-1], r]  # ρ_j for j = -L … L
+        for k in (1, 2):
+            estimate = np.mean(y[:, k:, i] * y[:, :-k, i]) / np.mean(y[..., i] ** 2)
+            # Bartlett's formula for the variance of a sample autocorrelation
+            j = np.arange(k, len(sym) - k)
+            bartlett = np.sum(sym[j] ** 2 + sym[j + k] * sym[j - k]
+                              - 4 * r[k] * sym[j] * sym[j - k] + 2 * r[k] ** 2 * sym[j] ** 2)
+            assert abs(estimate - r[k]) < z * np.sqrt(bartlett / (n * num_chains)), (i, k)
 
 
 def test_psgld_recovers_the_posterior(linear):
     *_, mean, cov, _ = linear
-    # Without Γ, the preconditioner must change slowly next to the chain: alpha = 0.999.
-    # ε G λ ≈ ε N √λ ≈ 0.04 (G ≈ N / √λ at stationarity).
-    samples = _fit(linear, PSGLD(2e-5, alpha=0.999, batch_size=50, **RUN))
-    assert_gaussian_matches(samples, mean, cov, bias=0.05)
+    n, b, eps = 100, 50, 2e-5
+    # Without Γ, the preconditioner must change slowly next to the chain: alpha = 0.999
+    # (0.99 inflates the variance by ~25%; 16 chains give the ESS to tell them apart).
+    samples = _fit(linear, PSGLD(eps, alpha=0.999, batch_size=b, **dict(RUN, num_chains=16)))
+    # With V ≈ E[ĝ²] / N², E[ĝ ĝᵀ] ⪰ Λ (the posterior precision) at stationarity, and λ
+    # negligible, G ≲ N / √diag(Λ): the chain is SGLD on the precision G^½ Λ G^½, with the
+    # Euler and minibatch bias of the SGLD tests (G λ ε / 4) N/b ≈ 2%.
+    precision = np.linalg.inv(cov)
+    root_g = np.sqrt(n / np.sqrt(np.diag(precision)))
+    lam_g = np.linalg.eigvalsh(root_g[:, None] * precision * root_g).max()
+    assert_gaussian_matches(samples, mean, cov, min_ess=1500, var_bias=eps * lam_g / 4 * n / b)
 
 
 def test_cold_posterior_temperature_scales_the_covariance(linear):
@@ -222,10 +274,10 @@ def test_cold_posterior_temperature_scales_the_covariance(linear):
     eps = 0.08 / lam_max
     run = dict(RUN, num_samples=500)
     samples = _fit(linear, SGLD(eps, batch_size=None, temperature=temp, **run))
-    report = assert_gaussian_matches(samples, mean, temp * cov, bias=eps * lam_max / 4)
+    assert_gaussian_matches(samples, mean, temp * cov, min_ess=200,
+                            var_bias=eps * lam_max / 4)
     with pytest.raises(AssertionError, match="var"):  # and is clearly not the T = 1 posterior
-        assert_gaussian_matches(samples, mean, cov, bias=eps * lam_max / 4)
-    assert report["ess"] > 200
+        assert_gaussian_matches(samples, mean, cov, var_bias=eps * lam_max / 4)
 
 
 # -- the loop ---------------------------------------------------------------------------

@@ -3,13 +3,11 @@
 import jax
 import numpy as np
 import pytest
-from flax import nnx
-from scipy import stats
 
 import bayesnn as bnn
-from bayesnn.arviz import ess
 from bayesnn.inference.hyper import GammaPrecision, Hierarchical
 from bayesnn.inference.sgmcmc import PSGLD, SGHMC, SGLD
+from bayesnn.testing import assert_hyper_matches, hyper_posterior, linear_model
 
 HIER = Hierarchical(GammaPrecision(alpha=2.0, scale=1.0), noise=GammaPrecision(2.0, 0.5))
 
@@ -19,37 +17,8 @@ def linear():
     """Bayesian linear regression, N = 40, 2 features and a bias in one precision group."""
     data, _ = bnn.data.linear_regression(n=40, num_features=2, noise=0.5, key=0,
                                          orthogonal=True)
-    net = bnn.models.MLP(2, (), 1, rngs=nnx.Rngs(0))
     lik = bnn.likelihoods.Gaussian(scale=0.5, learn_scale=True)
-    return bnn.BNN(net, bnn.priors.Normal(1.0), lik), data
-
-
-def hyper_posterior(x, y, weights: GammaPrecision, noise: GammaPrecision, num=400):
-    """Mean, sd and kurtosis of the marginals of ``p(τ_w, τ_n | y)`` on a grid.
-
-    With ``w ~ N(0, I/τ_w)`` on ``[x, 1]`` and noise precision ``τ_n``, the weights
-    integrate out: ``y | τ ~ N(0, I/τ_n + [x, 1][x, 1]ᵀ/τ_w)``, diagonal in the
-    eigenbasis of ``[x, 1][x, 1]ᵀ``.
-    """
-    design = np.hstack([x, np.ones((len(x), 1))])
-    lam, u = np.linalg.eigh(design @ design.T)
-    z2 = (u.T @ y[:, 0]) ** 2
-    log_tau = np.linspace(-6.0, 6.0, num)
-    lw, ln = log_tau[:, None, None], log_tau[None, :, None]
-    var = np.exp(-ln) + np.exp(-lw) * np.clip(lam, 0, None)
-    logp = -0.5 * np.sum(np.log(var) + z2 / var, axis=-1)
-    for lt, prior in ((lw[..., 0], weights), (ln[..., 0], noise)):  # + log-Jacobian of log τ
-        logp = logp + stats.gamma(prior.shape, scale=1 / prior.rate).logpdf(np.exp(lt)) + lt
-    p = np.exp(logp - logp.max())
-    p /= p.sum()
-    out = {}
-    for name, axis in (("layers/0", 1), ("noise", 0)):
-        m, tau = p.sum(axis=axis), np.exp(log_tau)
-        assert m[0] < 1e-6 and m[-1] < 1e-6  # the grid holds the posterior
-        mean = np.sum(m * tau)
-        sd = np.sqrt(np.sum(m * (tau - mean) ** 2))
-        out[name] = mean, sd, np.sum(m * (tau - mean) ** 4) / sd**4
-    return out
+    return linear_model(2, 1.0, lik), data
 
 
 def test_sgld_precision_draws_match_the_closed_form_hyper_posterior(linear):
@@ -60,16 +29,8 @@ def test_sgld_precision_draws_match_the_closed_form_hyper_posterior(linear):
                   thinning=8, hyper=HIER)
     post = bnn.fit(model, data, method, key=0)
     tau = post.info["hyperparameters"]
-    assert set(tau) == {"layers/0", "noise"}
-    z = 4.0
-    for name, (mean, sd, kurtosis) in exact.items():
-        draws = np.asarray(tau[name])
-        assert draws.shape == (4, 500)
-        n_eff = float(ess(draws))
-        assert n_eff > 300
-        assert abs(draws.mean() - mean) < z * sd / np.sqrt(n_eff), name
-        # sd of a sample sd ≈ sd √((κ - 1) / (4 n))
-        assert abs(draws.std() / sd - 1) < z * np.sqrt((kurtosis - 1) / (4 * n_eff)), name
+    assert set(tau) == {"layers/0", "noise"} and tau["noise"].shape == (4, 500)
+    assert_hyper_matches(tau, exact, min_ess=300)
     # the position carries the sampled noise std, for predictions
     np.testing.assert_allclose(post.draws["lik"]["log_scale"], -0.5 * np.log(tau["noise"]),
                                rtol=1e-5)

@@ -1,0 +1,117 @@
+"""The cost of SG-MCMC's per-step noise: 670k standard normals inside a ``lax.scan``.
+
+A diagnosis, not a ratio with a target. The number of normals is the parameter count of
+``mnist_mlp()``, one per weight per SGLD step. Each row is a loop of ``--steps`` steps
+that adds ``1e-3 ×`` the draws to a vector, timed after compilation (median of
+``--repeats``), against a loop that adds a constant (``add only``):
+
+- ``threefry fused``: :func:`bayesnn.prng.normal`, the library's generator;
+- ``rng_bit_generator PHILOX`` / ``THREE_FRY``: XLA's own generator, the bits turned into
+  normals by the same transform (JAX's ``rbg`` keys use it);
+- ``... bits``: the 32-bit words alone, without the transform to normals.
+
+Writes ``noise_generators.json`` and ``noise_generators.md`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import machine, save_results  # noqa: E402
+
+from bayesnn import prng  # noqa: E402
+
+SIZE = 669_706  # mnist_mlp()'s weights
+
+
+def _to_normal(bits):
+    """``jax.random.normal``'s transform: 23 bits → uniform on (-1, 1) → √2 erf⁻¹."""
+    one = np.array(1.0, np.float32)
+    lo = np.nextafter(np.float32(-1.0), np.float32(0.0))
+    floats = lax.bitcast_convert_type((bits >> np.uint32(9)) | one.view(np.uint32), jnp.float32)
+    return np.float32(np.sqrt(2)) * lax.erf_inv(jnp.maximum(lo, (floats - one) * (one - lo) + lo))
+
+
+def _threefry(transform):
+    def draw(key):
+        key, sub = jax.random.split(key)
+        if transform:
+            return key, prng.normal(sub, (SIZE,))
+        words = jax.random.key_data(sub)
+        return key, prng._bits32(words[0], words[1], SIZE).astype(jnp.float32)
+    return jax.random.key(0, impl="threefry2x32"), draw
+
+
+def _xla(algorithm, transform):
+    def draw(state):
+        state, bits = lax.rng_bit_generator(state, (SIZE,), dtype=jnp.uint32,
+                                            algorithm=algorithm)
+        return state, _to_normal(bits) if transform else bits.astype(jnp.float32)
+    return jnp.array([1, 2, 3, 4], jnp.uint32), draw
+
+
+GENERATORS = {
+    "add only": (jnp.zeros(()), lambda state: (state, jnp.float32(1.0))),
+    "threefry fused": _threefry(True),
+    "rng_bit_generator PHILOX": _xla(lax.RandomAlgorithm.RNG_PHILOX, True),
+    "rng_bit_generator THREE_FRY": _xla(lax.RandomAlgorithm.RNG_THREE_FRY, True),
+    "threefry fused bits": _threefry(False),
+    "rng_bit_generator PHILOX bits": _xla(lax.RandomAlgorithm.RNG_PHILOX, False),
+}
+
+
+def ms_per_step(state, draw, steps: int, repeats: int) -> float:
+    """Median ms per step of a scan of ``steps`` draws added to a vector."""
+    def step(carry, _):
+        state, x = carry
+        state, noise = draw(state)
+        return (state, x + 1e-3 * noise), None
+
+    loop = jax.jit(lambda c: lax.scan(step, c, None, length=steps)[0])
+    carry = (state, jnp.zeros(SIZE, jnp.float32))
+    jax.block_until_ready(loop(carry))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(loop(carry))
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times)) / steps
+
+
+def main(args) -> dict:
+    rows = {}
+    for name, (state, draw) in GENERATORS.items():
+        rows[name] = round(ms_per_step(state, draw, args.steps, args.repeats), 3)
+        print(f"{name:32s} {rows[name]:7.3f} ms/step", flush=True)
+    result = {"machine": machine(), "size": SIZE, "steps": args.steps, "ms_per_step": rows}
+    m = result["machine"]
+    lines = [f"# {SIZE:,} normals per step inside a scan", "",
+             f"{m['cpu']}, {m['cores']} cores, {m['device']}, load average "
+             f"{m['load_average_1min']}; jax {m['jax']}; commit `{m['commit']}`; {args.steps} "
+             f"steps, median of {args.repeats} runs.", "",
+             "| generator | ms / step |", "|---|---:|"]
+    lines += [f"| {name} | {ms} |" for name, ms in rows.items()]
+    save_results(Path(args.out), "noise_generators", result, lines)
+    return result
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default="benchmarks/results")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    main(parse_args())
