@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["threefry2x32", "normal"]
+__all__ = ["threefry2x32", "normal", "bits_to_normal"]
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _PARITY = np.uint32(0x1BD11BDA)
@@ -79,9 +79,8 @@ def _bits32(k0, k1, size: int):
 def normal(key, shape=(), dtype=jnp.float32) -> jax.Array:
     """Standard normal draws, equal to ``jax.random.normal`` under the classic Threefry.
 
-    The uniform ``u`` on ``(-1, 1)`` comes from the 23 high bits of each word as the
-    mantissa of a float in ``[1, 2)``, and ``√2 · erf⁻¹(u)`` is the normal, exactly as
-    JAX computes it, but in one fused pass. For float dtypes other than float32, or keys
+    The hashed words become normals by :func:`bits_to_normal`, exactly as JAX computes
+    them, but in one fused pass. For float dtypes other than float32, or keys
     of another PRNG implementation, it calls ``jax.random.normal`` with the classic
     Threefry.
 
@@ -105,9 +104,17 @@ def normal(key, shape=(), dtype=jnp.float32) -> jax.Array:
     size = math.prod(shape)
     if size == 0:
         return jnp.zeros(shape, dtype)
-    bits = _bits32(*words, size)
+    return bits_to_normal(_bits32(*words, size)).reshape(shape)
+
+
+def bits_to_normal(bits) -> jax.Array:
+    """float32 standard normals from uint32 words, as ``jax.random.normal`` makes them.
+
+    The 23 high bits of each word are the mantissa of a float in ``[1, 2)``, mapped to a
+    uniform ``u`` on ``(-1, 1)``; the normal is ``√2 · erf⁻¹(u)``.
+    """
     one = np.array(1.0, np.float32)
     lo = np.nextafter(np.float32(-1.0), np.float32(0.0))
     floats = lax.bitcast_convert_type((bits >> np.uint32(9)) | one.view(np.uint32), jnp.float32)
-    u = jnp.maximum(lo, ((floats - one) * (one - lo) + lo).reshape(shape))
+    u = jnp.maximum(lo, (floats - one) * (one - lo) + lo)
     return np.float32(np.sqrt(2)) * lax.erf_inv(u)

@@ -7,7 +7,7 @@ that adds ``1e-3 ×`` the draws to a vector, timed after compilation (median of
 
 - ``threefry fused``: :func:`bayesnn.prng.normal`, the library's generator;
 - ``rng_bit_generator PHILOX`` / ``THREE_FRY``: XLA's own generator, the bits turned into
-  normals by the same transform (JAX's ``rbg`` keys use it);
+  normals by the same :func:`bayesnn.prng.bits_to_normal` (JAX's ``rbg`` keys use it);
 - ``... bits``: the 32-bit words alone, without the transform to normals.
 
 Writes ``noise_generators.json`` and ``noise_generators.md`` to ``--out``.
@@ -34,14 +34,6 @@ from bayesnn import prng  # noqa: E402
 SIZE = 669_706  # mnist_mlp()'s weights
 
 
-def _to_normal(bits):
-    """``jax.random.normal``'s transform: 23 bits → uniform on (-1, 1) → √2 erf⁻¹."""
-    one = np.array(1.0, np.float32)
-    lo = np.nextafter(np.float32(-1.0), np.float32(0.0))
-    floats = lax.bitcast_convert_type((bits >> np.uint32(9)) | one.view(np.uint32), jnp.float32)
-    return np.float32(np.sqrt(2)) * lax.erf_inv(jnp.maximum(lo, (floats - one) * (one - lo) + lo))
-
-
 def _threefry(transform):
     def draw(key):
         key, sub = jax.random.split(key)
@@ -56,7 +48,7 @@ def _xla(algorithm, transform):
     def draw(state):
         state, bits = lax.rng_bit_generator(state, (SIZE,), dtype=jnp.uint32,
                                             algorithm=algorithm)
-        return state, _to_normal(bits) if transform else bits.astype(jnp.float32)
+        return state, prng.bits_to_normal(bits) if transform else bits.astype(jnp.float32)
     return jnp.array([1, 2, 3, 4], jnp.uint32), draw
 
 

@@ -23,3 +23,22 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared test data not found at {path} (set BAYESNN_DATA_DIR)")
     return path
+
+
+@pytest.fixture
+def ctrl_c_after(monkeypatch):
+    """``ctrl_c_after(k)``: the next fit stops as at a Ctrl-C once its ``k``-th chunk is done
+    and checkpointed (the driver saves after every chunk by default)."""
+    from bayesnn.inference import driver
+
+    save = driver._save
+
+    def arm(chunks: int) -> None:
+        def save_then_interrupt(checkpoint, state, outputs, done, *rest):
+            save(checkpoint, state, outputs, done, *rest)
+            if done == chunks:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(driver, "_save", save_then_interrupt)
+
+    return arm

@@ -16,19 +16,6 @@ SGLD = bnn.SGLD(1e-4, batch_size=16, num_warmup=20, num_samples=10, thinning=2,
                 num_chains=2, schedule=PolynomialDecay(b=5.0))
 
 
-def _ctrl_c_after_chunk(monkeypatch, chunks):
-    """Make the next run stop as at a Ctrl-C once ``chunks`` chunks are done (its
-    checkpoint is saved after every chunk)."""
-    save = driver._save
-
-    def save_then_interrupt(checkpoint, state, outputs, done, *rest):
-        save(checkpoint, state, outputs, done, *rest)
-        if done == chunks:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(driver, "_save", save_then_interrupt)
-
-
 @pytest.fixture(scope="module")
 def sgld_problem():
     net = bnn.models.MLP(2, (4,), 1, rngs=nnx.Rngs(0))
@@ -37,10 +24,10 @@ def sgld_problem():
     return model, data
 
 
-def test_sgmcmc_interrupted_returns_the_draws_so_far(sgld_problem, tmp_path, monkeypatch):
+def test_sgmcmc_interrupted_returns_the_draws_so_far(sgld_problem, tmp_path, ctrl_c_after):
     model, data = sgld_problem
     full = bnn.fit(model, data, SGLD, key=0)
-    _ctrl_c_after_chunk(monkeypatch, 13)
+    ctrl_c_after(13)
     with pytest.warns(UserWarning, match="interrupted after 26 steps"):
         part = bnn.fit(model, data, SGLD, key=0, checkpoint=tmp_path / "run.ckpt")
 
@@ -55,9 +42,9 @@ def test_sgmcmc_interrupted_returns_the_draws_so_far(sgld_problem, tmp_path, mon
                                rtol=1e-6)
 
 
-def test_sgmcmc_interrupted_during_warmup_says_so(sgld_problem, tmp_path, monkeypatch):
+def test_sgmcmc_interrupted_during_warmup_says_so(sgld_problem, tmp_path, ctrl_c_after):
     model, data = sgld_problem
-    _ctrl_c_after_chunk(monkeypatch, 10)  # the last warm-up chunk
+    ctrl_c_after(10)  # the last warm-up chunk
     with pytest.warns(UserWarning, match="interrupted"), pytest.raises(
             RuntimeError, match="SGLD was interrupted before its first draw"):
         bnn.fit(model, data, SGLD, key=0, checkpoint=tmp_path / "run.ckpt")
@@ -76,10 +63,10 @@ def _sweeps(**kwargs):
                       desc="Gibbs", **kwargs)
 
 
-def test_gibbs_interrupted_returns_the_draws_so_far(tmp_path, monkeypatch):
+def test_gibbs_interrupted_returns_the_draws_so_far(tmp_path, ctrl_c_after):
     draws, stats, _, interrupted = _sweeps()
     assert draws.shape == (2, 10, 3) and not interrupted
-    _ctrl_c_after_chunk(monkeypatch, 8)
+    ctrl_c_after(8)
     with pytest.warns(UserWarning, match="interrupted after 16 steps"):
         part, part_stats, _, interrupted = _sweeps(checkpoint=driver.Checkpoint(tmp_path / "c"))
     assert interrupted and part.shape == (2, 3, 3)  # sweeps 11, 13 and 15
@@ -87,8 +74,8 @@ def test_gibbs_interrupted_returns_the_draws_so_far(tmp_path, monkeypatch):
     np.testing.assert_array_equal(part_stats["step"], stats["step"][:, :3])
 
 
-def test_gibbs_interrupted_during_warmup_says_so(tmp_path, monkeypatch):
-    _ctrl_c_after_chunk(monkeypatch, 5)
+def test_gibbs_interrupted_during_warmup_says_so(tmp_path, ctrl_c_after):
+    ctrl_c_after(5)
     with pytest.warns(UserWarning, match="interrupted"), pytest.raises(
             RuntimeError, match="Gibbs was interrupted before its first draw"):
         _sweeps(checkpoint=driver.Checkpoint(tmp_path / "c"))

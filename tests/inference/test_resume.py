@@ -122,22 +122,18 @@ def _compared(post):
     name if name in FAST else pytest.param(name, marks=pytest.mark.slow) for name in RESUMABLE
 ])
 def test_run_interrupted_after_a_checkpoint_resumes_bit_identically(name, tmp_path,
-                                                                    monkeypatch):
+                                                                    monkeypatch, ctrl_c_after):
     settings, method = RESUMABLE[name]
     model = _tiny_model(**settings)
     data, _ = bnn.data.linear_regression(n=50, num_features=2, noise=0.5, key=0)
     path = tmp_path / "run.ckpt"
     save, saved = driver._save, []
 
-    def ctrl_c_after_save(*args):
-        save(*args)
-        raise KeyboardInterrupt  # as if pressed just after the first checkpoint
-
     def record_save(checkpoint, state, outputs, done, *rest):
         saved.append(done)
         save(checkpoint, state, outputs, done, *rest)
 
-    monkeypatch.setattr(driver, "_save", ctrl_c_after_save)
+    ctrl_c_after(1)  # as if pressed just after the first checkpoint
     with pytest.warns(UserWarning, match="interrupted after"):
         part = bnn.fit(model, data, method, key=3, checkpoint=path)
     assert part.info["interrupted"]
