@@ -9,6 +9,7 @@ this class: :meth:`BNN.logprior_fn`, :meth:`BNN.loglikelihood_fn`,
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -19,9 +20,10 @@ from flax import nnx
 
 from bayesnn import likelihoods as lik_
 from bayesnn import priors as priors_
+from bayesnn.models import MLP
 from bayesnn.tree import flatten_paths, merge_trees, split_tree, unflatten_paths
 
-__all__ = ["BNN", "Batch"]
+__all__ = ["BNN", "Batch", "DenseLayer", "DenseView"]
 
 Position = dict[str, Any]
 
@@ -32,6 +34,41 @@ class Batch(NamedTuple):
     x: jax.Array
     y: jax.Array
     mask: jax.Array | None = None
+
+
+class DenseLayer(NamedTuple):
+    """A Dense layer, ``x @ kernel + bias``, by its parameter paths in ``position["net"]``."""
+
+    kernel: str
+    bias: str
+
+
+class DenseView(NamedTuple):
+    """A network that is a chain of Dense layers: ``f(x) = L_k(σ(… σ(L_1(flatten(x)))))``.
+
+    What the methods that need the network's structure (the Gibbs samplers) see of it,
+    instead of its modules: the layers' parameter paths in order and the hidden activation
+    ``σ`` (the activations of :mod:`bayesnn.models` carry a ``name``).
+    """
+
+    layers: tuple[DenseLayer, ...]
+    activation: Callable
+
+    def kernel(self, position, i: int) -> jax.Array:
+        """Layer ``i``'s kernel ``(fan_in, fan_out)`` in ``position``."""
+        return _at(position["net"], self.layers[i].kernel)
+
+    def bias(self, position, i: int) -> jax.Array:
+        """Layer ``i``'s bias ``(fan_out,)`` in ``position``."""
+        return _at(position["net"], self.layers[i].bias)
+
+    def preactivations(self, position, x) -> tuple[jax.Array, ...]:
+        """Every layer's pre-activations for inputs ``x``; the last are the outputs."""
+        h, zs = x.reshape(x.shape[0], -1), []
+        for i in range(len(self.layers)):
+            zs.append(h @ self.kernel(position, i) + self.bias(position, i))
+            h = self.activation(zs[-1])
+        return tuple(zs)
 
 
 class BNN:
@@ -91,6 +128,50 @@ class BNN:
         """The NNX network holding the weights of ``position`` (default: the initial ones)."""
         net = (self.init_position if position is None else position)["net"]
         return nnx.merge(self.graphdef, merge_trees(net, self._frozen), self._rest)
+
+    @property
+    def dense_view(self) -> DenseView | None:
+        """The network as a chain of Dense layers, when it is one with every weight in the
+        position (a :class:`~bayesnn.models.MLP` without frozen weights); else None."""
+        net = self.network()
+        if self.frozen or not isinstance(net, MLP):
+            return None
+        layers = tuple(DenseLayer(f"layers/{i}/kernel", f"layers/{i}/bias")
+                       for i in range(len(net.layers)))
+        return DenseView(layers, net.activation)
+
+    def require_dense_view(self, method: str) -> DenseView:
+        """:attr:`dense_view`, or a ``ValueError`` saying that ``method`` needs one."""
+        view = self.dense_view
+        if view is None:
+            raise ValueError(
+                f"{method} needs a network that is a chain of Dense layers with no frozen "
+                f"weights (a bayesnn.models.MLP); got {type(self.network()).__name__}"
+                + (f" with frozen weights {self.frozen}" if self.frozen else "")
+            )
+        return view
+
+    def dense_layers(self, position: Position | None = None) -> dict[str, DenseLayer]:
+        """Every ``nnx.Linear`` of the network, by module path (``"layers/0"``), wherever it
+        sits in the module graph."""
+        return {
+            "/".join(map(str, path)): DenseLayer(
+                "/".join(map(str, (*path, "kernel"))), "/".join(map(str, (*path, "bias"))))
+            for path, module in nnx.iter_graph(self.network(position))
+            if isinstance(module, nnx.Linear)
+        }
+
+    def apply_dense(self, position: Position, x: jax.Array,
+                    matmul: Mapping[str, Callable]) -> jax.Array:
+        """Network outputs with the kernel product ``x @ W`` of the Dense layer at each
+        module path of ``matmul`` computed by ``matmul[path](x, W)`` (the layer adds its
+        bias): local reparameterisation draws pre-activations this way."""
+        network = self.network(position)
+        layers = {"/".join(map(str, p)): m for p, m in nnx.iter_graph(network)
+                  if isinstance(m, nnx.Linear)}
+        for path, fn in matmul.items():
+            layers[path].dot_general = _as_dot_general(fn)
+        return network(x)
 
     def init_params(self, key: jax.Array) -> Position:
         """A fresh position: LeCun-normal kernels and zero biases (NNX's defaults)."""
@@ -236,6 +317,22 @@ def _split_frozen(net: dict, patterns: tuple[str, ...]) -> tuple[dict, dict]:
     if not trainable:
         raise ValueError("every parameter is frozen: nothing is left to infer")
     return trainable, frozen
+
+
+def _at(tree: dict, path: str):
+    """The leaf of a nested dict at ``"a/b/c"``."""
+    for part in path.split("/"):
+        tree = tree[part] if part in tree else tree[int(part)]
+    return tree
+
+
+def _as_dot_general(matmul: Callable) -> Callable:
+    """An ``nnx.Linear.dot_general`` computing ``matmul(x, kernel)``."""
+
+    def dot_general(x, kernel, dims, **kwargs):
+        return matmul(x, kernel)
+
+    return dot_general
 
 
 def _leading_shape(sites, position) -> tuple[int, ...]:

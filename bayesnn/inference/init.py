@@ -1,0 +1,77 @@
+"""Where chains start: the one ``init`` vocabulary every sampler shares."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from bayesnn.bnn import BNN
+from bayesnn.data import Dataset
+from bayesnn.inference.map import MAP
+from bayesnn.tree import flatten_paths, unflatten_paths
+
+__all__ = ["INITS", "check_init", "initial_positions"]
+
+INITS = ("network", "random", "prior", "map")
+
+
+def check_init(init, allowed: tuple[str, ...] = INITS) -> None:
+    """Raise ``ValueError`` unless ``init`` is one of ``allowed`` or a :class:`MAP` config
+    (where ``"map"`` is allowed)."""
+    if not (init in allowed or isinstance(init, MAP) and "map" in allowed):
+        extra = " or a bayesnn.MAP" if "map" in allowed else ""
+        raise ValueError(f"init must be one of {allowed}{extra}, got {init!r}")
+
+
+def initial_positions(key, model: BNN, data: Dataset, init, num_chains: int, *, progress=None):
+    """Starting positions of ``num_chains`` chains, with a leading chain axis.
+
+    ``"network"``: the network's own weights for every chain; ``"random"``: a fresh
+    :meth:`~bayesnn.BNN.init_params` per chain; ``"prior"``: a draw from the prior per chain
+    (likelihood parameters from their priors); ``"map"`` or a :class:`MAP` config: every
+    chain at the weights of one MAP fit (``"map"`` uses ``MAP()``). Weights without a prior
+    (a :class:`~bayesnn.priors.PerParameter` prior without a default) keep the network's
+    values under ``"random"`` and ``"prior"``: they are not sampled.
+
+    Returns
+    -------
+    positions, map_info
+        ``map_info`` is the MAP fit's ``info``, or None without one.
+    """
+    check_init(init)
+    if init in ("random", "prior"):
+        draw = model.init_params if init == "random" else _prior_draw(model)
+        fresh = jax.vmap(draw)(jax.random.split(key, num_chains))
+        stacked = _broadcast(model.init_position, num_chains)
+        positions = jax.tree.map(lambda bayes, new, old: new if bayes else old,
+                                 model.bayesian_mask, fresh, stacked)
+        return positions, None
+    position, map_info = model.init_position, None
+    if init != "network":
+        fitted = (MAP() if init == "map" else init).run(model, data, key, progress=progress)
+        position, map_info = fitted.point(), fitted.info
+    return _broadcast(position, num_chains), map_info
+
+
+def _broadcast(position, n: int):
+    return jax.tree.map(lambda a: jnp.broadcast_to(a, (n, *jnp.shape(a))), position)
+
+
+def _prior_draw(model: BNN):
+    """``key -> position`` drawn from the prior (point-estimate weights: their values)."""
+    net0 = model.init_position["net"]
+    dists = model.prior.distributions(net0)
+    lik_dists = model.likelihood.param_priors()
+
+    def draw(key):
+        k_net, k_lik = jax.random.split(key)
+        keys = dict(zip(dists, jax.random.split(k_net, max(len(dists), 1)), strict=False))
+        net = {p: dists[p].sample(keys[p]).astype(v.dtype) if p in dists else v
+               for p, v in flatten_paths(net0).items()}
+        lik = dict(model.init_position["lik"])
+        for (name, d), k in zip(lik_dists.items(),
+                                jax.random.split(k_lik, max(len(lik_dists), 1)), strict=False):
+            lik[name] = d.sample(k).astype(jnp.result_type(lik[name]))
+        return {"net": unflatten_paths(net, like=net0), "lik": lik}
+
+    return draw
