@@ -30,6 +30,17 @@ def _class_data(n=37, num_classes=3, key=0):
                    rng.integers(0, num_classes, n))
 
 
+@pytest.fixture(scope="module")
+def clf():
+    return _classifier(), _class_data()
+
+
+@pytest.fixture(scope="module")
+def reg():
+    data = bnn.data.linear_regression(n=30, num_features=3, noise=NOISE, key=1)[0]
+    return linear_model(3, 1.0, bnn.likelihoods.Gaussian(scale=NOISE)), data
+
+
 def _curv(model, data, hessian, subset="all", **kwargs):
     data = prepare_data(model, data)
     sub = select_subset(model, model.init_position, subset, hessian)
@@ -38,17 +49,16 @@ def _curv(model, data, hessian, subset="all", **kwargs):
 
 @pytest.mark.parametrize("kind", ["ggn", "ef"])
 @pytest.mark.parametrize("hessian", ["full", "diag", "kron", "lowrank"])
-def test_chunked_pass_equals_one_pass(hessian, kind):
-    model, data = _classifier(), _class_data()
+def test_chunked_pass_equals_one_pass(hessian, kind, clf):
+    model, data = clf
     key = jax.random.key(3)
     sub, whole = _curv(model, data, hessian, kind=kind, batch_size=1000, key=key, rank=8)
     _, chunked = _curv(model, data, hessian, kind=kind, batch_size=8, key=key, rank=8)
     np.testing.assert_allclose(chunked.dense(sub), whole.dense(sub), rtol=1e-4, atol=1e-5)
 
 
-def test_full_ggn_of_linear_regression_is_xtx_over_noise_variance():
-    data = bnn.data.linear_regression(n=30, num_features=3, noise=NOISE, key=1)[0]
-    model = linear_model(3, 1.0, bnn.likelihoods.Gaussian(scale=NOISE))
+def test_full_ggn_of_linear_regression_is_xtx_over_noise_variance(reg):
+    model, data = reg
     sub, curv = _curv(model, data, "full", batch_size=7)
     design = np.c_[data.x, np.ones(len(data.x))]
     # flat order is the leaf order: bias, then kernel
@@ -67,12 +77,12 @@ def test_ggn_is_the_exact_hessian_for_a_linear_softmax_model():
         return -model.loglikelihood_fn({"net": net, "lik": pos["lik"]},
                                        (jnp.asarray(data.x), jnp.asarray(data.y)))
 
-    exact = jax.hessian(nll)(sub.ravel(pos["net"]))
+    exact = jax.jit(jax.hessian(nll))(sub.ravel(pos["net"]))
     np.testing.assert_allclose(curv.dense(sub), exact, rtol=1e-4, atol=1e-5)
 
 
-def test_empirical_fisher_is_the_sum_of_gradient_outer_products():
-    model, data = _classifier(), _class_data()
+def test_empirical_fisher_is_the_sum_of_gradient_outer_products(clf):
+    model, data = clf
     sub, curv = _curv(model, data, "full", kind="ef", batch_size=16)
     pos = model.init_position
 
@@ -80,13 +90,13 @@ def test_empirical_fisher_is_the_sum_of_gradient_outer_products():
         net = sub.insert(pos["net"], v)
         return model.log_prob_per_example({"net": net, "lik": pos["lik"]}, x[None], y[None])[0]
 
-    g = jax.vmap(jax.grad(ll), (None, 0, 0))(sub.ravel(pos["net"]), jnp.asarray(data.x),
+    g = jax.jit(jax.vmap(jax.grad(ll), (None, 0, 0)))(sub.ravel(pos["net"]), jnp.asarray(data.x),
                                            jnp.asarray(data.y))
     np.testing.assert_allclose(curv.dense(sub), g.T @ g, rtol=1e-4, atol=1e-5)
 
 
-def test_diag_is_the_diagonal_of_full_and_full_rank_lowrank_is_full():
-    model, data = _classifier(), _class_data()
+def test_diag_is_the_diagonal_of_full_and_full_rank_lowrank_is_full(clf):
+    model, data = clf
     sub, full = _curv(model, data, "full")
     _, diag = _curv(model, data, "diag")
     _, low = _curv(model, data, "lowrank", key=jax.random.key(0), rank=sub.size)
@@ -94,17 +104,16 @@ def test_diag_is_the_diagonal_of_full_and_full_rank_lowrank_is_full():
     np.testing.assert_allclose(low.dense(sub), full.dense(sub), rtol=1e-3, atol=1e-4)
 
 
-def test_lowrank_keeps_the_top_eigenvalues():
-    model, data = _classifier(), _class_data()
+def test_lowrank_keeps_the_top_eigenvalues(clf):
+    model, data = clf
     sub, full = _curv(model, data, "full")
     _, low = _curv(model, data, "lowrank", key=jax.random.key(1), rank=4, power_iterations=3)
     top = np.sort(np.asarray(full.eigvals))[::-1][:4]
     np.testing.assert_allclose(np.sort(np.asarray(low.eigvals))[::-1], top, rtol=1e-2)
 
 
-def test_kron_equals_full_for_one_dense_layer_with_one_gaussian_output():
-    data = bnn.data.linear_regression(n=30, num_features=3, noise=NOISE, key=2)[0]
-    model = linear_model(3, 1.0, bnn.likelihoods.Gaussian(scale=NOISE))
+def test_kron_equals_full_for_one_dense_layer_with_one_gaussian_output(reg):
+    model, data = reg
     sub, kron = _curv(model, data, "kron", batch_size=8)
     _, full = _curv(model, data, "full", batch_size=8)
     assert sub.layers == ("layers/0",)
@@ -121,8 +130,8 @@ def test_kron_equals_full_for_one_dense_layer_with_one_gaussian_output():
             np.testing.assert_allclose(root.T @ root, exact, rtol=1e-4, atol=1e-6)
 
 
-def test_kron_is_block_diagonal_over_layers():
-    model, data = _classifier(hidden=(4,)), _class_data()
+def test_kron_is_block_diagonal_over_layers(clf):
+    model, data = clf
     sub, kron = _curv(model, data, "kron")
     dense = np.asarray(kron.dense(sub))
     hidden = [i for i, p in enumerate(sub.paths) if p.startswith("layers/0")]
