@@ -273,7 +273,8 @@ def _kron_chunk(model, position, subset, kind, x, y, mask):
     """Each layer's ``(Σ ã ãᵀ, Σ J_zᵀ Λ J_z)`` over one chunk: the inputs and output
     Jacobians of its pre-activations ``z`` are tapped through :meth:`BNN.apply_dense`."""
     shapes = dict(zip(subset.paths, subset.shapes, strict=True))
-    eps = {m: jnp.zeros((x.shape[0], shapes[f"{m}/kernel"][1]), x.dtype) for m in subset.layers}
+    eps = {m: jnp.zeros((x.shape[0], shapes[f"{m}/kernel"][1]), jnp.result_type(float))
+           for m in subset.layers}
 
     def outputs(eps):
         inputs = {}
