@@ -13,6 +13,7 @@ from bayesnn.inference import (
     Ensemble,
     Hierarchical,
     HierarchicalNUTS,
+    Laplace,
     LatentGibbs,
     LowRankVI,
     MCDropout,
@@ -28,4 +29,5 @@ __all__ = [
     "BNN", "MAP", "NonFiniteError", "Posterior", "data", "fit", "likelihoods", "models", "priors",
     "Ensemble", "HMC", "MCDropout", "NUTS", "LowRankVI", "MeanFieldVI", "CoordinateGibbs",
     "LatentGibbs", "Hierarchical", "HierarchicalNUTS", "SGLD", "PSGLD", "SGHMC",
+    "Laplace",
 ]

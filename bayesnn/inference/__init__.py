@@ -6,6 +6,7 @@ from bayesnn.inference.ensemble import Ensemble, MCDropout
 from bayesnn.inference.gibbs import CoordinateGibbs, HierarchicalNUTS, LatentGibbs
 from bayesnn.inference.hmc import HMC, NUTS
 from bayesnn.inference.hyper import GammaPrecision, Hierarchical
+from bayesnn.inference.laplace import Laplace
 from bayesnn.inference.map import MAP
 from bayesnn.inference.sgmcmc import PSGLD, SGHMC, SGLD
 from bayesnn.inference.vi import LowRankVI, MeanFieldVI
@@ -14,5 +15,5 @@ __all__ = [
     "fit", "MAP", "NonFiniteError", "SGLD", "PSGLD", "SGHMC",
     "Ensemble", "HMC", "MCDropout", "NUTS", "LowRankVI",
     "MeanFieldVI", "CoordinateGibbs", "LatentGibbs", "HierarchicalNUTS", "Hierarchical",
-    "GammaPrecision",
+    "GammaPrecision", "Laplace",
 ]

@@ -1,0 +1,360 @@
+"""The Laplace approximation: a Gaussian posterior around a trained network's weights.
+
+``p(θ | D) ≈ N(θ*, (H + δI)⁻¹)`` over a subset of the weights (all of them, the last Dense
+layer, or any chosen by path), with ``θ*`` a MAP estimate, ``H`` the curvature of the
+log-likelihood at ``θ*`` (:mod:`bayesnn.inference.curvature`) and ``δ`` the prior precision,
+fixed or chosen by the Laplace evidence. The other weights stay at ``θ*``.
+
+Predictions come two ways: weight-space draws, which the :class:`~bayesnn.Posterior` holds
+like any method's, and the linearised ("GLM") predictive of :func:`glm_predictive`, which
+is what the approximation is the posterior of (Immer, Korzepa & Bauer 2021).
+
+References
+----------
+MacKay, D. J. C. (1992). The evidence framework applied to classification networks.
+*Neural Computation* 4(5), 720–736 (the probit approximation, eq. 25).
+Ritter, H., Botev, A. & Barber, D. (2018). A scalable Laplace approximation for neural
+networks. *ICLR*.
+Immer, A., Korzepa, M. & Bauer, M. (2021). Improving predictions of Bayesian neural nets
+via local linearization. *AISTATS*.
+Daxberger, E., Kristiadi, A., Immer, A., Eschenhagen, R., Bauer, M. & Hennig, P. (2021).
+Laplace Redux – effortless Bayesian deep learning. *NeurIPS*.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import xlogy
+
+from bayesnn import priors
+from bayesnn.bnn import BNN
+from bayesnn.data import Dataset
+from bayesnn.inference.base import check_positive
+from bayesnn.inference.curvature import (
+    CURVATURES,
+    HESSIANS,
+    Diag,
+    Full,
+    Kron,
+    LowRank,
+    Subset,
+    curvature,
+    jacobians,
+    log_evidence,
+    log_likelihood,
+    optimal_prior_precision,
+)
+from bayesnn.inference.map import MAP
+from bayesnn.likelihoods import ClassificationPrediction, Gaussian, Probit
+from bayesnn.posterior import Posterior, map_rows
+from bayesnn.tree import flatten_paths, unflatten_paths
+
+__all__ = [
+    "Laplace", "LaplaceCovariance", "glm_predictive", "select_subset", "last_dense_layer",
+    "weight_draws",
+]
+
+PREDICTIVES = ("probit", "mc")
+
+
+class LaplaceCovariance(NamedTuple):
+    """The covariance ``(H + δI)⁻¹`` of a Laplace posterior over ``subset``'s weights."""
+
+    subset: Subset
+    curvature: Full | Diag | Kron | LowRank
+    prior_precision: float
+
+    def dense(self) -> jax.Array:
+        """The covariance as a ``(P, P)`` matrix (for small subsets)."""
+        h = self.curvature.dense(self.subset)
+        return jnp.linalg.inv(h + self.prior_precision * jnp.eye(h.shape[0], dtype=h.dtype))
+
+
+@dataclass(frozen=True)
+class Laplace:
+    """Laplace approximation around a MAP fit or the network's own weights.
+
+    Parameters
+    ----------
+    init : {"map", "network"}
+        ``"map"``: fit ``map_config`` first; ``"network"``: the network's weights as they
+        are (a network trained elsewhere).
+    map_config : MAP
+        The MAP fit of ``init="map"``.
+    subset : "all", "last_layer" or sequence of str
+        The weights the posterior covers: every weight, the last Dense layer the forward
+        pass calls (:meth:`~bayesnn.BNN.dense_layers`), or the parameters matching any of
+        these glob patterns (``"layers/2/*"``). The others stay at their point estimates.
+    hessian : {"kron", "full", "diag", "lowrank"}
+        The curvature's structure: Kronecker-factored per Dense layer (KFAC; the subset must
+        be whole Dense layers), dense, diagonal, or its top ``rank`` eigenpairs.
+    curvature : {"ggn", "ef"}
+        Generalised Gauss–Newton or empirical Fisher.
+    prior_precision : float, "marglik" or None
+        ``δ`` of the isotropic Gaussian prior ``N(μ₀, I/δ)`` over the subset. None: from the
+        model's :class:`~bayesnn.priors.Normal` prior (``1 / scale²``). ``"marglik"``: the δ
+        maximising the Laplace log evidence at ``θ*`` (post hoc: ``θ*`` is not refitted).
+    num_samples : int
+        Weight-space draws kept, as ``(1, num_samples)``.
+    rank : int
+        Eigenpairs of ``hessian="lowrank"``.
+    batch_size : int
+        Rows per chunk of the curvature's pass over the data (memory is bounded by it).
+
+    Notes
+    -----
+    The likelihood's own parameters (a learned noise scale) stay at their MAP values.
+    ``info`` holds the MAP fit's entries and ``prior_precision``, ``log_evidence``,
+    ``laplace`` (the :class:`LaplaceCovariance`), ``map_position`` (``θ*``, the
+    linearisation point of :func:`glm_predictive`) and ``laplace_seconds`` (the cost on top
+    of the MAP fit).
+
+    References
+    ----------
+    Ritter, Botev & Barber (2018), section 3 (KFAC Laplace); Daxberger et al. (2021),
+    *Laplace Redux*, section 3 (last-layer KFAC with the marginal-likelihood prior precision
+    as the default recipe).
+    """
+
+    init: str = "map"
+    map_config: MAP = field(default_factory=MAP)
+    subset: Any = "last_layer"
+    hessian: str = "kron"
+    curvature: str = "ggn"
+    prior_precision: Any = None
+    num_samples: int = 100
+    rank: int = 20
+    batch_size: int = 256
+
+    def __post_init__(self):
+        if self.init not in ("map", "network"):
+            raise ValueError(f"init must be 'map' or 'network', got {self.init!r}")
+        if not isinstance(self.map_config, MAP):
+            raise TypeError(f"map_config must be a bayesnn.MAP, got {self.map_config!r}")
+        if self.subset not in ("all", "last_layer"):
+            if isinstance(self.subset, str) or not all(isinstance(p, str) for p in self.subset) \
+                    or not self.subset:
+                raise ValueError("subset must be 'all', 'last_layer' or a non-empty sequence of "
+                                 f"parameter-path glob patterns, got {self.subset!r}")
+            object.__setattr__(self, "subset", tuple(self.subset))
+        if self.hessian not in HESSIANS:
+            raise ValueError(f"hessian must be one of {HESSIANS}, got {self.hessian!r}")
+        if self.curvature not in CURVATURES:
+            raise ValueError(f"curvature must be one of {CURVATURES}, got {self.curvature!r}")
+        if isinstance(self.prior_precision, str) or self.prior_precision is None:
+            if self.prior_precision not in (None, "marglik"):
+                raise ValueError("prior_precision must be a float > 0, 'marglik' or None, got "
+                                 f"{self.prior_precision!r}")
+        else:
+            check_positive(prior_precision=self.prior_precision)
+        for name in ("num_samples", "rank", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+    def run(self, model: BNN, data: Dataset, key, *, progress=None, checkpoint=None) -> Posterior:
+        _check_model(model, self.prior_precision)
+        subset = select_subset(model, model.init_position, self.subset, self.hessian)
+        k_map, k_curv, k_draw = jax.random.split(key, 3)
+        if self.init == "map":
+            fitted = self.map_config.run(model, data, k_map, progress=progress,
+                                         checkpoint=checkpoint)
+            position, info = fitted.point(), dict(fitted.info)
+        else:
+            position, info = model.init_position, {"seconds": 0.0, "interrupted": False}
+        start = time.perf_counter()
+        curv = curvature(model, position, subset, data, hessian=self.hessian,
+                         kind=self.curvature, batch_size=self.batch_size, key=k_curv,
+                         rank=self.rank)
+        loglik = log_likelihood(model, position, data, self.batch_size)
+        sq_dist = float(jnp.sum((subset.ravel(position["net"]) - _prior_mean(model, subset))**2))
+        if self.prior_precision == "marglik":
+            delta = optimal_prior_precision(sq_dist, curv.eigvals)
+        elif self.prior_precision is None:
+            delta = 1.0 / model.prior.scale**2
+        else:
+            delta = float(self.prior_precision)
+        cov = LaplaceCovariance(subset, curv, delta)
+        draws = weight_draws(model, position, cov, k_draw, self.num_samples)
+        seconds = time.perf_counter() - start
+        info |= {
+            "prior_precision": delta,
+            "log_evidence": float(log_evidence(loglik, sq_dist, subset.size, curv.eigvals, delta)),
+            "laplace": cov, "map_position": position, "laplace_seconds": seconds,
+            "seconds": info["seconds"] + seconds,
+        }
+        return Posterior(model, draws, self, info)
+
+
+def _check_model(model: BNN, prior_precision) -> None:
+    lik = model.likelihood
+    if isinstance(lik, Gaussian) and lik.heteroscedastic:
+        raise ValueError("Laplace needs a Gaussian likelihood with a fixed or learned scale; "
+                         "with heteroscedastic=True its Gauss–Newton matrix is not positive "
+                         "semi-definite")
+    if prior_precision is None and not isinstance(model.prior, priors.Normal):
+        raise ValueError(f"prior_precision: the model's prior {model.prior!r} is not a "
+                         "bayesnn.priors.Normal, so pass prior_precision=a float or 'marglik'")
+
+
+def _prior_mean(model: BNN, subset: Subset):
+    """``μ₀`` over the subset: the loc of a Normal prior, else 0."""
+    if not isinstance(model.prior, priors.Normal):
+        return 0.0
+    locs = flatten_paths(model.prior.loc)
+    if list(locs) == [""]:
+        return jnp.asarray(locs[""])
+    return jnp.concatenate([jnp.ravel(jnp.broadcast_to(locs[p], s))
+                            for p, s in zip(subset.paths, subset.shapes, strict=True)])
+
+
+def last_dense_layer(model: BNN, position) -> str:
+    """Module path of the last ``nnx.Linear`` the network's forward pass calls."""
+    layers = model.dense_layers(position)
+    if not layers:
+        raise ValueError("subset='last_layer' needs a network with an nnx.Linear layer")
+    order = []
+
+    def tap(m):
+        def matmul(h, w):
+            order.append(m)
+            return h @ w
+        return matmul
+
+    x = jax.ShapeDtypeStruct((1, *model.input_shape), jnp.result_type(float))
+    jax.eval_shape(lambda x: model.apply_dense(position, x, {m: tap(m) for m in layers}), x)
+    return order[-1]
+
+
+def select_subset(model: BNN, position, subset, hessian: str) -> Subset:
+    """The :class:`~bayesnn.inference.curvature.Subset` that ``subset`` names (see
+    :class:`Laplace`), with its Dense layers when ``hessian="kron"``."""
+    named = flatten_paths(position["net"])
+    if subset == "all":
+        chosen = set(named)
+    elif subset == "last_layer":
+        m = last_dense_layer(model, position)
+        chosen = {f"{m}/kernel", f"{m}/bias"}
+        if not chosen <= set(named):
+            raise ValueError(f"subset='last_layer': the last Dense layer {m!r} needs a kernel "
+                             "and a bias that are not frozen")
+    else:
+        chosen = set()
+        for pattern in subset:
+            hits = fnmatch.filter(named, pattern)
+            if not hits:
+                raise ValueError(f"subset pattern {pattern!r} matches no parameter; "
+                                 f"paths: {list(named)}")
+            chosen |= set(hits)
+    paths = tuple(p for p in named if p in chosen)
+    layers = ()
+    if hessian == "kron":
+        dense = model.dense_layers(position)
+        layers = tuple(m for m, layer in dense.items() if layer.kernel in chosen)
+        covered = {p for m in layers for p in dense[m]}
+        if covered != chosen:
+            raise ValueError("hessian='kron' needs the subset to be whole Dense layers (kernel "
+                             f"and bias); these parameters are not: {sorted(chosen ^ covered)}")
+    return Subset(paths, tuple(tuple(named[p].shape) for p in paths), layers)
+
+
+@partial(jax.jit, static_argnums=1)
+def _deviations(curv, subset, delta, z):
+    return curv.sample(subset, delta, z)
+
+
+def weight_draws(model: BNN, position, cov: LaplaceCovariance, key, num_samples: int):
+    """``num_samples`` positions ``(1, num_samples, ...)`` from ``N(θ*, cov)``; the weights
+    outside the subset are read-only broadcast views of ``θ*``."""
+    subset = cov.subset
+    theta = subset.ravel(position["net"])
+    z = jax.random.normal(key, (num_samples, subset.size), theta.dtype)
+    drawn = subset.unravel(theta + _deviations(cov.curvature, subset, cov.prior_precision, z))
+
+    def stack(a):
+        return np.broadcast_to(np.asarray(a), (1, num_samples, *np.shape(a)))
+
+    net = {p: np.asarray(drawn[p])[None] if p in drawn else stack(v)
+           for p, v in flatten_paths(position["net"]).items()}
+    return {"net": unflatten_paths(net, like=position["net"]),
+            "lik": jax.tree.map(stack, position["lik"])}
+
+
+def glm_predictive(model: BNN, position, cov: LaplaceCovariance, x, *, method: str = "probit",
+                   key=None, num_samples: int = 100, batch_size: int = 256):
+    """The linearised ("GLM") predictive of a Laplace posterior at inputs ``x``.
+
+    The network is linearised at ``θ*``: ``f(x, θ) ≈ f(x, θ*) + J(x)(θ - θ*)``, so the
+    outputs are Gaussian, ``N(f(x, θ*), J Σ Jᵀ)`` (Immer et al. 2021; Daxberger et al.
+    2021, eq. 6). Computed in chunks of ``batch_size`` inputs.
+
+    Parameters
+    ----------
+    model : BNN
+    position : pytree
+        The linearisation point ``θ*`` (``info["map_position"]``).
+    cov : LaplaceCovariance
+        ``Σ`` (``info["laplace"]``).
+    x : array ``(N, ...)``
+    method : {"probit", "mc"}
+        Classification only (regression is exact: a Gaussian with variance
+        ``J Σ Jᵀ + σ²``). ``"probit"``: ``softmax(f / sqrt(1 + π/8 · diag(J Σ Jᵀ)))``, and
+        ``Φ(f / sqrt(1 + var))`` for a :class:`~bayesnn.likelihoods.Probit` likelihood,
+        exact there (MacKay 1992); it gives the probabilities and their entropy, not the
+        entropy's split, so ``aleatoric`` and ``epistemic`` are NaN. ``"mc"``: the mean
+        over ``num_samples`` draws of the outputs per input, with the split.
+    key : PRNG key
+        Needed by ``"mc"``; each input gets its own draws.
+
+    Returns
+    -------
+    RegressionPrediction or ClassificationPrediction
+    """
+    if method not in PREDICTIVES:
+        raise ValueError(f"method must be one of {PREDICTIVES}, got {method!r}")
+    check_positive(num_samples=num_samples, batch_size=batch_size)
+    x = np.asarray(x)
+    model.check_inputs(x)
+    mc = method == "mc" and model.likelihood.task == "classification"
+    if mc and key is None:
+        raise ValueError("method='mc' needs a key")
+    keys = jax.random.split(key, x.shape[0]) if mc else jnp.zeros((x.shape[0], 2), jnp.uint32)
+    if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
+        keys = jax.random.key_data(keys)
+    fn = partial(_glm_chunk, model, position, cov.subset, cov.curvature, cov.prior_precision,
+                 mc, num_samples)
+    return map_rows(fn, (x, np.asarray(keys)), batch_size)
+
+
+@partial(jax.jit, static_argnums=(0, 2, 5, 6))
+def _glm_chunk(model, position, subset, curv, delta, mc, num_samples, x, keys):
+    lik, lik_params = model.likelihood, position["lik"]
+    f = model.apply(position, x)
+    fcov = curv.jsj(subset, delta, jacobians(model, position, subset, x))
+    var = jnp.diagonal(fcov, axis1=1, axis2=2)
+    if lik.task == "regression":
+        stats = lik.draw_stats(f, lik_params)
+        return lik.summarize(stats, {"mean": var})
+    if not mc:
+        c = 1.0 if isinstance(lik, Probit) else math.pi / 8
+        probs = lik.probs(f * jax.lax.rsqrt(1.0 + c * var))
+        entropy = -jnp.sum(xlogy(probs, probs), axis=-1)
+        nan = jnp.full_like(entropy, jnp.nan)
+        return ClassificationPrediction(probs, entropy, nan, nan)
+    w, v = jnp.linalg.eigh(fcov)
+    root = v * jnp.sqrt(jnp.clip(w, 0.0))[:, None, :]
+    z = jax.vmap(lambda k: jax.random.normal(jax.random.wrap_key_data(k),
+                                             (num_samples, f.shape[1]), f.dtype))(keys)
+    fs = f[:, None] + jnp.einsum("bkl,bsl->bsk", root, z)  # (B, S, K)
+    stats = jax.vmap(lambda fi: lik.draw_stats(fi, lik_params), 1)(fs)  # leaves (S, B, ...)
+    return lik.summarize(jax.tree.map(lambda s: s.mean(0), stats),
+                         jax.tree.map(lambda s: s.var(0), stats))

@@ -1,0 +1,221 @@
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+from scipy import optimize, stats
+
+import bayesnn as bnn
+from bayesnn.inference.laplace import glm_predictive
+from bayesnn.testing import (
+    assert_gaussian_matches,
+    linear_model,
+    linear_posterior,
+    linear_weights,
+)
+
+PRIOR, NOISE = 0.7, 0.5
+# The subset's flat order is its leaves' order (bias, then kernel); linear_posterior's is [w, b].
+TO_WB = [1, 2, 3, 0]
+
+
+def _model(prior=PRIOR, weights=None):
+    net = bnn.models.MLP(3, (), 1, rngs=nnx.Rngs(0))
+    if weights is not None:
+        net.layers[0].kernel[...] = np.asarray(weights[:3, None], np.float32)
+        net.layers[0].bias[...] = np.asarray(weights[3:], np.float32)
+    return linear_model(3, prior, bnn.likelihoods.Gaussian(scale=NOISE), network=net)
+
+
+def _cov_wb(post) -> np.ndarray:
+    cov = np.asarray(post.info["laplace"].dense())
+    return cov[np.ix_(TO_WB, TO_WB)]
+
+
+@pytest.fixture(scope="module")
+def linear():
+    return bnn.data.linear_regression(n=40, num_features=3, noise=NOISE, key=0)[0]
+
+
+@pytest.fixture(scope="module")
+def full_post(linear):
+    method = bnn.Laplace(map_config=bnn.MAP(optimizer="sgd", learning_rate=0.1, epochs=500,
+                                            batch_size=None),
+                         subset="all", hessian="full", num_samples=4000, batch_size=16)
+    return bnn.fit(_model(), linear, method, key=0)
+
+
+def test_full_laplace_is_the_exact_linear_regression_posterior(full_post, linear):
+    mean, cov = linear_posterior(linear.x, linear.y, PRIOR, NOISE)
+    assert (full_post.num_chains, full_post.num_draws) == (1, 4000)
+    np.testing.assert_allclose(linear_weights(jax.tree.map(
+        lambda a: a[None, None], full_post.info["map_position"]))[0, 0], mean, atol=1e-4)
+    np.testing.assert_allclose(_cov_wb(full_post), cov, rtol=1e-4, atol=1e-7)
+    assert_gaussian_matches(linear_weights(full_post.draws), mean, cov, min_ess=2000)
+    assert full_post.info["prior_precision"] == pytest.approx(1 / PRIOR**2)
+
+
+def test_linearised_predictive_std_is_the_exact_predictive_std(full_post, linear):
+    mean, cov = linear_posterior(linear.x, linear.y, PRIOR, NOISE)
+    x = np.linspace(-3, 3, 21 * 3).reshape(21, 3).astype(np.float32)
+    design = np.c_[x, np.ones(len(x))]
+    pred = glm_predictive(full_post.model, full_post.info["map_position"],
+                          full_post.info["laplace"], x, batch_size=8)
+    epistemic = np.sqrt(np.einsum("np,pq,nq->n", design, cov, design))
+    np.testing.assert_allclose(pred.epistemic_std[:, 0], epistemic, rtol=1e-4)
+    np.testing.assert_allclose(pred.std[:, 0], np.sqrt(epistemic**2 + NOISE**2), rtol=1e-4)
+    np.testing.assert_allclose(pred.mean[:, 0], design @ mean, atol=1e-3)
+    # the weight draws give the same predictive, within their sampling error
+    draws = full_post.predict(x)
+    np.testing.assert_allclose(draws.epistemic_std[:, 0], epistemic, rtol=0.1)
+
+
+def _log_evidence(x, y, delta):
+    """Exact log p(y | δ) of Bayesian linear regression: y ~ N(0, σ²I + ΦΦᵀ/δ)."""
+    design = np.c_[x, np.ones(len(x))].astype(np.float64)
+    cov = NOISE**2 * np.eye(len(x)) + design @ design.T / delta
+    return stats.multivariate_normal(np.zeros(len(x)), cov).logpdf(np.ravel(y))
+
+
+def test_marglik_prior_precision_is_the_closed_form_evidence_maximiser(linear):
+    # δ* maximises the exact evidence. At θ* = the posterior mean under δ*, the Laplace
+    # evidence is exact at δ* and below the exact one at every other δ (it drops
+    # ½(θ* - μ_δ)ᵀ(H + δI)(θ* - μ_δ)), so it is tangent there and its maximiser is δ* too.
+    res = optimize.minimize_scalar(lambda t: -_log_evidence(linear.x, linear.y, np.exp(t)),
+                                   bounds=(-8, 8), method="bounded",
+                                   options={"xatol": 1e-10})
+    best = float(np.exp(res.x))
+    mean, _ = linear_posterior(linear.x, linear.y, best**-0.5, NOISE)
+    method = bnn.Laplace(init="network", subset="all", hessian="full",
+                         prior_precision="marglik", num_samples=10)
+    post = bnn.fit(_model(weights=mean), linear, method, key=0)
+    assert post.info["prior_precision"] == pytest.approx(best, rel=1e-3)
+    assert post.info["log_evidence"] == pytest.approx(-res.fun, rel=1e-4)
+
+
+def test_marglik_at_other_weights_is_mackays_fixed_point(linear):
+    # At any θ*, the maximiser solves δ = γ / ‖θ*‖² with γ = Σ λ_i / (λ_i + δ).
+    weights = np.array([0.3, -0.2, 0.5, 0.1])
+    post = bnn.fit(_model(weights=weights), linear,
+                   bnn.Laplace(init="network", subset="all", hessian="full",
+                               prior_precision="marglik", num_samples=10), key=0)
+    design = np.c_[linear.x, np.ones(len(linear.x))].astype(np.float64)
+    lam = np.linalg.eigvalsh(design.T @ design / NOISE**2)
+    delta = post.info["prior_precision"]
+    gamma = np.sum(lam / (lam + delta))
+    sq = float(np.sum(np.asarray(weights, np.float32).astype(np.float64) ** 2))
+    assert delta == pytest.approx(gamma / sq, rel=1e-4)
+
+
+@pytest.mark.parametrize("hessian", ["kron", "lowrank"])
+def test_kron_and_full_rank_lowrank_equal_full_for_one_dense_layer(hessian, linear):
+    mean, cov = linear_posterior(linear.x, linear.y, PRIOR, NOISE)
+    model = _model(weights=mean)
+    full = bnn.fit(model, linear, bnn.Laplace(init="network", subset="all", hessian="full",
+                                              num_samples=10), key=0)
+    other = bnn.fit(model, linear, bnn.Laplace(init="network", subset="all", hessian=hessian,
+                                               rank=4, num_samples=10), key=0)
+    np.testing.assert_allclose(_cov_wb(other), _cov_wb(full), rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(_cov_wb(other), cov, rtol=1e-3, atol=1e-6)
+    assert other.info["log_evidence"] == pytest.approx(full.info["log_evidence"], rel=1e-4)
+    x = np.asarray(linear.x[:7])
+    a, b = (glm_predictive(model, p.info["map_position"], p.info["laplace"], x)
+            for p in (full, other))
+    np.testing.assert_allclose(a.std, b.std, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def mlp_regression():
+    data = bnn.data.gap_regression(n=40, noise=0.1, key=0)
+    net = bnn.models.MLP(1, (8,), 1, activation="tanh", rngs=nnx.Rngs(1))
+    return bnn.BNN(net, bnn.priors.Normal(1.0), bnn.likelihoods.Gaussian(scale=0.1)), data
+
+
+def test_last_layer_laplace_varies_only_the_last_layer(mlp_regression):
+    model, data = mlp_regression
+    method = bnn.Laplace(init="network", subset="last_layer", num_samples=50)
+    post = bnn.fit(model, data, method, key=0)
+    layers = post.draws["net"]["layers"]
+    for name in ("kernel", "bias"):
+        assert np.ptp(np.asarray(layers[0][name]), axis=1).max() == 0
+        assert np.std(np.asarray(layers[1][name]), axis=1).min() > 0
+    assert post.info["laplace"].subset.layers == ("layers/1",)
+    by_glob = bnn.fit(model, data, bnn.Laplace(init="network", subset=["layers/1/*"],
+                                               num_samples=50), key=0)
+    assert by_glob.info["laplace"].subset == post.info["laplace"].subset
+    np.testing.assert_array_equal(by_glob.draws["net"]["layers"][1]["kernel"],
+                                  layers[1]["kernel"])  # same key, same draws
+    pred = post.predict(data.x)
+    assert pred.epistemic_std.min() > 0 and np.all(np.isfinite(pred.std))
+
+
+def test_ten_class_last_layer_kron_stores_only_the_factors():
+    num_in, hidden, classes = 20, 16, 10
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, num_in)).astype(np.float32)
+    y = rng.integers(0, classes, 64)
+    net = bnn.models.MLP(num_in, (hidden,), classes, rngs=nnx.Rngs(0))
+    model = bnn.BNN(net, bnn.priors.Normal(1.0), bnn.likelihoods.Categorical())
+    post = bnn.fit(model, (x, y), bnn.Laplace(init="network", prior_precision="marglik",
+                                              num_samples=20), key=0)
+    (factor,) = post.info["laplace"].curvature.factors
+    assert factor.in_eigvecs.shape == (hidden + 1, hidden + 1)
+    assert factor.out_eigvecs.shape == (classes, classes)
+    assert factor.in_eigvals.shape == (hidden + 1,) and factor.out_eigvals.shape == (classes,)
+    stored = jax.tree.leaves(post.info["laplace"].curvature)
+    assert max(a.size for a in stored) == (hidden + 1) ** 2  # never ((hidden+1)·classes)²
+    assert post.info["prior_precision"] > 0
+    pred = post.predict(x[:10])
+    np.testing.assert_allclose(pred.probs.sum(-1), 1.0, rtol=1e-5)
+    dt = post.to_arviz(x[:10], y[:10])
+    assert dt["posterior"].sizes["draw"] == 20
+
+
+def test_probit_predictive_lies_between_the_map_confidence_and_one_half():
+    data = bnn.data.two_moons(n=80, noise=0.1, key=0)
+    net = bnn.models.MLP(2, (16,), 1, activation="tanh", rngs=nnx.Rngs(0))
+    model = bnn.BNN(net, bnn.priors.Normal(1.0), bnn.likelihoods.Bernoulli())
+    method = bnn.Laplace(map_config=bnn.MAP(learning_rate=0.05, epochs=100, batch_size=None),
+                         prior_precision="marglik", num_samples=10)
+    post = bnn.fit(model, data, method, key=0)
+    x = np.concatenate([np.asarray(data.x[:20]), np.array([[4.0, 4.0], [-5.0, 3.0]])])
+    position, cov = post.info["map_position"], post.info["laplace"]
+    p_map = np.asarray(model.likelihood.probs(model.apply(position, x)))[:, 1]
+    p = np.asarray(glm_predictive(model, position, cov, x).probs)[:, 1]
+    assert np.all(np.abs(p - 0.5) <= np.abs(p_map - 0.5) + 1e-6)
+    assert np.all(np.sign(p - 0.5) == np.sign(p_map - 0.5))
+    assert np.any(np.abs(p - 0.5) < np.abs(p_map - 0.5) - 1e-3)
+    mc = glm_predictive(model, position, cov, x, method="mc", key=jax.random.key(0),
+                        num_samples=4000)
+    np.testing.assert_allclose(mc.probs[:, 1], p, atol=0.05)  # probit ≈ MC within ~0.02
+    assert np.all(np.asarray(mc.epistemic) >= 0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"hessian": "block"}, "hessian"),
+    ({"curvature": "fisher"}, "curvature"),
+    ({"subset": []}, "subset"),
+    ({"subset": "layers"}, "subset"),
+    ({"prior_precision": -1.0}, "prior_precision"),
+    ({"prior_precision": "evidence"}, "prior_precision"),
+    ({"init": "prior"}, "init"),
+    ({"num_samples": 0}, "num_samples"),
+    ({"rank": 1.5}, "rank"),
+])
+def test_bad_config_is_refused_naming_the_argument(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        bnn.Laplace(**kwargs)
+
+
+def test_bad_model_or_subset_is_refused_before_any_fit(mlp_regression):
+    model, data = mlp_regression
+    with pytest.raises(ValueError, match="kron"):
+        bnn.fit(model, data, bnn.Laplace(subset=["layers/1/kernel"]), key=0)
+    with pytest.raises(ValueError, match="matches no parameter"):
+        bnn.fit(model, data, bnn.Laplace(subset=["head/*"]), key=0)
+    student = bnn.BNN(model.network(), bnn.priors.StudentT(), model.likelihood)
+    with pytest.raises(ValueError, match="prior_precision"):
+        bnn.fit(student, data, bnn.Laplace(), key=0)
+    hetero = bnn.BNN(bnn.models.MLP(1, (4,), 2, rngs=nnx.Rngs(0)),
+                     likelihood=bnn.likelihoods.Gaussian(heteroscedastic=True))
+    with pytest.raises(ValueError, match="heteroscedastic"):
+        bnn.fit(hetero, data, bnn.Laplace(), key=0)
