@@ -31,7 +31,9 @@ class Predictive(Protocol):
     the ArviZ export) asks the posterior's predictive for the network outputs (the
     likelihood's inputs) of each draw, so nothing downstream asks which method made the
     posterior. A predictive is a pytree (a ``NamedTuple`` of arrays), passed into the
-    jitted evaluation: new values of its arrays do not recompile.
+    jitted evaluation: new values of its arrays do not recompile. Another kind of
+    prediction (a network linearised at its mode, for a Laplace posterior) is another
+    class with this method.
     """
 
     def outputs(self, model: BNN, position, x: jax.Array, index: jax.Array) -> jax.Array:
