@@ -3,22 +3,30 @@
 :func:`to_datatree` exports a :class:`~bayesnn.Posterior` as an ``xarray.DataTree`` in ArviZ
 1.x conventions; :func:`diagnostics` summarises R̂ and ESS of the weights and, more usefully
 for networks whose weights are symmetric under permutation, of the predictions.
+
+It reads a posterior's fields (``model``, ``draws``, ``predictive``, ``info``, ``method``)
+and sits below :mod:`bayesnn.posterior`, whose ``to_arviz`` and ``diagnostics`` call it.
+The ``arviz`` and ``xarray`` packages are imported at first use, so ``import bayesnn``
+does not load them.
 """
 
 from __future__ import annotations
 
 import warnings
 from functools import partial
+from typing import TYPE_CHECKING
 
-import arviz as az
 import jax
 import numpy as np
-import xarray as xr
 
-from bayesnn.posterior import map_rows
+from bayesnn.chunks import draw_chunks, map_rows
+from bayesnn.prng import as_key
 from bayesnn.tree import flatten_paths
 
-__all__ = ["ess", "rhat", "to_datatree", "diagnostics", "variable_name"]
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = ["ess", "rhat", "to_datatree", "diagnostics", "variable_name", "SAMPLE_STATS_NAMES"]
 
 # NumPyro / BlackJAX statistic names -> ArviZ's sample_stats names.
 SAMPLE_STATS_NAMES = {
@@ -30,6 +38,14 @@ SAMPLE_STATS_NAMES = {
 _SAMPLE_DIMS = ("chain", "draw")
 
 
+def _libs():
+    """The ``arviz`` and ``xarray`` packages, imported at first use (they load slowly)."""
+    import arviz
+    import xarray
+
+    return arviz, xarray
+
+
 def ess(samples, method: str = "bulk", prob=None) -> np.ndarray:
     """Effective sample size of each coordinate of ``samples`` ``(chain, draw, ...)``.
 
@@ -39,12 +55,12 @@ def ess(samples, method: str = "bulk", prob=None) -> np.ndarray:
     """
     if method == "tail" and prob is None:
         prob = 0.95
-    return np.asarray(az.ess(_as_array(samples), method=method, prob=prob))
+    return np.asarray(_libs()[0].ess(_as_array(samples), method=method, prob=prob))
 
 
 def rhat(samples, method: str = "rank") -> np.ndarray:
     """Split-R̂ of each coordinate of ``samples`` ``(chain, draw, ...)`` (Vehtari et al. 2021)."""
-    return np.asarray(az.rhat(_as_array(samples), method=method))
+    return np.asarray(_libs()[0].rhat(_as_array(samples), method=method))
 
 
 def _as_array(samples) -> np.ndarray:
@@ -57,61 +73,49 @@ def _as_array(samples) -> np.ndarray:
 # -- per-draw evaluation in chunks ------------------------------------------------------------
 
 
-def _sample_rows(model, position, key, rows, f):
+def _sample_y(model, position, key, rows, f):
     """One target draw per row; row ``i`` uses ``fold_in(key, i)`` whatever the chunking."""
     one = lambda k, fi: model.likelihood.sample(k, fi[None], position["lik"])[0]  # noqa: E731
     return jax.vmap(one)(jax.vmap(partial(jax.random.fold_in, key))(rows), f)
 
 
-def _sample_y(model, position, key, dropout, rows, x):
-    return _sample_rows(model, position, key, rows, model.apply(position, x, dropout))
-
-
-def _loglik_and_sample(model, position, key, dropout, rows, x, y):
+def _loglik_and_sample(model, position, key, rows, f, y):
     """Untempered log p(y_i | x_i, θ) and a target draw per row, from one forward pass."""
-    f = model.apply(position, x, dropout)
     loglik = model.likelihood.log_prob(f, y, position["lik"])
-    return loglik, _sample_rows(model, position, key, rows, f)
+    return loglik, _sample_y(model, position, key, rows, f)
 
 
-def _draw_stats(model, position, key, dropout, rows, x):
-    return model.likelihood.draw_stats(model.apply(position, x, dropout), position["lik"])
-
-
-def _fold_all(key, index):
-    return None if key is None else jax.vmap(partial(jax.random.fold_in, key))(index)
+def _draw_stats(model, position, key, rows, f):
+    return model.likelihood.draw_stats(f, position["lik"])
 
 
 @partial(jax.jit, static_argnums=(0, 1))
-def _rows_of_draws(model, fn, draws, key, dropout_key, draw_index, rows, *arrays):
+def _rows_of_draws(model, fn, predictive, draws, key, index, rows, x, *arrays):
     """``fn`` for each draw on one chunk of rows; output ``(rows, draws, ...)``."""
-    one = lambda position, k, d: fn(model, position, k, d, rows, *arrays)  # noqa: E731
-    keys, dropout = _fold_all(key, draw_index), _fold_all(dropout_key, draw_index)
-    return jax.vmap(one, out_axes=1)(draws, keys, dropout)
+
+    def one(position, s):
+        f = predictive.outputs(model, position, x, s)
+        return fn(model, position, jax.random.fold_in(key, s), rows, f, *arrays)
+
+    return jax.vmap(one, out_axes=1)(draws, index)
 
 
 def _per_draw(posterior, fn, arrays, *, key, index=None, batch_size=1024, draw_batch_size=64):
-    """``fn(model, position, key, dropout_key, row_indices, *row_chunks)`` for each draw.
+    """``fn(model, position, key, row_indices, outputs, *other_row_chunks)`` for each draw.
 
-    Draws (flat indices ``index``, default all) go through in chunks of ``draw_batch_size``
-    and rows in chunks of ``batch_size``, so device memory stays bounded; results are stacked
-    on the host as ``(len(index), num_rows, ...)`` NumPy arrays. Draw ``s`` gets the key
-    ``fold_in(key, s)`` and, for MC-dropout posteriors (``info["dropout_key"]``), the
-    dropout key ``fold_in(dropout_key, s)`` that :meth:`~bayesnn.Posterior.predict` uses.
+    ``outputs`` are the draw's network outputs at the first of ``arrays`` (the inputs), from
+    the posterior's predictive, as :meth:`~bayesnn.Posterior.predict` computes them. Draws
+    (flat indices ``index``, default all) go through in chunks of ``draw_batch_size`` and
+    rows in chunks of ``batch_size``, so device memory stays bounded; results are stacked on
+    the host as ``(len(index), num_rows, ...)`` NumPy arrays. Draw ``s`` gets the key
+    ``fold_in(key, s)``.
     """
-    flat = jax.tree.map(lambda a: np.asarray(a).reshape((-1,) + a.shape[2:]), posterior.draws)
-    index = np.arange(posterior.num_samples) if index is None else np.asarray(index)
-    size = min(draw_batch_size, len(index))
     rows = np.arange(arrays[0].shape[0])
-    dropout_key = posterior.info.get("dropout_key")
     parts = []
-    for start in range(0, len(index), size):
-        sel = index[np.minimum(np.arange(start, start + size), len(index) - 1)]
-        draws = jax.tree.map(lambda a, s=sel: a[s], flat)
-        out = map_rows(partial(_rows_of_draws, posterior.model, fn, draws, key, dropout_key, sel),
-                       (rows, *arrays), batch_size)
-        keep = min(size, len(index) - start)
-        parts.append(jax.tree.map(lambda a, k=keep: np.swapaxes(np.asarray(a), 0, 1)[:k], out))
+    for draws, flat, count in draw_chunks(posterior.draws, draw_batch_size, index):
+        out = map_rows(partial(_rows_of_draws, posterior.model, fn, posterior.predictive, draws,
+                               key, flat), (rows, *arrays), batch_size)
+        parts.append(jax.tree.map(lambda a, k=count: np.swapaxes(np.asarray(a), 0, 1)[:k], out))
     return jax.tree.map(lambda *a: np.concatenate(a), *parts)
 
 
@@ -152,7 +156,7 @@ def _param_dims(shapes: dict[str, tuple[int, ...]]) -> dict[str, list[str]]:
 
 
 def _dataset(data: dict, *, dims=None, coords=None, sample_dims=_SAMPLE_DIMS) -> xr.Dataset:
-    return az.dict_to_dataset(
+    return _libs()[0].dict_to_dataset(
         data, dims=dims, coords=coords, sample_dims=list(sample_dims),
         inference_library=None, index_origin=0,
     )
@@ -249,8 +253,6 @@ def to_datatree(
     xarray.DataTree
         Write it with ``dt.to_netcdf(path)``, read it back with ``arviz.from_netcdf(path)``.
     """
-    from bayesnn.inference.base import as_key  # here: samplers may import this module
-
     if x is None and y is not None:
         raise ValueError("y needs the inputs x it was observed at")
     key = as_key(0 if key is None else key)
@@ -292,7 +294,7 @@ def to_datatree(
             posterior, x_new, samples, flat_index
         )
 
-    tree = xr.DataTree.from_dict(groups)
+    tree = _libs()[1].DataTree.from_dict(groups)
     tree.attrs.update(
         method=type(posterior.method).__name__ if posterior.method is not None else "unknown",
         method_config=repr(posterior.method),

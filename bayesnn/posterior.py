@@ -8,16 +8,55 @@ import pickle
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesnn.arviz import diagnostics as _diagnostics
+from bayesnn.arviz import to_datatree
 from bayesnn.bnn import BNN
+from bayesnn.chunks import draw_chunks, map_rows
 from bayesnn.data import check_finite
+from bayesnn.prng import as_key
 
-__all__ = ["Posterior"]
+__all__ = ["Posterior", "Predictive", "DrawPredictive", "DropoutPredictive"]
+
+
+class Predictive(Protocol):
+    """How a posterior draw predicts: what :class:`Posterior` needs beyond the draws.
+
+    Every prediction (:meth:`Posterior.predict`, :meth:`Posterior.log_predictive_density`,
+    the ArviZ export) asks the posterior's predictive for the network outputs (the
+    likelihood's inputs) of each draw, so nothing downstream asks which method made the
+    posterior. A predictive is a pytree (a ``NamedTuple`` of arrays), passed into the
+    jitted evaluation: new values of its arrays do not recompile. Another kind of
+    prediction (a network linearised at its mode, for a Laplace posterior) is another
+    class with this method.
+    """
+
+    def outputs(self, model: BNN, position, x: jax.Array, index: jax.Array) -> jax.Array:
+        """Outputs at inputs ``x`` of the draw ``position`` with flat index ``index``
+        (``chain * num_draws + draw``)."""
+        ...
+
+
+class DrawPredictive(NamedTuple):
+    """Each draw's network as it is, without dropout: every method's default."""
+
+    def outputs(self, model: BNN, position, x, index):
+        return model.apply(position, x)
+
+
+class DropoutPredictive(NamedTuple):
+    """Each draw's network with dropout on, draw ``s`` with the mask of ``fold_in(key, s)``
+    (:class:`~bayesnn.MCDropout`; Gal & Ghahramani 2016)."""
+
+    key: jax.Array
+
+    def outputs(self, model: BNN, position, x, index):
+        return model.apply(position, x, jax.random.fold_in(self.key, index))
 
 
 @dataclass
@@ -36,18 +75,27 @@ class Posterior:
     info : dict
         What the method recorded: ``history`` (per-epoch losses), ``sample_stats``
         (per-draw sampler statistics, leading ``(chain, draw)``), ``seconds``,
-        ``interrupted`` and method-specific entries.
+        ``interrupted`` and method-specific entries. Prediction never reads it.
+    predictive : Predictive
+        How each draw predicts: :class:`DrawPredictive` (the default) or, for MC dropout,
+        :class:`DropoutPredictive`.
     """
 
     model: BNN
     draws: Any
     method: Any = None
     info: dict = field(default_factory=dict)
+    predictive: Predictive = field(default_factory=DrawPredictive)
 
     def __post_init__(self):
         shapes = {leaf.shape[:2] for leaf in jax.tree.leaves(self.draws)}
         if len(shapes) != 1 or len(next(iter(shapes))) != 2:
             raise ValueError(f"draws must share leading (chain, draw) axes; got {shapes}")
+        if not callable(getattr(self.predictive, "outputs", None)):
+            raise TypeError(
+                "predictive must have an outputs(model, position, x, index) method, such as "
+                f"bayesnn.posterior.DrawPredictive(); got {self.predictive!r}"
+            )
 
     @property
     def num_chains(self) -> int:
@@ -86,9 +134,10 @@ class Posterior:
         x : array, shape (N, ...)
         batch_size, draw_batch_size : int
             Chunk sizes over inputs and draws.
-        key : PRNG key, optional
-            Keep dropout on, with an independent mask per draw (MC dropout). Default:
-            ``info["dropout_key"]`` when the method set one (:class:`~bayesnn.MCDropout`).
+        key : int or PRNG key, optional
+            Keep dropout on, draw ``s`` with the mask of ``fold_in(key, s)`` (MC dropout).
+            Default: the posterior's :attr:`predictive` (with dropout for
+            :class:`~bayesnn.MCDropout`).
 
         Returns
         -------
@@ -97,12 +146,14 @@ class Posterior:
             ``probs, entropy, aleatoric, epistemic`` (see :mod:`bayesnn.likelihoods`).
         """
         x = self._check_x(x)
-        total = None
-        for draws, weights, keys in self._draw_chunks(draw_batch_size, key):
+        predictive, total = self._predictive(key), None
+        for draws, index, count in draw_chunks(self.draws, draw_batch_size):
+            weights = jnp.asarray(np.arange(len(index)) < count, jnp.float32)
             mean, m2 = map_rows(
-                partial(_chunk_moments, self.model, draws, weights, keys), x, batch_size
+                partial(_chunk_moments, self.model, predictive, draws, weights, index), x,
+                batch_size,
             )
-            part = _Moments(float(weights.sum()), mean, m2)
+            part = _Moments(float(count), mean, m2)
             total = part if total is None else _merge_moments(total, part)
         count, mean, m2 = total
         var = jax.tree.map(lambda m: m / count, m2)
@@ -113,17 +164,19 @@ class Posterior:
     ) -> jax.Array:
         """log p(y_i | x_i, D) = log (1/S) Σ_s p(y_i | x_i, θ_s) for each row (untempered).
 
-        Its negative mean is the test NLL of the posterior predictive.
+        Its negative mean is the test NLL of the posterior predictive. Arguments as for
+        :meth:`predict`.
         """
         x = self._check_x(x)
         y = self.model.likelihood.validate_targets(np.asarray(y), self.model.out_features)
         if y.shape[0] != x.shape[0]:
             raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
-        total = None
-        for draws, weights, keys in self._draw_chunks(draw_batch_size, key):
-            log_w = jnp.where(weights > 0, 0.0, -jnp.inf)
+        predictive, total = self._predictive(key), None
+        for draws, index, count in draw_chunks(self.draws, draw_batch_size):
+            log_w = jnp.where(np.arange(len(index)) < count, 0.0, -jnp.inf)
             part = map_rows(
-                partial(_logsumexp_loglik, self.model, draws, log_w, keys), (x, y), batch_size
+                partial(_logsumexp_loglik, self.model, predictive, draws, log_w, index), (x, y),
+                batch_size,
             )
             total = part if total is None else jnp.logaddexp(total, part)
         return total - math.log(self.num_samples)
@@ -142,6 +195,7 @@ class Posterior:
             "draws": jax.device_get(self.draws),
             "method": _picklable(self.method),
             "info": {k: _picklable(v) for k, v in self.info.items()},
+            "predictive": jax.device_get(self.predictive),
         }
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
@@ -157,21 +211,18 @@ class Posterior:
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
             raise ValueError(f"{path} is not a bayesnn posterior file ({_FORMAT})")
         draws = jax.tree.map(jnp.asarray, payload["draws"])
-        return cls(BNN.from_state(payload["model"]), draws, payload["method"], payload["info"])
+        return cls(BNN.from_state(payload["model"]), draws, payload["method"], payload["info"],
+                   payload["predictive"])
 
     # -- ArviZ -------------------------------------------------------------------------
 
     def to_arviz(self, x=None, y=None, **kwargs):
         """ArviZ ``xarray.DataTree`` of the draws; see :func:`bayesnn.arviz.to_datatree`."""
-        from bayesnn.arviz import to_datatree
-
         return to_datatree(self, x, y, **kwargs)
 
     def diagnostics(self, x=None, **kwargs) -> dict[str, float]:
         """Worst R̂ and ESS of weights and predictions; see :func:`bayesnn.arviz.diagnostics`."""
-        from bayesnn.arviz import diagnostics
-
-        return diagnostics(self, x, **kwargs)
+        return _diagnostics(self, x, **kwargs)
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -185,21 +236,8 @@ class Posterior:
         check_finite(x, "x")
         return x.astype(jnp.result_type(float)) if not np.issubdtype(x.dtype, np.floating) else x
 
-    def _draw_chunks(self, size: int, key):
-        """Yield ``(draws, weights, keys)`` chunks of one size, at most ``size``; padding has
-        weight 0. The chunks are balanced (10 draws at ``size=8``: two of 5, not 8 + 8 with
-        6 padded), so fewer than one draw per chunk is padding."""
-        key = self.info.get("dropout_key") if key is None else key
-        n = self.num_samples
-        size = -(-n // -(-n // min(size, n)))
-        for start in range(0, n, size):
-            idx = np.minimum(np.arange(start, start + size), n - 1)
-            weights = (np.arange(start, start + size) < n).astype(np.float32)
-            keys = None if key is None else jax.vmap(partial(jax.random.fold_in, key))(idx)
-            # Gather by (chain, draw): flat_draws() would copy every draw at once.
-            chain, draw = np.divmod(idx, self.num_draws)
-            yield (jax.tree.map(lambda a, c=chain, d=draw: a[c, d], self.draws),
-                   jnp.asarray(weights), keys)
+    def _predictive(self, key) -> Predictive:
+        return self.predictive if key is None else DropoutPredictive(as_key(key))
 
 
 _FORMAT = "bayesnn.Posterior/1"
@@ -214,31 +252,6 @@ def _picklable(obj):
     return obj
 
 
-def map_rows(fn, arrays, batch_size: int):
-    """Apply ``fn`` to fixed-size row chunks of ``arrays`` and concatenate the results.
-
-    The last chunk is padded to the same size (one compilation); padding rows are dropped.
-    """
-    single = not isinstance(arrays, tuple)
-    arrays = (arrays,) if single else arrays
-    n = arrays[0].shape[0]
-    size = min(batch_size, n)
-    outs = []
-    for start in range(0, n, size):
-        stop = min(start + size, n)
-        pad = size - (stop - start)
-        chunk = tuple(np.pad(a[start:stop], [(0, pad)] + [(0, 0)] * (a.ndim - 1), mode="edge")
-                      for a in arrays)
-        outs.append(jax.tree.map(lambda o, m=stop - start: o[:m], fn(*chunk)))
-    return jax.tree.map(lambda *o: jnp.concatenate(o), *outs)
-
-
-def _apply_draws(model: BNN, draws, keys, fn):
-    if keys is None:
-        return jax.vmap(lambda pos: fn(pos, None))(draws)
-    return jax.vmap(fn)(draws, keys)
-
-
 class _Moments(NamedTuple):
     """Weighted count, mean and sum of squared deviations of each statistic over draws."""
 
@@ -248,13 +261,13 @@ class _Moments(NamedTuple):
 
 
 @partial(jax.jit, static_argnums=0)
-def _chunk_moments(model: BNN, draws, weights, keys, x):
+def _chunk_moments(model: BNN, predictive, draws, weights, index, x):
     """Mean and summed squared deviations of ``draw_stats`` over one chunk of draws."""
 
-    def one(pos, k):
-        return model.likelihood.draw_stats(model.apply(pos, x, k), pos["lik"])
+    def one(pos, s):
+        return model.likelihood.draw_stats(predictive.outputs(model, pos, x, s), pos["lik"])
 
-    stats = _apply_draws(model, draws, keys, one)
+    stats = jax.vmap(one)(draws, index)
     count = jnp.sum(weights)
 
     def moments(s):
@@ -281,11 +294,11 @@ def _merge_moments(a: _Moments, b: _Moments) -> _Moments:
 
 
 @partial(jax.jit, static_argnums=0)
-def _logsumexp_loglik(model: BNN, draws, log_w, keys, x, y):
+def _logsumexp_loglik(model: BNN, predictive, draws, log_w, index, x, y):
     """log Σ_s w_s p(y | x, θ_s) over one chunk of draws."""
 
-    def one(pos, k):
-        return model.log_prob_per_example(pos, x, y, k)
+    def one(pos, s):
+        return model.likelihood.log_prob(predictive.outputs(model, pos, x, s), y, pos["lik"])
 
-    ll = _apply_draws(model, draws, keys, one)
+    ll = jax.vmap(one)(draws, index)
     return jax.nn.logsumexp(ll + log_w[:, None], axis=0)

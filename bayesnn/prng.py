@@ -1,4 +1,5 @@
-"""Standard normal draws for the samplers' per-step noise, in fused loops.
+"""Keys and random numbers: :func:`as_key` for every ``key`` argument, and standard normal
+draws for the samplers' per-step noise in fused loops.
 
 SGLD, pSGLD and SGHMC draw one normal per weight per step, and so does the weight-noise
 guide of mean-field VI (local-reparameterisation VI one per pre-activation). On CPU JAX
@@ -7,9 +8,10 @@ short), each a separate pass over memory; for the 670k weights of
 :func:`~bayesnn.models.presets.mnist_mlp` that made the noise cost almost as much as the
 SGD step it accompanies. :func:`normal` evaluates the same hash unrolled and materialises
 its words once, so XLA fuses the twenty rounds into one loop, and the conversion to
-uniforms and the inverse error function into another: inside a ``lax.scan`` on CPU, 670k
-normals take 4.3 instead of 5.3 ms of CPU time, and they are bit for bit the draws of
-``jax.random.normal`` with the classic (non-partitionable) Threefry, on every backend.
+uniforms and the inverse error function into another (measured by
+``benchmarks/noise_generators.py``, recorded in ``benchmarks/results/``). The draws are bit
+for bit those of ``jax.random.normal`` with the classic (non-partitionable) Threefry, on
+every backend.
 
 References
 ----------
@@ -26,10 +28,35 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["threefry2x32", "normal", "bits_to_normal"]
+__all__ = ["as_key", "normal"]
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _PARITY = np.uint32(0x1BD11BDA)
+
+
+def as_key(key) -> jax.Array:
+    """Accept an int seed, a typed PRNG key or a raw ``uint32[2]`` key."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return jax.random.key(int(key))
+    if isinstance(key, jax.Array) and (
+        jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+        or (key.dtype == np.uint32 and key.shape == (2,))
+    ):
+        return key
+    raise TypeError(f"key must be an int seed or a JAX PRNG key, got {type(key).__name__}")
+
+
+def classic_threefry():
+    """Context: trace random numbers with JAX's classic (non-partitionable) Threefry.
+
+    Weight-noise VI draws one normal per weight per step through NumPyro, and on CPU
+    generating them dominates its extra cost over SGD; the classic Threefry makes them
+    faster there than the partitionable one (JAX's default), whose purpose, sharding, does
+    not arise for an unsharded fit. Used on every backend, so that a key gives the same
+    numbers on CPU and GPU (as :func:`normal` does). The flag acts where random numbers are
+    traced, so enter it inside the jitted function.
+    """
+    return jax.threefry_partitionable(False)
 
 
 def _rotl(x, r: int):

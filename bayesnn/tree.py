@@ -7,10 +7,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = [
-    "path_str", "flatten_paths", "unflatten_paths", "tree_size", "save_tree", "load_tree",
-    "split_tree", "merge_trees",
-]
+__all__ = ["flatten_paths", "unflatten_paths", "tree_size", "save_tree", "load_tree"]
 
 
 def path_str(keypath) -> str:

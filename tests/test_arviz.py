@@ -6,6 +6,7 @@ from flax import nnx
 
 import bayesnn as bnn
 from bayesnn import arviz as bz
+from bayesnn.posterior import DropoutPredictive
 from bayesnn.tree import flatten_paths
 
 C, D, N = 2, 40, 9
@@ -36,10 +37,10 @@ def regression():
 
 @pytest.fixture(scope="module")
 def classification():
-    """Random weights with MC dropout on top (``info["dropout_key"]``, as MCDropout sets)."""
+    """Random weights with MC dropout on top (a ``DropoutPredictive``, as MCDropout sets)."""
     model = _model(bnn.likelihoods.Categorical(), 3, dropout=0.5)
-    info = {"dropout_key": jax.random.key_data(jax.random.key(5))}
-    return bnn.Posterior(model, _draws(model, C, D, seed=1), None, info)
+    predictive = DropoutPredictive(jax.random.key_data(jax.random.key(5)))
+    return bnn.Posterior(model, _draws(model, C, D, seed=1), predictive=predictive)
 
 
 @pytest.fixture(scope="module")

@@ -1,3 +1,5 @@
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -5,6 +7,7 @@ import pytest
 from flax import nnx
 
 import bayesnn as bnn
+from bayesnn.posterior import DrawPredictive, DropoutPredictive, _chunk_moments
 
 
 def _posterior(likelihood, out, num_chains=2, num_draws=5, dropout=0.0):
@@ -75,3 +78,51 @@ def test_save_load_round_trip(tmp_path):
     (tmp_path / "junk.pkl").write_bytes(__import__("pickle").dumps({"a": 1}))
     with pytest.raises(ValueError, match="not a bayesnn posterior"):
         bnn.Posterior.load(tmp_path / "junk.pkl")
+
+
+class _Shifted(NamedTuple):
+    """A predictive of another kind: each draw's outputs plus an offset."""
+
+    offset: jax.Array
+
+    def outputs(self, model, position, x, index):
+        return model.apply(position, x) + self.offset
+
+
+def test_the_predictive_field_says_how_draws_predict():
+    post = _posterior(bnn.likelihoods.Gaussian(scale=0.5), 1, dropout=0.5)
+    assert post.predictive == DrawPredictive()
+    key = jax.random.key(3)
+    dropout = bnn.Posterior(post.model, post.draws, predictive=DropoutPredictive(key))
+    by_key = post.predict(X, key=key)
+    for a, b in zip(dropout.predict(X), by_key, strict=True):
+        np.testing.assert_array_equal(a, b)  # the same program and key
+    # draw s predicts with the dropout mask of fold_in(key, s)
+    outs = jax.vmap(lambda p, s: post.model.apply(p, X, jax.random.fold_in(key, s)))(
+        post.flat_draws(), jnp.arange(post.num_samples))
+    np.testing.assert_allclose(by_key.mean, outs.mean(0), rtol=1e-5, atol=1e-6)
+    # any predictive with the same interface: no branch on the method downstream
+    shifted = bnn.Posterior(post.model, post.draws, predictive=_Shifted(jnp.float32(2.0)))
+    np.testing.assert_allclose(shifted.predict(X).mean, post.predict(X).mean + 2.0, rtol=1e-5)
+    y = np.zeros((23, 1))
+    np.testing.assert_allclose(
+        shifted.log_predictive_density(X, y),
+        bnn.Posterior(post.model, post.draws).log_predictive_density(X, y - 2.0), rtol=1e-5)
+    tree = shifted.to_arviz(X, y)
+    ll = tree["log_likelihood"]["y"].values.reshape(post.num_samples, -1)
+    np.testing.assert_allclose(jax.nn.logsumexp(ll, 0) - np.log(post.num_samples),
+                               shifted.log_predictive_density(X, y), rtol=1e-5)
+
+
+def test_a_new_dropout_key_does_not_recompile():
+    post = _posterior(bnn.likelihoods.Gaussian(), 1, dropout=0.5)
+    post.predict(X, key=jax.random.key(1))
+    compiled = _chunk_moments._cache_size()
+    post.predict(X, key=jax.random.key(2))
+    assert _chunk_moments._cache_size() == compiled
+
+
+def test_bad_predictive():
+    post = _posterior(bnn.likelihoods.Gaussian(), 1)
+    with pytest.raises(TypeError, match="predictive must have an outputs"):
+        bnn.Posterior(post.model, post.draws, predictive=jax.random.key(0))

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bayesnn.prng import normal, threefry2x32
+from bayesnn.prng import as_key, normal, threefry2x32
 
 
 def _reference(key, shape, dtype=jnp.float32):
@@ -45,3 +45,15 @@ def test_normal_is_standard_normal():
     assert abs(z.mean()) < 5 / np.sqrt(z.size)
     assert abs(z.var() - 1) < 5 * np.sqrt(2 / z.size)
     assert abs(np.mean(np.abs(z) > 2) - 0.0455) < 5 * np.sqrt(0.0455 * 0.9545 / z.size)
+
+
+def test_as_key_takes_seeds_and_keys_and_refuses_the_rest():
+    typed = as_key(3)
+    assert jax.dtypes.issubdtype(typed.dtype, jax.dtypes.prng_key)
+    np.testing.assert_array_equal(jax.random.key_data(typed),
+                                  jax.random.key_data(jax.random.key(3)))
+    raw = jax.random.key_data(typed)
+    assert as_key(raw) is raw and as_key(typed) is typed and as_key(np.int64(3)) is not None
+    for bad in (True, 1.5, "0", np.zeros(3, np.uint32)):
+        with pytest.raises(TypeError, match="key must be an int seed or a JAX PRNG key"):
+            as_key(bad)

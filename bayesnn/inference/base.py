@@ -14,10 +14,12 @@ from bayesnn.data import Dataset, as_dataset
 from bayesnn.inference.driver import Checkpoint
 from bayesnn.posterior import Posterior
 
-__all__ = [
-    "Method", "fit", "as_key", "prepare_data", "check_chain_args", "check_positive",
-    "classic_threefry",
-]
+# classic_threefry and check_chain_args: the methods' old import path, until they import
+# from bayesnn.prng and bayesnn.validation.
+from bayesnn.prng import as_key, classic_threefry  # noqa: F401
+from bayesnn.validation import check_chain_args, check_positive  # noqa: F401
+
+__all__ = ["Method", "fit"]
 
 
 class Method(Protocol):
@@ -28,59 +30,12 @@ class Method(Protocol):
     ) -> Posterior: ...
 
 
-def as_key(key) -> jax.Array:
-    """Accept an int seed, a typed PRNG key or a raw ``uint32[2]`` key."""
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        return jax.random.key(int(key))
-    if isinstance(key, jax.Array) and (
-        jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-        or (key.dtype == np.uint32 and key.shape == (2,))
-    ):
-        return key
-    raise TypeError(f"key must be an int seed or a JAX PRNG key, got {type(key).__name__}")
-
-
 def prepare_data(model: BNN, data, *, name: str = "data") -> Dataset:
     """Validate ``data`` against the model: input shape, finiteness, targets for the head."""
     data = as_dataset(data, name=name)
     model.check_inputs(data.x, name=f"{name}.x")
     y = model.likelihood.validate_targets(np.asarray(data.y), model.out_features)
     return Dataset(data.x, y)
-
-
-def classic_threefry():
-    """Context: trace random numbers with JAX's classic (non-partitionable) Threefry.
-
-    Weight-noise VI draws one normal per weight per step through NumPyro, and on CPU
-    generating them dominates its extra cost over SGD; the classic Threefry makes them ~1.5x
-    faster there than the partitionable one (JAX's default), whose purpose, sharding, does
-    not arise for an unsharded fit. Used on every backend, so that a key gives the same
-    numbers on CPU and GPU (as :func:`bayesnn.prng.normal` does). The flag acts where random
-    numbers are traced, so enter it inside the jitted function.
-    """
-    return jax.threefry_partitionable(False)
-
-
-def check_positive(**values) -> None:
-    """Raise ``ValueError`` naming any argument that is not > 0 (None is allowed)."""
-    for name, v in values.items():
-        if v is not None and not v > 0:
-            raise ValueError(f"{name} must be > 0, got {v!r}")
-
-
-def check_chain_args(*, num_samples, num_warmup, num_chains, thinning) -> None:
-    """Draws, chains and thinning are ints >= 1 and warm-up an int >= 0.
-
-    A non-int raises ``TypeError``, an int out of range ``ValueError``.
-    """
-    values = {"num_samples": num_samples, "num_chains": num_chains, "thinning": thinning,
-              "num_warmup": num_warmup}
-    for name, v in values.items():
-        least = 0 if name == "num_warmup" else 1
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"{name} must be an int >= {least}, got {v!r}")
-        if v < least:
-            raise ValueError(f"{name} must be an int >= {least}, got {v!r}")
 
 
 def fit(

@@ -16,11 +16,11 @@ import numpy as np
 
 from bayesnn.bnn import BNN
 from bayesnn.data import Dataset
-from bayesnn.inference.base import check_positive
 from bayesnn.inference.map import MAP, train_members
 from bayesnn.inference.sharding import num_chain_devices
-from bayesnn.posterior import Posterior
+from bayesnn.posterior import DropoutPredictive, Posterior
 from bayesnn.tree import save_tree
+from bayesnn.validation import check_positive
 
 __all__ = ["Ensemble", "MCDropout", "member_keys"]
 
@@ -105,8 +105,9 @@ class MCDropout:
     The network is trained by ``map_config`` (dropout is on during training, and the
     prior acts as the weight decay of the paper's objective). The posterior holds the
     trained weights as ``num_samples`` draws ``(1, num_samples, ...)`` (views of one copy)
-    and ``info["dropout_key"]``, so :meth:`~bayesnn.Posterior.predict` averages
-    ``num_samples`` independent dropout masks unless given another ``key``.
+    and a :class:`~bayesnn.posterior.DropoutPredictive` as its ``predictive``, so
+    :meth:`~bayesnn.Posterior.predict` averages ``num_samples`` independent dropout masks
+    unless given another ``key``.
 
     Parameters
     ----------
@@ -146,5 +147,5 @@ class MCDropout:
             lambda a: np.broadcast_to(np.asarray(a), (1, self.num_samples, *np.shape(a))),
             fitted.point(),
         )
-        info = fitted.info | {"dropout_key": jax.random.key_data(k_dropout)}
-        return Posterior(model, draws, self, info)
+        return Posterior(model, draws, self, fitted.info,
+                         DropoutPredictive(jax.random.key_data(k_dropout)))

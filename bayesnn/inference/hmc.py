@@ -3,7 +3,8 @@
 :class:`NUTS` and :class:`HMC` run :class:`numpyro.infer.MCMC` on
 :meth:`bayesnn.BNN.numpyro_model` with all the data at every step (no minibatches), with
 NumPyro's windowed step-size and mass-matrix adaptation during warmup. Chains start at the
-network's weights, at fresh initialisations, at prior draws or at a MAP fit.
+network's weights, at fresh initialisations, at prior draws or at a MAP fit
+(:mod:`bayesnn.inference.init`), passed to NumPyro as initial values.
 """
 
 from __future__ import annotations
@@ -24,14 +25,14 @@ from numpyro.infer.util import unconstrain_fn
 
 from bayesnn.bnn import BNN
 from bayesnn.data import Dataset
-from bayesnn.inference.base import check_chain_args, check_positive
+from bayesnn.inference.init import check_init, initial_positions
 from bayesnn.inference.map import MAP
 from bayesnn.inference.sharding import numpyro_chain_method
 from bayesnn.posterior import Posterior
+from bayesnn.validation import check_chain_args, check_positive
 
-__all__ = ["NUTS", "HMC", "INITS", "initial_positions", "sample_stats"]
+__all__ = ["NUTS", "HMC"]
 
-INITS = ("network", "random", "prior", "map")
 CHAIN_METHODS = ("vectorized", "sequential", "parallel")
 
 # NumPyro state fields -> ArviZ sample_stats names
@@ -43,24 +44,6 @@ _STATS = {
     "energy": "energy",
     "potential_energy": "lp",
 }
-
-
-def initial_positions(key, model: BNN, data: Dataset, init, num_chains: int, *, progress=None):
-    """Starting positions of the chains, with a leading chain axis.
-
-    ``"network"``: the network's own weights for every chain; ``"random"``: a fresh
-    :meth:`~bayesnn.BNN.init_params` per chain; ``"map"`` or a :class:`MAP` config: every
-    chain at the weights of one MAP fit (``"map"`` uses ``MAP()``). Returns
-    ``(positions, map_info)`` (``map_info`` is None without a MAP fit).
-    """
-    if init == "random":
-        return jax.vmap(model.init_params)(jax.random.split(key, num_chains)), None
-    position, map_info = model.init_position, None
-    if init == "map" or isinstance(init, MAP):
-        fitted = (MAP() if init == "map" else init).run(model, data, key, progress=progress)
-        position, map_info = fitted.point(), fitted.info
-    positions = jax.tree.map(lambda a: jnp.broadcast_to(a, (num_chains, *jnp.shape(a))), position)
-    return positions, map_info
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,14 +64,9 @@ class _MCMC(abc.ABC):
     def __post_init__(self):
         check_chain_args(num_samples=self.num_samples, num_warmup=self.num_warmup,
                          num_chains=self.num_chains, thinning=self.thinning)
-        if self.thinning > self.num_samples:
-            raise ValueError(
-                f"thinning ({self.thinning}) must not exceed num_samples ({self.num_samples})"
-            )
         if not 0 < self.target_accept_prob < 1:
             raise ValueError(f"target_accept_prob must be in (0, 1), got {self.target_accept_prob}")
-        if not (isinstance(self.init, MAP) or self.init in INITS):
-            raise ValueError(f"init must be one of {INITS} or a bayesnn.MAP, got {self.init!r}")
+        check_init(self.init)
         if self.chain_method not in CHAIN_METHODS:
             raise ValueError(
                 f"chain_method must be one of {CHAIN_METHODS}, got {self.chain_method!r}"
@@ -109,26 +87,25 @@ class _MCMC(abc.ABC):
         t0 = time.perf_counter()
         info, params = {}, {}
         numpyro_model = model.numpyro_model
-        if self.init == "prior":
-            init_strategy, init_params = numpyro.infer.init_to_sample, None
-        else:
-            positions, map_info = initial_positions(
-                k_init, model, data, self.init, self.num_chains, progress=progress
-            )
-            sites, chain_params = model.sites(positions)
-            if map_info is not None:
-                # Weights without a prior stay at their MAP values (they are not sampled).
-                info["map_info"] = map_info
-                params = {k: v[0] for k, v in chain_params.items()}
-                numpyro_model = handlers.substitute(numpyro_model, data=params)
-            init_strategy = numpyro.infer.init_to_value(values={k: v[0] for k, v in sites.items()})
-            # MCMC.run takes unconstrained values, with a chain axis only for several chains.
-            init_params = jax.vmap(lambda s: unconstrain_fn(numpyro_model, (x, y), {}, s))(sites)
-            if self.num_chains == 1:
-                init_params = {k: v[0] for k, v in init_params.items()}
+        positions, map_info = initial_positions(
+            k_init, model, data, self.init, self.num_chains, progress=progress
+        )
+        sites, chain_params = model.sites(positions)
+        if map_info is not None:
+            # Weights without a prior stay at their MAP values (they are not sampled).
+            info["map_info"] = map_info
+            params = {k: v[0] for k, v in chain_params.items()}
+            numpyro_model = handlers.substitute(numpyro_model, data=params)
+        init_strategy = numpyro.infer.init_to_value(values={k: v[0] for k, v in sites.items()})
+        # MCMC.run takes unconstrained values, with a chain axis only for several chains.
+        init_params = jax.vmap(lambda s: unconstrain_fn(numpyro_model, (x, y), {}, s))(sites)
+        if self.num_chains == 1:
+            init_params = {k: v[0] for k, v in init_params.items()}
+        # NumPyro's num_samples counts steps before thinning; ours counts the draws kept.
         mcmc = numpyro.infer.MCMC(
-            self._kernel(numpyro_model, init_strategy), num_warmup=self.num_warmup,
-            num_samples=self.num_samples, num_chains=self.num_chains, thinning=self.thinning,
+            self._kernel(numpyro_model, init_strategy), num_warmup=int(self.num_warmup),
+            num_samples=int(self.num_samples * self.thinning), num_chains=int(self.num_chains),
+            thinning=int(self.thinning),
             chain_method=numpyro_chain_method(self.chain_method, self.num_chains),
             jit_model_args=True,
             progress_bar=sys.stderr.isatty() if progress is None else bool(progress),
@@ -174,11 +151,11 @@ class NUTS(_MCMC):
         Adaptation steps (step size by dual averaging, diagonal or dense mass matrix),
         discarded.
     num_samples : int
-        Steps kept per chain (``num_samples // thinning`` draws).
+        Draws kept per chain, after thinning (``num_samples * thinning`` steps are run).
     num_chains : int
-        Independent chains; draws have shape ``(num_chains, num_samples // thinning, ...)``.
+        Independent chains; draws have shape ``(num_chains, num_samples, ...)``.
     thinning : int
-        Keep every ``thinning``-th draw.
+        Keep every ``thinning``-th step.
     target_accept_prob : float
         Target mean acceptance probability of step-size adaptation.
     max_tree_depth : int
@@ -189,7 +166,8 @@ class NUTS(_MCMC):
         Where chains start: the network's own weights (every chain), a fresh network
         initialisation per chain (:meth:`~bayesnn.BNN.init_params`), a draw from the prior
         per chain, or the weights of one MAP fit (``"map"``: ``MAP()``; or the given config;
-        weights without a prior then stay at their MAP values).
+        weights without a prior then stay at their MAP values). See
+        :func:`bayesnn.inference.init.initial_positions`.
     chain_method : {"vectorized", "sequential", "parallel"}
         How NumPyro runs several chains: vmapped, one after another, or one per device
         (``parallel`` falls back to ``sequential`` without enough devices). With

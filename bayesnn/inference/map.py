@@ -19,6 +19,7 @@ import numpy as np
 import optax
 
 from bayesnn.bnn import BNN
+from bayesnn.chunks import map_rows
 from bayesnn.data import (
     Augment,
     Dataset,
@@ -31,7 +32,7 @@ from bayesnn.data import (
 from bayesnn.inference.base import check_positive
 from bayesnn.inference.driver import run_chunks, scan_minibatches
 from bayesnn.inference.sharding import shard_chains
-from bayesnn.posterior import Posterior, map_rows
+from bayesnn.posterior import Posterior
 from bayesnn.tree import save_tree
 
 __all__ = [

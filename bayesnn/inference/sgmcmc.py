@@ -39,8 +39,8 @@ from bayesnn.data import Augment, Dataset, augment_batch, check_batch_size, num_
 from bayesnn.data.batching import next_batch
 from bayesnn.inference.base import check_chain_args, check_positive, classic_threefry
 from bayesnn.inference.driver import buffer_slots, first_rows, run_chunks, store_row
-from bayesnn.inference.hmc import initial_positions
 from bayesnn.inference.hyper import NOISE, Hierarchical, gibbs_hyper_update
+from bayesnn.inference.init import initial_positions
 from bayesnn.inference.map import MAP
 from bayesnn.inference.schedules import Constant, Cyclical
 from bayesnn.inference.sharding import data_mesh, num_chain_devices, shard_chains, shard_rows

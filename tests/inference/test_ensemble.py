@@ -7,6 +7,7 @@ from flax import nnx
 
 import bayesnn as bnn
 from bayesnn.inference.ensemble import member_keys
+from bayesnn.posterior import DropoutPredictive
 
 
 def _model(dropout=0.0, width=16):
@@ -79,7 +80,9 @@ def test_mc_dropout_averages_masks(gap, tmp_path):
         jax.tree.leaves(point), jax.tree.leaves(post.point(0, 15)), strict=True))
     pred = post.predict(gap.x)
     assert float(pred.epistemic_std.min()) > 0
-    key = post.info["dropout_key"]
+    assert isinstance(post.predictive, DropoutPredictive)
+    assert "dropout_key" not in post.info
+    key = post.predictive.key
     keys = jax.vmap(jax.random.fold_in, (None, 0))(key, np.arange(16))
     outs = jax.vmap(post.model.apply, (None, None, 0))(point, gap.x, keys)
     np.testing.assert_allclose(pred.mean, outs.mean(0), rtol=1e-4, atol=1e-5)
