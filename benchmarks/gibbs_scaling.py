@@ -240,7 +240,7 @@ def write(out: Path, result: dict) -> None:
     lines = [
         "# Gibbs sampling: cost and ESS per second",
         "",
-        f"{machine_line(m)}, at the end of the run on a shared machine.",
+        f"{machine_line(m)}; load average at the end of the run, on a shared machine.",
         "",
         "## Seconds per CoordinateGibbs sweep (one-hidden-layer ReLU MLP, "
         f"{args['inputs']} inputs, one chain)",

@@ -87,7 +87,7 @@ def main(args) -> dict:
 def write(out, result: dict) -> None:
     lines = [f"# {result['size']:,} normals per step inside a scan", "",
              f"{machine_line(result['machine'])}; {result['steps']} steps, median of "
-             f"{result['repeats']} interleaved runs.", "",
+             f"{result['repeats']} runs.", "",
              "| generator | ms / step |", "|---|---:|"]
     lines += [f"| {name} | {ms} |" for name, ms in result["ms_per_step"].items()]
     save_results(out, "noise_generators", result, lines)
