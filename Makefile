@@ -26,18 +26,22 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check bayesnn tests examples benchmarks
 
+# The API pages render every Sphinx role of the docstrings (tools/griffe_sphinx_roles.py).
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site
+	@! grep -rlE ':(func|class|meth|mod|attr|data|obj|exc):<code>' site/api \
+	  || { echo "raw Sphinx roles in the pages above"; exit 1; }
 
 # Short versions of the benchmarks (minutes); full sizes via each script's flags.
+# Each is a module of the benchmarks package, run from the repository root.
 bench: $(STAMP)
-	$(PY) benchmarks/speed.py --quick --out out/bench
-	$(PY) benchmarks/predict_memory.py --num-draws 100 --num-inputs 2000 --out out/bench
-	$(PY) benchmarks/augment_epoch.py --num-examples 256 --repeats 1 --out out/bench
-	$(PY) benchmarks/noise_generators.py --steps 20 --repeats 1 --out out/bench
-	$(PY) benchmarks/mnist.py --quick --data ../shared/data/mnist/mnist.npz --out out/bench
+	$(PY) -m benchmarks.speed --quick --out out/bench
+	$(PY) -m benchmarks.predict_memory --num-draws 100 --num-inputs 2000 --out out/bench
+	$(PY) -m benchmarks.augment_epoch --num-examples 256 --repeats 1 --out out/bench
+	$(PY) -m benchmarks.noise_generators --steps 20 --repeats 1 --out out/bench
+	$(PY) -m benchmarks.mnist --quick --data ../shared/data/mnist/mnist.npz --out out/bench
 	rm -f out/bench/uci.json
-	$(PY) benchmarks/uci.py --data-dir ../shared/data/uci --methods MAP SGLD --splits 1 \
+	$(PY) -m benchmarks.uci --data-dir ../shared/data/uci --methods MAP SGLD --splits 1 \
 	  --out out/bench
 
 clean:

@@ -11,7 +11,7 @@ ratio to the epoch without augmentation (CPU-time ratios too, as the machine may
 The data are random MNIST-shaped arrays (timing does not depend on the pixel values).
 Writes ``augment_epoch.json`` and ``augment_epoch.md`` to ``--out``.
 
-    python benchmarks/augment_epoch.py --out benchmarks/results
+    python -m benchmarks.augment_epoch --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
-import time
 from functools import partial
 from pathlib import Path
 
@@ -28,16 +26,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from machine import machine, save_results  # noqa: E402
-
-import bayesnn as bnn  # noqa: E402
-from bayesnn.bnn import Batch  # noqa: E402
-from bayesnn.data import Augment, augment_batch, epoch_batches  # noqa: E402
-from bayesnn.inference.driver import scan_minibatches  # noqa: E402
-from bayesnn.inference.map import MAPState, make_optimizer, map_epoch  # noqa: E402
-from bayesnn.inference.sgmcmc import sgld  # noqa: E402
+import bayesnn as bnn
+from bayesnn.bnn import Batch
+from bayesnn.data import Augment, augment_batch, epoch_batches
+from bayesnn.inference.driver import scan_minibatches
+from bayesnn.inference.map import MAPState, make_optimizer, map_epoch
+from bayesnn.inference.sgmcmc import sgld
+from benchmarks.common import flags, interleaved, machine, machine_line, save_results
 
 SETTINGS = {
     "none": None,
@@ -79,27 +74,12 @@ def epoch_functions(model, batch_size: int, x, y) -> dict:
     return runs
 
 
-def time_all(runs: dict, repeats: int) -> dict:
-    """Wall and CPU seconds of each run: a compiling warm-up call, then ``repeats`` rounds
-    in which every run is called once."""
-    for run in runs.values():
-        jax.block_until_ready(run(jax.random.key(0)))
-    times = {name: {"wall": [], "cpu": []} for name in runs}
-    for i in range(repeats):
-        for name, run in runs.items():
-            wall, cpu = time.perf_counter(), time.process_time()
-            jax.block_until_ready(run(jax.random.key(i + 1)))
-            times[name]["wall"].append(time.perf_counter() - wall)
-            times[name]["cpu"].append(time.process_time() - cpu)
-    return times
-
-
 def main(args) -> dict:
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.uniform(size=(args.num_examples, 28, 28, 1)).astype(np.float32))
     y = jnp.asarray(rng.integers(0, 10, args.num_examples).astype(np.int32))
     model = bnn.BNN(bnn.models.mnist_cnn(), bnn.priors.Normal(1.0), bnn.likelihoods.Categorical())
-    times = time_all(epoch_functions(model, args.batch_size, x, y), args.repeats)
+    times = interleaved(epoch_functions(model, args.batch_size, x, y), args.repeats)
     median = {k: {c: statistics.median(v) for c, v in t.items()} for k, t in times.items()}
     rows = []
     for method, name in times:
@@ -120,7 +100,7 @@ def main(args) -> dict:
                   "data": "random MNIST-shaped arrays (28, 28, 1)"},
         "rows": rows,
     }
-    write(Path(args.out), result)
+    write(args.out, result)
     print(json.dumps(result, indent=2))
     return result
 
@@ -130,8 +110,7 @@ def write(out: Path, result: dict) -> None:
     lines = [
         "# Epoch time with and without data augmentation (mnist_cnn)",
         "",
-        f"{m['cpu']}, {m['cores']} cores, {m['device']}, load average {m['load_average_1min']} "
-        f"(shared machine); jax {m['jax']}; commit {m['commit']}.",
+        f"{machine_line(m)} (a shared machine).",
         f"`mnist_cnn()` ({s['num_weights']} weights), {s['num_examples']} {s['data']}, batch "
         f"{s['batch_size']}; one epoch of MAP (Adam) and of SGLD, jitted, median of "
         f"{s['repeats']} interleaved epochs after a warm-up epoch. Ratio: epoch time with the "
@@ -147,11 +126,9 @@ def write(out: Path, result: dict) -> None:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[flags(repeats=3)])
     p.add_argument("--num-examples", type=int, default=1024)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", default="benchmarks/results")
     return p.parse_args(argv)
 
 

@@ -16,24 +16,21 @@ commit ``e935a6d`` the driver also took every step's largest |weight|, to name t
 a NaN; a variant without it showed its cost on an H200, 34 µs a step, and the driver now
 replays a failed chunk to find the step instead.)
 Writes ``driver_overhead.json`` and ``driver_overhead.md`` to ``--out``.
+
+    python -m benchmarks.driver_overhead --out benchmarks/results
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import speed_sgmcmc  # noqa: E402
-from machine import machine, save_results  # noqa: E402
-
-from bayesnn.inference import sgmcmc  # noqa: E402
+from bayesnn.inference import sgmcmc
+from benchmarks import speed_sgmcmc
+from benchmarks.common import flags, machine, machine_line, save_results
 
 
 def timed_fit(model, data, steps: int, chains: int) -> dict:
@@ -76,22 +73,23 @@ def main(args) -> dict:
     rows["4_chains"] = timed_fit(model, data, args.steps, 4)
     print("4_chains", rows["4_chains"], flush=True)
     result = {"machine": machine(), "steps": args.steps, "variants": rows}
-    m = result["machine"]
-    lines = ["# SGLD's driver, part by part (mnist_mlp-sized network, batch 128)", "",
-             f"{m['cpu']}, {m['cores']} cores, {m['device']}; jax {m['jax']}; commit "
-             f"`{m['commit']}`; {args.steps} warm-up steps per fit.", "",
-             "| variant | steps / chunk | µs / step (median) | µs / step (min) |",
-             "|---|---:|---:|---:|"]
-    lines += [f"| {name} | {r['steps_per_chunk']} | {r['us_per_step_median']} | "
-              f"{r['us_per_step_min']} |" for name, r in rows.items()]
-    save_results(Path(args.out), "driver_overhead", result, lines)
+    write(args.out, result)
     return result
 
 
+def write(out, result: dict) -> None:
+    lines = ["# SGLD's driver, part by part (mnist_mlp-sized network, batch 128)", "",
+             f"{machine_line(result['machine'])}; {result['steps']} warm-up steps per fit.", "",
+             "| variant | steps / chunk | µs / step (median) | µs / step (min) |",
+             "|---|---:|---:|---:|"]
+    lines += [f"| {name} | {r['steps_per_chunk']} | {r['us_per_step_median']} | "
+              f"{r['us_per_step_min']} |" for name, r in result["variants"].items()]
+    save_results(out, "driver_overhead", result, lines)
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[flags()])
     p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--out", default="benchmarks/results")
     return p.parse_args(argv)
 
 

@@ -16,7 +16,7 @@
 
 Writes ``gibbs_scaling.json``, ``gibbs_scaling.md`` and ``gibbs_scaling.png`` to ``--out``.
 
-    python benchmarks/gibbs_scaling.py --out benchmarks/results
+    python -m benchmarks.gibbs_scaling --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from machine import machine, save_results  # noqa: I001 (benchmarks/machine.py)
 
 import bayesnn as bnn
 from bayesnn.arviz import ess, rhat
 from bayesnn.inference.gibbs import CoordinateGibbs, LatentGibbs, coordinate_gibbs, num_coordinates
+from benchmarks.common import flags, machine, machine_line, save_results
 
 
 def _mlp(inputs: int, width: int, noise: float, seed: int = 0) -> bnn.BNN:
@@ -212,7 +212,7 @@ def _main(args) -> dict:
         "teacher_student": first,  # the first setting (speed.py reads it)
         "teacher_student_more": more,
     }
-    write(Path(args.out), result)
+    write(args.out, result)
     return result
 
 
@@ -232,6 +232,7 @@ def write(out: Path, result: dict) -> None:
            title=f"CoordinateGibbs sweep ~ P^{ex['weights']} N^{ex['examples']}")
     ax.legend()
     fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / "gibbs_scaling.png", dpi=120)
     plt.close(fig)
     args = result["args"]
@@ -239,8 +240,7 @@ def write(out: Path, result: dict) -> None:
     lines = [
         "# Gibbs sampling: cost and ESS per second",
         "",
-        f"{m['cpu']}, {m['cores']} cores (1-min load average {m['load_average_1min']} at the "
-        f"end: a shared machine), {m['device']}; jax {m['jax']}; commit `{m.get('commit')}`.",
+        f"{machine_line(m)}; load average at the end of the run, on a shared machine.",
         "",
         "## Seconds per CoordinateGibbs sweep (one-hidden-layer ReLU MLP, "
         f"{args['inputs']} inputs, one chain)",
@@ -315,13 +315,13 @@ def summary(ts: dict) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                parents=[flags(repeats=3, seed=True)])
     p.add_argument("--widths", type=int, nargs="+", default=[8, 32, 128],
                    help="hidden widths of the sweep-cost grid")
     p.add_argument("--sizes", type=int, nargs="+", default=[500, 2000, 8000],
                    help="numbers of examples of the sweep-cost grid")
     p.add_argument("--sweeps", type=int, default=5, help="timed sweeps per grid cell")
-    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--inputs", type=int, default=2, help="inputs of the sweep-cost grid")
     p.add_argument("--settings", type=parse_setting, nargs="+",
                    default=[parse_setting("2,3,8,200"), parse_setting("4,3,16,500")],
@@ -345,8 +345,6 @@ def parse_args(argv=None):
     p.add_argument("--sgld-step-size", type=float, default=1e-5)
     p.add_argument("--sgld-batch-size", type=int, default=32)
     p.add_argument("--sgld-thinning", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="benchmarks/results")
     return p.parse_args(argv)
 
 

@@ -29,12 +29,12 @@ already there and not run now are kept. With ``--cache DIR`` every fit checkpoin
 and its posterior and predictions are kept, so a rerun of the same command resumes where it
 stopped and refits nothing already done. ``--quick`` is a short smoke run (``make bench``).
 
-    python benchmarks/mnist.py --data ../shared/data/mnist/mnist.npz --out benchmarks/results
+    python -m benchmarks.mnist --data ../shared/data/mnist/mnist.npz --out benchmarks/results
 
 The CNN sections of ``benchmarks/results/mnist.md`` are one such run per prior scale (2, 4
 and 8; the one whose SGLD chain had the lowest validation NLL comes first), each with
 
-    python benchmarks/mnist.py --data ../shared/data/mnist/mnist.npz --networks cnn \
+    python -m benchmarks.mnist --data ../shared/data/mnist/mnist.npz --networks cnn \
         --methods MAP-Adam SGLD --prior-scale 8 --num-val-eval 5000 --draw-batch-size 10 \
         --cache .checkpoints/mnist --cnn-map-epochs 15 --cnn-patience 2 \
         --cnn-sgld-step 5e-7 1e-6 2e-6 --cnn-tune-warmup-epochs 0.5 --cnn-tune-epochs 1.5 \
@@ -48,20 +48,17 @@ import argparse
 import hashlib
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import optax
 from flax import nnx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from machine import machine, save_results  # noqa: E402
-
-import bayesnn as bnn  # noqa: E402
-from bayesnn import metrics  # noqa: E402
+import bayesnn as bnn
+from bayesnn import metrics
+from benchmarks.common import flags, machine, machine_line, save_results
 
 # Test error (%) of the 400-400 ReLU MLP on MNIST.
 PUBLISHED = [
@@ -197,33 +194,54 @@ def calibration(probs, y, num_bins: int = 15) -> dict:
     }
 
 
+def fingerprint(*parts) -> str:
+    """A short digest of strings and arrays (their values, shapes and dtypes)."""
+    h = hashlib.sha1()
+    for part in parts:
+        if isinstance(part, str):
+            h.update(part.encode())
+        else:
+            a = np.ascontiguousarray(part)
+            h.update(f"{a.shape}{a.dtype}".encode())
+            h.update(a.tobytes())
+        h.update(b"|")
+    return h.hexdigest()[:16]
+
+
 def fit_cached(cache: Path | None, tag: str, model, data, method, key: int, progress):
     """``bnn.fit``, resumable: with a ``cache`` folder the run checkpoints there, and a
-    finished posterior is saved and loaded instead of fitting again. ``tag`` names the run
-    (model, start, method configuration); the key and the data's shape are added to it.
+    finished posterior is saved and loaded instead of fitting again.
+
+    The run is named by a :func:`fingerprint` of ``tag`` (the network's name and the method
+    configuration as :func:`describe` writes it, for instance), the model (prior,
+    likelihood, shapes and starting weights), the data's values and the key, so that a
+    posterior is only loaded for the same model, data, configuration and key.
 
     Returns the posterior, with the fit's wall seconds and the 1-minute load average at its
     end in ``info["benchmark_seconds"]`` and ``info["benchmark_load"]``, and the run's digest
     (its name in the cache).
     """
-    digest = hashlib.sha1(f"{tag}|{key}|{data.x.shape}".encode()).hexdigest()[:16]
-    path = None if cache is None else cache / f"{digest}.posterior"
+    weights = model.init_position
+    run = fingerprint(tag, repr(model), str(jax.tree.structure(weights)),
+                      *jax.tree.leaves(weights), data.x, data.y, str(key))
+    path = None if cache is None else cache / f"{run}.posterior"
     if path is not None and path.exists():
-        return bnn.Posterior.load(path), digest
+        return bnn.Posterior.load(path), run
     t0 = time.perf_counter()
     posterior = bnn.fit(model, data, method, key=key, progress=progress,
-                        checkpoint=None if cache is None else cache / f"{digest}.checkpoint")
+                        checkpoint=None if cache is None else cache / f"{run}.checkpoint")
     posterior.info["benchmark_seconds"] = time.perf_counter() - t0
     posterior.info["benchmark_load"] = round(os.getloadavg()[0], 2)
     if path is not None:
         posterior.save(path)
-        (cache / f"{digest}.checkpoint").unlink(missing_ok=True)
-    return posterior, digest
+        (cache / f"{run}.checkpoint").unlink(missing_ok=True)
+    return posterior, run
 
 
-def predict_cached(cache: Path | None, digest: str, posterior, x, draw_batch_size: int):
-    """Predictive probabilities of ``posterior`` at ``x``, kept in ``cache`` if given."""
-    path = None if cache is None else cache / f"{digest}-{len(x)}-{hash_rows(x)}.npy"
+def predict_cached(cache: Path | None, run: str, posterior, x, draw_batch_size: int):
+    """Predictive probabilities of ``posterior`` (the fit named ``run``) at ``x``, kept in
+    ``cache`` if given."""
+    path = None if cache is None else cache / f"{run}-{fingerprint(x)}.npy"
     if path is not None and path.exists():
         return np.load(path)
     probs = np.asarray(posterior.predict(
@@ -231,11 +249,6 @@ def predict_cached(cache: Path | None, digest: str, posterior, x, draw_batch_siz
     if path is not None:
         np.save(path, probs)
     return probs
-
-
-def hash_rows(x) -> str:
-    """A short digest of an array's contents."""
-    return hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()[:8]
 
 
 def run_network(name: str, args, train, test, record, keep_probs) -> None:
@@ -365,7 +378,7 @@ def main(args) -> dict:
         source = "random MNIST-shaped arrays"
     train = bnn.data.Dataset(train.x[: args.num_train], train.y[: args.num_train])
     test = bnn.data.Dataset(test.x[: args.num_test], test.y[: args.num_test])
-    out = Path(args.out)
+    out = args.out
     out.mkdir(parents=True, exist_ok=True)
     path = out / "mnist.json"
     result = json.loads(path.read_text()) if path.exists() else {"networks": {}}
@@ -421,9 +434,7 @@ def write(out: Path, result: dict) -> None:
     lines = [
         "# MNIST: MAP vs SGLD vs pSGLD vs mean-field VI",
         "",
-        f"{m['cpu']}, {m['cores']} cores, {m['device']}, load average {m['load_average_1min']} "
-        f"(shared machine); jax {m['jax']}, numpyro {m['numpyro']}, blackjax {m['blackjax']}; "
-        f"commit {m['commit']}. Data: {result['data']}.",
+        f"{machine_line(m, 'numpyro', 'blackjax')} (a shared machine). Data: {result['data']}.",
         "",
         "Test error (%), NLL (nats) and ECE (15 bins) of the posterior predictive, ± a bootstrap "
         "standard error where recorded; *conf − acc*: mean top-class confidence minus accuracy "
@@ -510,7 +521,8 @@ def write(out: Path, result: dict) -> None:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[
+        flags(quick="tiny sizes, for make bench", seed=True)])
     p.add_argument("--data", default=None, help="MNIST .npz or IDX folder (default: random)")
     p.add_argument("--networks", nargs="+", choices=tuple(NETWORKS), default=list(NETWORKS))
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
@@ -519,11 +531,8 @@ def parse_args(argv=None):
     p.add_argument("--validation", type=int, default=10000, help="held out from the training set")
     p.add_argument("--num-val-eval", type=int, default=2000, help="validation examples scored")
     p.add_argument("--prior-scale", type=float, default=2.0)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--progress", action="store_true", help="progress bars")
     p.add_argument("--note", default="", help="a remark printed with the results (budget, ...)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, for make bench")
-    p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--cache", default="", help="folder for checkpoints, posteriors and "
                    "predictions: a rerun resumes from it (default: none)")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the test set")

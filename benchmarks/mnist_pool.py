@@ -16,22 +16,19 @@ the two-sided 95% point of Student's t, with the Welch–Satterthwaite degrees o
 the two parts (the seeds' SE has k − 1, the bootstrap's is taken as exact): with five
 seeds whose spread dominates, about 2.8 total SE rather than 2. One run decides nothing.
 
-    python benchmarks/mnist_pool.py RUN_DIR [RUN_DIR ...] --out benchmarks/results
+    python -m benchmarks.mnist_pool RUN_DIR [RUN_DIR ...] --out benchmarks/results
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from machine import save_results  # noqa: E402
-from mnist import METRICS, bootstrap, lower  # noqa: E402
+from benchmarks.common import flags, save_results
+from benchmarks.mnist import METRICS, bootstrap, lower
 
 REFERENCE = "MAP-Adam"
 
@@ -129,16 +126,15 @@ def main(args) -> dict:
               f"{r['se_test']:g} | {r['se_seeds']:g} | {r['se']:g} | {r['critical']:g} | "
               f"{r['verdict']} |"
               for r in rows]
-    save_results(Path(args.out), args.name, result, lines)
+    save_results(args.out, args.name, result, lines)
     print("\n".join(lines))
     return result
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[flags()])
     p.add_argument("runs", nargs="+", help="folders holding mnist_probs.npz, one per seed")
     p.add_argument("--bootstrap", type=int, default=200, help="resamples of the test set")
-    p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--name", default="mnist_pooled", help="file name of the results")
     return p.parse_args(argv)
 

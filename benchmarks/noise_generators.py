@@ -3,7 +3,7 @@
 A diagnosis, not a ratio with a target. The number of normals is the parameter count of
 ``mnist_mlp()``, one per weight per SGLD step. Each row is a loop of ``--steps`` steps
 that adds ``1e-3 ×`` the draws to a vector, timed after compilation (median of
-``--repeats``), against a loop that adds a constant (``add only``):
+``--repeats``, the loops interleaved), against a loop that adds a constant (``add only``):
 
 - ``threefry fused``: :func:`bayesnn.prng.normal`, the library's generator;
 - ``rng_bit_generator PHILOX`` / ``THREE_FRY``: XLA's own generator, the bits turned into
@@ -11,25 +11,21 @@ that adds ``1e-3 ×`` the draws to a vector, timed after compilation (median of
 - ``... bits``: the 32-bit words alone, without the transform to normals.
 
 Writes ``noise_generators.json`` and ``noise_generators.md`` to ``--out``.
+
+    python -m benchmarks.noise_generators --out benchmarks/results
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from machine import machine, save_results  # noqa: E402
-
-from bayesnn import prng  # noqa: E402
+from bayesnn import prng
+from benchmarks.common import flags, interleaved, machine, machine_line, save_results
 
 SIZE = 669_706  # mnist_mlp()'s weights
 
@@ -62,8 +58,9 @@ GENERATORS = {
 }
 
 
-def ms_per_step(state, draw, steps: int, repeats: int) -> float:
-    """Median ms per step of a scan of ``steps`` draws added to a vector."""
+def scan_loop(state, draw, steps: int):
+    """``key -> carry``: a compiled scan of ``steps`` draws added to a vector (the key is
+    unused: every call repeats the same draws)."""
     def step(carry, _):
         state, x = carry
         state, noise = draw(state)
@@ -71,37 +68,35 @@ def ms_per_step(state, draw, steps: int, repeats: int) -> float:
 
     loop = jax.jit(lambda c: lax.scan(step, c, None, length=steps)[0])
     carry = (state, jnp.zeros(SIZE, jnp.float32))
-    jax.block_until_ready(loop(carry))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(loop(carry))
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times)) / steps
+    return lambda key: loop(carry)
 
 
 def main(args) -> dict:
-    rows = {}
-    for name, (state, draw) in GENERATORS.items():
-        rows[name] = round(ms_per_step(state, draw, args.steps, args.repeats), 3)
-        print(f"{name:32s} {rows[name]:7.3f} ms/step", flush=True)
-    result = {"machine": machine(), "size": SIZE, "steps": args.steps, "ms_per_step": rows}
-    m = result["machine"]
-    lines = [f"# {SIZE:,} normals per step inside a scan", "",
-             f"{m['cpu']}, {m['cores']} cores, {m['device']}, load average "
-             f"{m['load_average_1min']}; jax {m['jax']}; commit `{m['commit']}`; {args.steps} "
-             f"steps, median of {args.repeats} runs.", "",
-             "| generator | ms / step |", "|---|---:|"]
-    lines += [f"| {name} | {ms} |" for name, ms in rows.items()]
-    save_results(Path(args.out), "noise_generators", result, lines)
+    times = interleaved({name: scan_loop(state, draw, args.steps)
+                         for name, (state, draw) in GENERATORS.items()}, args.repeats)
+    rows = {name: round(1e3 * float(np.median(t["wall"])) / args.steps, 3)
+            for name, t in times.items()}
+    for name, ms in rows.items():
+        print(f"{name:32s} {ms:7.3f} ms/step", flush=True)
+    result = {"machine": machine(), "size": SIZE, "steps": args.steps, "repeats": args.repeats,
+              "ms_per_step": rows}
+    write(args.out, result)
     return result
 
 
+def write(out, result: dict) -> None:
+    lines = [f"# {result['size']:,} normals per step inside a scan", "",
+             f"{machine_line(result['machine'])}; {result['steps']} steps, median of "
+             f"{result['repeats']} runs.", "",
+             "| generator | ms / step |", "|---|---:|"]
+    lines += [f"| {name} | {ms} |" for name, ms in result["ms_per_step"].items()]
+    save_results(out, "noise_generators", result, lines)
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     parents=[flags(repeats=5)])
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", default="benchmarks/results")
     return parser.parse_args(argv)
 
 

@@ -14,7 +14,7 @@ model is a hand-written NumPyro program. Reported per sampler:
 
 Writes ``nuts_overhead.json`` and ``nuts_overhead.md`` to ``--out``.
 
-    python benchmarks/nuts_overhead.py --out benchmarks/results
+    python -m benchmarks.nuts_overhead --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from flax import nnx
-from machine import machine, save_results  # noqa: I001 (benchmarks/machine.py)
 from numpyro.infer import MCMC, NUTS, init_to_value
 from numpyro.infer.util import initialize_model
 
 import bayesnn as bnn
 from bayesnn.arviz import ess
+from benchmarks.common import flags, interleaved, machine, machine_line, save_results
 
 
 def raw_model(x, y=None, *, hidden: int, prior_scale: float, noise: float):
@@ -111,13 +111,8 @@ def gradient_seconds(numpyro_model, start, data, args) -> float:
         return jax.lax.fori_loop(0, args.gradients, step, z)
 
     z = info.param_info.z
-    jax.block_until_ready(loop(z))
-    best = np.inf
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(loop(z))
-        best = min(best, time.perf_counter() - t0)
-    return best / args.gradients
+    times = interleaved({"gradients": lambda key: loop(z)}, args.repeats)
+    return min(times["gradients"]["wall"]) / args.gradients
 
 
 def summary(runs, us_per_gradient: float) -> dict:
@@ -158,7 +153,7 @@ def main(args) -> dict:
         "gradient_ratio_bayesnn_to_numpyro": round(b["us_per_gradient"] / r["us_per_gradient"], 3),
         "ess_per_s_ratio_bayesnn_to_numpyro": round(b["ess_per_s"] / r["ess_per_s"], 3),
     }
-    write(Path(args.out), result)
+    write(args.out, result)
     print(json.dumps(result, indent=2))
     return result
 
@@ -168,8 +163,7 @@ def write(out: Path, result: dict) -> None:
     lines = [
         "# NUTS: bayesnn vs raw NumPyro",
         "",
-        f"{m['cpu']}, {m['cores']} cores (1-min load average {m['load_average_1min']}), "
-        f"{m['device']}; jax {m['jax']}, numpyro {m['numpyro']}.",
+        f"{machine_line(m, 'numpyro')}.",
         f"MLP 1-{s['hidden']}-1 tanh ({s['num_params']} weights) on the gap toy, "
         f"{s['num_examples']} examples; {s['num_chains']} chain(s), {s['num_warmup']} warmup + "
         f"{s['num_samples']} draws; best of {s['repeats']}.",
@@ -193,7 +187,7 @@ def write(out: Path, result: dict) -> None:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[flags(repeats=3)])
     p.add_argument("--num-examples", type=int, default=40)
     p.add_argument("--hidden", type=int, default=10)
     p.add_argument("--noise", type=float, default=0.1)
@@ -203,8 +197,6 @@ def parse_args(argv=None):
     p.add_argument("--num-chains", type=int, default=1)
     p.add_argument("--grid", type=int, default=21)
     p.add_argument("--gradients", type=int, default=20000)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", default="benchmarks/results")
     return p.parse_args(argv)
 
 

@@ -23,7 +23,7 @@ grow with the number of draws.
 
 Writes ``predict_memory.json`` and ``predict_memory.md`` to ``--out``.
 
-    python benchmarks/predict_memory.py --out benchmarks/results
+    python -m benchmarks.predict_memory --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from machine import machine, save_results  # noqa: I001 (benchmarks/machine.py)
 
 import bayesnn as bnn
+from benchmarks.common import ROOT, flags, machine, machine_line, save_results
 
 MB = 2**20
 _NUM_CHAINS = 4
@@ -137,10 +137,10 @@ def sizes(args, num_draws: int) -> dict:
 def main(args) -> dict:
     runs = []
     for num_draws in args.num_draws:
-        cmd = [sys.executable, __file__, "--worker", "--num-draws", str(num_draws),
-               "--num-inputs", str(args.num_inputs), "--batch-size", str(args.batch_size),
-               "--draw-batch-size", str(args.draw_batch_size)]
-        run = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        cmd = [sys.executable, "-m", "benchmarks.predict_memory", "--worker",
+               "--num-draws", str(num_draws), "--num-inputs", str(args.num_inputs),
+               "--batch-size", str(args.batch_size), "--draw-batch-size", str(args.draw_batch_size)]
+        run = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
         runs.append(json.loads(run.stdout.strip().splitlines()[-1]) | sizes(args, num_draws))
     result = {
         "machine": machine("flax"),
@@ -148,7 +148,7 @@ def main(args) -> dict:
         "runs": runs,
         "note": args.note,
     }
-    write(Path(args.out), result)
+    write(args.out, result)
     print(json.dumps(result, indent=2))
     return result
 
@@ -158,8 +158,7 @@ def write(out: Path, result: dict) -> None:
     lines = [
         "# Memory of Posterior.predict",
         "",
-        f"{m['cpu']}, {m['cores']} cores (1-min load average {m['load_average_1min']}), "
-        f"{m['device']}; jax {m['jax']}; commit {m.get('commit', 'unknown')}.",
+        f"{machine_line(m, 'flax')}.",
         f"`mnist_mlp()` ({first['num_params']:,} weights, layers "
         f"{'-'.join(map(str, [784, *first['widths']]))}), Categorical likelihood; random "
         f"draws and inputs; chunks of {c['batch_size']} inputs × {c['draw_batch_size']} draws "
@@ -190,7 +189,7 @@ def write(out: Path, result: dict) -> None:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[flags()])
     p.add_argument("--num-draws", type=int, nargs="+", default=[1000, 100],
                    help="draws per configuration (multiples of 4: 4 chains)")
     p.add_argument("--num-inputs", type=int, default=10_000)
@@ -199,7 +198,6 @@ def parse_args(argv=None):
                    default=_DEFAULTS["draw_batch_size"].default)
     p.add_argument("--note", default="", help="a remark written under the table")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--out", default="benchmarks/results")
     return p.parse_args(argv)
 
 

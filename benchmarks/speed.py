@@ -7,22 +7,18 @@ each one's own results, and collects the headline ratios with their targets into
 ``speed.json`` and ``speed.md`` in ``--out``. The full run uses the sizes the targets are
 set for (the SGLD step on a ``mnist_mlp()``-sized network, batch 128); ``--quick`` runs
 short versions (minutes) for ``make bench``.
+
+    python -m benchmarks.speed --out benchmarks/results
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import gibbs_scaling  # noqa: E402
-import nuts_overhead  # noqa: E402
-import speed_sgmcmc  # noqa: E402
-import vi_epoch  # noqa: E402
-from machine import machine, save_results  # noqa: E402
+from benchmarks import gibbs_scaling, nuts_overhead, speed_sgmcmc, vi_epoch
+from benchmarks.common import flags, machine, machine_line, save_results
 
 # name: (module, arguments of the full run, arguments of the quick run)
 _MNIST_MLP = ["--num-examples", "12800", "--features", "784", "--hidden", "512", "512",
@@ -81,9 +77,7 @@ def write(out: Path, result: dict) -> None:
         "Collected with `--summarize` from the saved results (each benchmark's machine, load "
         "average and commit are in its own file)"
         if result.get("summarized") else
-        f"{m['cpu']}, {m['cores']} cores (load average {m['load_average_1min']} at the end), "
-        f"{m['device']}; jax {m['jax']}; commit `{m['commit']}`; "
-        f"{'quick' if result['quick'] else 'full'} sizes"
+        f"{machine_line(m)}; {'quick' if result['quick'] else 'full'} sizes"
     )
     lines = [
         "# Speed ratios",
@@ -105,25 +99,24 @@ def main(args) -> dict:
     for name in args.only or BENCHMARKS:
         module, full, quick = BENCHMARKS[name]
         if args.summarize:
-            results[name] = json.loads((Path(args.out) / f"{name}.json").read_text())
+            results[name] = json.loads((args.out / f"{name}.json").read_text())
             continue
         print(f"== {name}", flush=True)
-        argv = [*(quick if args.quick else full), "--out", args.out]
+        argv = [*(quick if args.quick else full), "--out", str(args.out)]
         results[name] = module.main(module.parse_args(argv))
     result = {"machine": machine(), "quick": args.quick, "summarized": args.summarize,
               "headlines": headlines(results)}
-    write(Path(args.out), result)
+    write(args.out, result)
     print(json.dumps(result["headlines"], indent=2, ensure_ascii=False))
     return result
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="short runs (for make bench)")
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                parents=[flags(quick="short runs (for make bench)")])
     p.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these")
     p.add_argument("--summarize", action="store_true",
                    help="run nothing: rebuild speed.json/md from the results in --out")
-    p.add_argument("--out", default="benchmarks/results")
     return p.parse_args(argv)
 
 

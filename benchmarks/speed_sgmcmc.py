@@ -18,7 +18,7 @@ whole measurement runs R times; each figure is then the median over the repeats,
 ratios of every repeat are listed (on a shared 2-core machine SGLD ÷ SGD moves by ±0.1
 from run to run). Writes ``speed_sgmcmc.json`` and ``speed_sgmcmc.md`` to ``--out``.
 
-    python benchmarks/speed_sgmcmc.py --out benchmarks/results
+    python -m benchmarks.speed_sgmcmc --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -34,12 +34,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from machine import machine, save_results  # noqa: I001 (benchmarks/machine.py)
 
 import bayesnn as bnn
 from bayesnn.bnn import Batch
 from bayesnn.inference import sgmcmc
 from bayesnn.inference.sgmcmc import SGLD
+from benchmarks.common import flags, machine, machine_line, save_results
 
 
 def problem(args):
@@ -164,7 +164,7 @@ def main(args) -> dict:
                                  ("ratio_bayesnn_to_sgld_kernel", 0, "sgld_kernel"),
                                  ("cpu_ratio_bayesnn_to_optax_sgd", 2, "optax_sgd")):
         result[name], result[f"{name}_repeats"] = ratio(stat, baseline)
-    write(Path(args.out), result)
+    write(args.out, result)
     print(json.dumps(result, indent=2))
     return result
 
@@ -185,8 +185,7 @@ def write(out: Path, result: dict) -> None:
     lines = [
         "# SGLD step time",
         "",
-        f"{m['cpu']}, {m['cores']} cores (load average {m['load_average_1min']}), "
-        f"{m['device']}; jax {m['jax']}, blackjax {m['blackjax']}, optax {m['optax']}.",
+        f"{machine_line(m, 'blackjax', 'optax')}.",
         f"MLP {s['features']}-{'-'.join(map(str, s['hidden']))}-1 ({s['num_params']} weights), "
         f"{s['num_examples']} examples, batch {s['batch_size']}; fastest of "
         f"{s['chunks_timed']} chunks of {s['steps_per_chunk']} steps each, interleaved"
@@ -215,15 +214,13 @@ def write(out: Path, result: dict) -> None:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[flags(repeats=1)])
     p.add_argument("--num-examples", type=int, default=1000)
     p.add_argument("--features", type=int, default=10)
     p.add_argument("--hidden", type=int, nargs="*", default=[50])
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--step-size", type=float, default=1e-6)
     p.add_argument("--steps", type=int, default=20000)
-    p.add_argument("--repeats", type=int, default=1, help="whole measurements; medians reported")
-    p.add_argument("--out", default="benchmarks/results")
     return p.parse_args(argv)
 
 

@@ -18,11 +18,11 @@ validation part of the first split's training data, never on a test part. Latent
 needs a fixed noise scale: it uses the noise scale learned by the MAP fit of the same
 training split.
 
-Results are appended to ``<out>/uci.json`` after every (dataset, method, split), and runs
-already there are skipped, so an interrupted run resumes; ``<out>/uci.md`` is rewritten
-from the JSON at the end (``--table-only`` rewrites just the table).
+Results are appended to ``<out>/uci.json``, and ``<out>/uci.md`` rewritten from it, after
+every (dataset, method, split); runs already there are skipped, so an interrupted run
+resumes (``--table-only`` rewrites just the table).
 
-    python benchmarks/uci.py --data-dir ../shared/data/uci --methods MAP SGLD --splits 5 \
+    python -m benchmarks.uci --data-dir ../shared/data/uci --methods MAP SGLD --splits 5 \
         --out benchmarks/results
 """
 
@@ -31,18 +31,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 from flax import nnx
-from machine import machine  # noqa: I001 (benchmarks/machine.py)
 
 import bayesnn as bnn
 from bayesnn.data import Dataset, Standardizer
 from bayesnn.data.uci import list_uci, load_uci, uci_num_splits
+from benchmarks.common import commit, flags, machine, save_results
 
 # Published test log-likelihoods: VI (Graves 2011) and PBP as reported by Gal & Ghahramani
 # (2016, Table 1), MC dropout (ibid.), deep ensembles (Lakshminarayanan et al. 2017).
@@ -275,16 +274,8 @@ def markdown(results: dict) -> str:
               "= lr · σ_MAP² / n_train, σ_MAP² the standardised noise variance of the split's "
               "MAP fit rounded to a power of 2; every method but the ensemble starts from "
               "that MAP fit):", "",
-              "```json", json.dumps(results["settings"], indent=1), "```", ""]
+              "```json", json.dumps(results["settings"], indent=1), "```"]
     return "\n".join(lines)
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def load_results(path: Path) -> dict:
@@ -293,24 +284,15 @@ def load_results(path: Path) -> dict:
     return {"runs": []}
 
 
-def save_results(path: Path, results: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(path)
-
-
 def main(args) -> dict:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "uci.json"
-    results = load_results(path)
+    results = load_results(args.out / "uci.json")
     keys = {(r["dataset"], r["method"], r["split"]) for r in results["runs"]}
     for other in args.merge:  # e.g. the JSON of a run in parallel, into another --out
         runs = [r for r in load_results(Path(other))["runs"]
                 if (r["dataset"], r["method"], r["split"]) not in keys]
         results["runs"] += runs
         keys |= {(r["dataset"], r["method"], r["split"]) for r in runs}
-    results |= {"settings": SETTINGS, "commit": _commit(), "machine": machine("numpyro")}
+    results |= {"settings": SETTINGS, "commit": commit(), "machine": machine("numpyro")}
     if args.note:
         results["note"] = args.note
     if not args.table_only:
@@ -330,27 +312,24 @@ def main(args) -> dict:
                     row["commit"] = results["commit"]
                     print(json.dumps(row), flush=True)
                     results["runs"].append(row)
-                    save_results(path, results)
-    save_results(path, results)
-    (out / "uci.md").write_text(markdown(results))
+                    save_results(args.out, "uci", results, [markdown(results)])
+    save_results(args.out, "uci", results, [markdown(results)])
     return results
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[flags(seed=True)])
     p.add_argument("--data-dir", default="../shared/data/uci")
     p.add_argument("--datasets", nargs="+", default=None, help="default: every dataset found")
     p.add_argument("--methods", nargs="+", default=list(METHODS), help=f"from {METHODS}")
     p.add_argument("--splits", type=int, default=20, help="run splits [first-split, splits)")
     p.add_argument("--first-split", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default="/tmp/bayesnn_uci_jax_cache",
                    help="JAX persistent compilation cache ('' to disable)")
     p.add_argument("--merge", nargs="*", default=[],
                    help="add the runs of these uci.json files (parallel runs) first")
     p.add_argument("--note", default="", help="a remark printed under the table's title")
     p.add_argument("--table-only", action="store_true", help="rewrite uci.md from uci.json")
-    p.add_argument("--out", default="benchmarks/results")
     return p.parse_args(argv)
 
 

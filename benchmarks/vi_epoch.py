@@ -11,7 +11,7 @@ before and after). MNIST comes from
 ``--data`` (an ``.npz`` or IDX folder, see :func:`bayesnn.data.load_mnist`) or, without it,
 random MNIST-shaped arrays. Writes ``vi_epoch.json`` and ``vi_epoch.md`` to ``--out``.
 
-    python benchmarks/vi_epoch.py --data ../shared/data/mnist/mnist.npz --out benchmarks/results
+    python -m benchmarks.vi_epoch --data ../shared/data/mnist/mnist.npz --out benchmarks/results
 """
 
 from __future__ import annotations
@@ -20,19 +20,18 @@ import argparse
 import json
 import os
 import statistics
-import time
 from functools import partial
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from machine import machine, save_results  # noqa: I001 (benchmarks/machine.py)
 
 import bayesnn as bnn
 from bayesnn.bnn import Batch
 from bayesnn.inference.map import MAPState, make_optimizer, map_epoch
 from bayesnn.inference.vi import vi_epoch
+from benchmarks.common import flags, interleaved, machine, machine_line, save_results
 
 VARIANTS = {"vi": False, "vi_local_reparam": True}  # row name -> MeanFieldVI(local_reparam=)
 
@@ -46,21 +45,6 @@ def mnist(args) -> tuple[np.ndarray, np.ndarray, str]:
     x = rng.uniform(size=(args.num_examples, 28, 28, 1)).astype(np.float32)
     y = rng.integers(0, 10, args.num_examples).astype(np.int32)
     return x, y, "random MNIST-shaped arrays"
-
-
-def epoch_times(epochs: dict, repeats: int) -> dict:
-    """Wall and CPU seconds of each ``epochs[name](key)``: one warm-up (compiling) call, then
-    ``repeats`` calls, the methods interleaved so that both see the same machine load."""
-    for run in epochs.values():
-        jax.block_until_ready(run(jax.random.key(0)))
-    times = {name: {"wall": [], "cpu": []} for name in epochs}
-    for i in range(repeats):
-        for name, run in epochs.items():
-            wall, cpu = time.perf_counter(), time.process_time()
-            jax.block_until_ready(run(jax.random.key(i + 1)))
-            times[name]["wall"].append(time.perf_counter() - wall)
-            times[name]["cpu"].append(time.process_time() - cpu)
-    return times
 
 
 def vi_run(model, x, y, batch_size: int, local_reparam: bool, args):
@@ -82,7 +66,7 @@ def compare(model, x, y, batch_size: int, args) -> dict:
     epochs = {"map": lambda k: map_run(map_state, k, x, y)} | {
         name: vi_run(model, x, y, batch_size, local, args) for name, local in VARIANTS.items()
     }
-    times = epoch_times(epochs, args.repeats)
+    times = interleaved(epochs, args.repeats)
     median = {name: {clock: statistics.median(t) for clock, t in ts.items()}
               for name, ts in times.items()}
     return {
@@ -112,7 +96,7 @@ def main(args) -> dict:
         "target": 2.0,
     }
     result["machine"]["load_average_1min_after"] = round(os.getloadavg()[0], 2)
-    write(Path(args.out), result)
+    write(args.out, result)
     print(json.dumps(result, indent=2))
     return result
 
@@ -122,9 +106,8 @@ def write(out: Path, result: dict) -> None:
     lines = [
         "# One VI epoch vs one MAP epoch (mnist_mlp)",
         "",
-        f"{m['cpu']}, {m['cores']} cores, {m['device']}; jax {m['jax']}, "
-        f"numpyro {m['numpyro']}; commit {m['commit']}; load average (1 min) "
-        f"{m['load_average_1min']} before, {m['load_average_1min_after']} after.",
+        f"{machine_line(m, 'numpyro')}; 1-min load average {m['load_average_1min_after']} "
+        "after the run.",
         f"`mnist_mlp()` (784-512-512-10, {s['num_weights']} weights) on {s['num_examples']} "
         f"{s['data']}; MeanFieldVI ({s['num_particles']} particle; NumPyro's weight-noise "
         "ELBO, and `local_reparam=True`) vs MAP (adam, dropout on), the epoch functions "
@@ -148,13 +131,11 @@ def write(out: Path, result: dict) -> None:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[flags(repeats=5)])
     p.add_argument("--data", default=None, help="MNIST .npz or IDX folder (default: random)")
     p.add_argument("--num-examples", type=int, default=12800)
     p.add_argument("--batch-size", type=int, nargs="+", default=[128, 512])
     p.add_argument("--num-particles", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--out", default="benchmarks/results")
     return p.parse_args(argv)
 
 

@@ -1,7 +1,6 @@
 """Smoke test of benchmarks/mnist.py on a tiny synthetic MNIST-format ``.npz``."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +8,7 @@ import pytest
 from flax import nnx
 
 from bayesnn.models import MLP
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import mnist  # noqa: E402 (benchmarks/mnist.py)
+from benchmarks import mnist, mnist_pool
 
 
 @pytest.fixture
@@ -162,6 +159,40 @@ def test_calibration_tells_over_from_under_confidence():
     assert sum(bins["count"]) == n
 
 
+def test_fit_cache_tells_datasets_of_one_shape_apart(tmp_path):
+    """Two datasets of the same shape, or one under another key, are separate fits; the
+    same data, model, configuration and key load the saved posterior."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(64, 3)).astype(np.float32)
+    a = mnist.bnn.data.Dataset(x, (x.sum(1) > 0).astype(np.int32))
+    b = mnist.bnn.data.Dataset(x, 1 - a.y)  # the same shape and inputs, other labels
+    model = mnist.bnn.BNN(MLP(3, (4,), 2, rngs=nnx.Rngs(0)), mnist.bnn.priors.Normal(1.0),
+                          mnist.bnn.likelihoods.Categorical())
+    method = mnist.bnn.MAP("adam", 0.05, epochs=20, batch_size=16)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+
+    def fit(data, key=0):
+        return mnist.fit_cached(cache, "tiny|MAP", model, data, method, key, False)
+
+    post_a, run_a = fit(a)
+    post_b, run_b = fit(b)
+    _, run_key = fit(a, key=1)
+    assert len({run_a, run_b, run_key}) == 3
+    assert len(list(cache.glob("*.posterior"))) == 3
+    # Fitted on opposite labels, the two networks predict opposite classes.
+    pred_a = np.asarray(post_a.predict(x).probs).argmax(-1)
+    pred_b = np.asarray(post_b.predict(x).probs).argmax(-1)
+    assert np.mean(pred_a == a.y) > 0.75 and np.mean(pred_b == b.y) > 0.75
+    again, run_again = fit(a)  # loaded, not refitted: the saved fit's own time
+    assert run_again == run_a
+    assert again.info["benchmark_seconds"] == post_a.info["benchmark_seconds"]
+    np.testing.assert_array_equal(np.asarray(again.predict(x).probs),
+                                  np.asarray(post_a.predict(x).probs))
+    other_model = mnist.bnn.BNN(MLP(3, (4,), 2, rngs=nnx.Rngs(1)), model.prior, model.likelihood)
+    assert mnist.fit_cached(cache, "tiny|MAP", other_model, a, method, 0, False)[1] != run_a
+
+
 def test_samplers_need_the_map_network(npz, tmp_path):
     args = mnist.parse_args(["--data", str(npz), "--networks", "mlp", "--methods", "SGLD",
                              "--num-train", "200", "--validation", "50",
@@ -189,8 +220,6 @@ def test_lower_needs_two_standard_errors():
 
 
 def test_pool_averages_runs_and_calls_a_clear_gain_lower(tmp_path):
-    import mnist_pool
-
     y, _, probs = _ninety_percent_right(3000, seed=3)
     folders = []
     sharpness = (0.99, 0.989, 0.991)  # MAP over-confident; "SGLD" near calibrated
@@ -223,8 +252,6 @@ def test_pool_averages_runs_and_calls_a_clear_gain_lower(tmp_path):
 
 
 def test_pool_critical_value_follows_student_t():
-    import mnist_pool
-
     assert mnist_pool.critical_value(0.0, 1.0, 2) == pytest.approx(12.706, abs=1e-3)
     assert mnist_pool.critical_value(0.0, 1.0, 5) == pytest.approx(2.776, abs=1e-3)
     assert mnist_pool.critical_value(1.0, 0.0, 5) == pytest.approx(1.960, abs=1e-3)

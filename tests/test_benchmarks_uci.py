@@ -1,15 +1,13 @@
 """Smoke test of benchmarks/uci.py on a synthetic dataset in the UCI layout."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import uci  # noqa: E402 (benchmarks/uci.py)
+from benchmarks import uci
 
 TINY = {
     "prior": {"FanInNormal": 1.0},

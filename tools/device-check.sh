@@ -34,10 +34,10 @@ print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__,
       'numpyro', numpyro.__version__, 'blackjax', blackjax.__version__)" || exit 1
 
 stage speed_sgmcmc
-timeout 100 $PY benchmarks/speed_sgmcmc.py --num-examples 12800 --features 784 \
+timeout 100 $PY -m benchmarks.speed_sgmcmc --num-examples 12800 --features 784 \
   --hidden 512 512 --batch-size 128 --steps 2000 --out "$R"
 stage driver_overhead
-timeout 60 $PY benchmarks/driver_overhead.py --out "$R"
+timeout 60 $PY -m benchmarks.driver_overhead --out "$R"
 
 stage "tests (background)"
 test_limit=${TEST_LIMIT:-300}
@@ -60,7 +60,7 @@ for seed in ${SEEDS:-11 12 13 14 15}; do
   limit=$(($(left) - 70))  # the pooling after the last seed needs up to a minute
   ((limit > 60)) || break
   stage "mnist cnn seed $seed (limit ${limit} s)"
-  timeout "$limit" $PY benchmarks/mnist.py --data .devdata/mnist/mnist.npz \
+  timeout "$limit" $PY -m benchmarks.mnist --data .devdata/mnist/mnist.npz \
     --networks cnn --methods MAP-Adam SGLD Ensemble --prior-scale 8 \
     --num-val-eval 5000 --draw-batch-size 10 --cnn-map-epochs 15 --cnn-patience 2 \
     --cnn-sgld-step 5e-7 1e-6 2e-6 --cnn-psgld-step 1e-10 1e-9 1e-8 --cnn-ensemble-size 5 \
@@ -70,7 +70,7 @@ for seed in ${SEEDS:-11 12 13 14 15}; do
     --note "Run beside the test suite: fit times are not comparable." \
     --seed "$seed" --out "$R/mnist_seed$seed" && runs+=("$R/mnist_seed$seed")
 done
-((${#runs[@]})) && timeout $(($(left) - 10)) $PY benchmarks/mnist_pool.py "${runs[@]}" \
+((${#runs[@]})) && timeout $(($(left) - 10)) $PY -m benchmarks.mnist_pool "${runs[@]}" \
   --bootstrap 100 --out "$R"
 
 stage "waiting for the tests"

@@ -1,0 +1,1 @@
+"""Benchmarks of bayesnn, run as modules: ``python -m benchmarks.<name>`` (see common.py)."""
