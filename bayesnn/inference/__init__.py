@@ -7,9 +7,10 @@ from bayesnn.inference.gibbs import CoordinateGibbs, HierarchicalNUTS, LatentGib
 from bayesnn.inference.hmc import HMC, NUTS
 from bayesnn.inference.hyper import GammaPrecision, Hierarchical
 from bayesnn.inference.laplace import Laplace
+from bayesnn.inference.lowrank_vi import LowRankVI
 from bayesnn.inference.map import MAP
+from bayesnn.inference.meanfield_vi import MeanFieldVI
 from bayesnn.inference.sgmcmc import PSGLD, SGHMC, SGLD
-from bayesnn.inference.vi import LowRankVI, MeanFieldVI
 
 __all__ = [
     "fit", "MAP", "NonFiniteError", "SGLD", "PSGLD", "SGHMC",

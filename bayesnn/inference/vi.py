@@ -1,4 +1,4 @@
-"""Variational inference with NumPyro: mean-field and low-rank Gaussian posteriors.
+"""Variational inference with NumPyro: the SVI loop that every Gaussian guide shares.
 
 The guide ``q(θ)`` is a NumPyro autoguide over the sites of :meth:`BNN.numpyro_model` and is
 fitted by :class:`numpyro.infer.SVI` with any optax optimiser, maximising the evidence
@@ -13,21 +13,18 @@ the full-data ELBO (Hoffman et al. 2013). ``β`` is 1 except during an optional 
 The minibatch is formed outside the model, inside the jitted step, so it can be augmented
 there (``augment``).
 
-:class:`MeanFieldVI` can also estimate the ELBO with the local reparameterisation trick
-(Kingma, Salimans & Welling 2015), drawing the pre-activations of Dense layers instead of
-their weights (:func:`local_reparam_loss`); the guide, its parameters and the draws are
-those of the NumPyro path.
-
 Every step draws its randomness (batches, augmentation and guide noise) from its own key,
 split from the driver's per-chunk key, so the result depends only on the key passed to
-``fit``.
+``fit``. The guides are those of :class:`~bayesnn.MeanFieldVI`
+(:mod:`bayesnn.inference.meanfield_vi`) and :class:`~bayesnn.LowRankVI`
+(:mod:`bayesnn.inference.lowrank_vi`), subclasses of :class:`GaussianVI`.
 """
 
 from __future__ import annotations
 
 import abc
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -35,11 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
-from flax import nnx
 from numpyro.distributions import constraints
-from numpyro.distributions.kl import kl_divergence
 from numpyro.infer import SVI, Predictive, Trace_ELBO, TraceMeanField_ELBO
-from numpyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
 from numpyro.infer.initialization import init_to_value
 from numpyro.optim import optax_to_numpyro
 from numpyro.primitives import Messenger
@@ -56,13 +50,11 @@ from bayesnn.data import (
 )
 from bayesnn.inference.base import check_positive, classic_threefry
 from bayesnn.inference.driver import run_chunks, scan_minibatches
+from bayesnn.inference.init import check_init, initial_positions
 from bayesnn.inference.map import MAP, make_optimizer
 from bayesnn.posterior import Posterior
 
-__all__ = [
-    "MeanFieldVI", "LowRankVI", "ELBOS", "kl_weight", "local_reparam_loss", "normal_kl", "vi_epoch",
-    "weight_sites",
-]
+__all__ = ["ELBOS", "GaussianVI", "kl_weight", "svi_update", "vi_epoch", "weight_sites"]
 
 _STEPS_PER_CHUNK = 256  # epochs are grouped into chunks of about this many steps
 
@@ -144,145 +136,11 @@ def vi_epoch(
     return state, loss
 
 
-def _svi_update(svi: SVI):
+def svi_update(svi: SVI):
     """:func:`vi_epoch`'s ``update``: one :meth:`SVI.update <numpyro.infer.SVI.update>`."""
 
     def update(state, key, batch, beta, scale):
         return svi.update(state._replace(rng_key=key), batch, beta=beta, scale=scale)
-
-    return update
-
-
-def local_reparam_loss(model: BNN, key, loc, log_scale, point, batch: Batch, beta=1.0, scale=1.0,
-                       num_particles: int = 1) -> jax.Array:
-    """Negative ELBO of a mean-field Gaussian guide by local reparameterisation.
-
-    Under ``q(W) = Π N(μ_ij, σ_ij²)`` the pre-activations ``a = x W + b`` of a Dense layer
-    with input ``x`` are independent Gaussians, ``a_j ~ N(Σ_i x_i μ_ij + μ_j,
-    Σ_i x_i² σ_ij² + σ_j²)`` (Kingma, Salimans & Welling 2015, eq. 6), so they are drawn
-    directly, independently per example: batch × units normals per layer instead of
-    inputs × units weights, and gradients of lower variance since examples no longer share
-    weight noise. Per example, the outputs have the same distribution as under weight
-    noise, so the expected ELBO is unchanged. The KL term is exact (the prior must have a
-    closed-form KL from a Normal, e.g. be Normal itself; see :func:`normal_kl`). The
-    estimate is
-
-        −[scale · Σ_i mask_i log p(y_i | x_i, θ) / T − β · KL(q ‖ p)],
-
-    the Monte Carlo term averaged over ``num_particles`` draws.
-
-    Parameters
-    ----------
-    model : BNN
-        Every Bayesian weight must be the kernel or bias of an :class:`flax.nnx.Linear`
-        layer applied once per forward pass, and the likelihood must have no parameters
-        with a prior (see :meth:`MeanFieldVI.check_local_reparam`).
-    key : PRNG key
-    loc, log_scale : dict
-        The guide's means ``μ`` and log standard deviations ``log σ`` by site
-        (``"net/<path>"``); the guide's parameters are ``<site>_auto_loc`` and, unconstrained,
-        ``<site>_auto_scale`` (:class:`MeanFieldVI`'s guide has ``σ = exp`` of it).
-    point : dict
-        The point-estimate weights by site.
-    batch : Batch
-    beta, scale : float
-        KL weight and likelihood scale (``N / b``).
-    num_particles : int
-        Monte Carlo draws of the pre-activations.
-    """
-    position = model.position_from_sites(loc, point)
-    priors = model.prior.distributions(model.init_position["net"])
-    kl = sum(normal_kl(loc[site], log_scale[site], priors[site.removeprefix("net/")])
-             for site in loc)
-    var = {site.removeprefix("net/"): jnp.exp(2 * v) for site, v in log_scale.items()}
-
-    def loglik(k):
-        f = _local_reparam_apply(model.network(position), var, k, batch.x)
-        ll = model.likelihood.log_prob(f, batch.y, position["lik"])
-        mask = jnp.ones_like(ll, bool) if batch.mask is None else batch.mask
-        return jnp.sum(jnp.where(mask, ll, 0.0))
-
-    ll = jnp.mean(jax.vmap(loglik)(jax.random.split(key, num_particles)))
-    return -(scale * ll / model.likelihood.temperature - beta * kl)
-
-
-def normal_kl(loc, log_scale, prior: dist.Distribution) -> jax.Array:
-    """``KL(N(loc, exp(log_scale)²) ‖ prior)`` summed over the elements.
-
-    For a Normal prior ``N(m, s²)`` it is ``Σ log s − log σ + (σ² + (μ − m)²) / (2 s²) − ½``,
-    written in ``log σ`` so that no logarithm over the weights is taken; other priors use
-    NumPyro's registered KL.
-    """
-    base = getattr(prior, "base_dist", prior)
-    if type(base) is dist.Normal:
-        m, s = base.loc, base.scale
-        return jnp.sum(jnp.log(s) - log_scale - 0.5
-                       + (jnp.exp(2 * log_scale) + (loc - m) ** 2) / (2 * s**2))
-    return jnp.sum(kl_divergence(dist.Normal(loc, jnp.exp(log_scale)), prior))
-
-
-def _linear_layers(network: nnx.Module) -> dict[str, nnx.Linear]:
-    """The network's Dense layers by path (``"layers/0"``)."""
-    return {
-        "/".join(map(str, path)): module
-        for path, module in nnx.iter_graph(network)
-        if isinstance(module, nnx.Linear)
-    }
-
-
-def _local_reparam_apply(network: nnx.Module, var: dict, key, x) -> jax.Array:
-    """Outputs of ``network`` (holding the guide means) with the pre-activations of its Dense
-    layers drawn from the guide (``var``: variances by parameter path)."""
-    layers = _linear_layers(network)
-    for (path, layer), k in zip(layers.items(), jax.random.split(key, len(layers)), strict=True):
-        kernel_var, bias_var = var.get(f"{path}/kernel"), var.get(f"{path}/bias")
-        if kernel_var is not None or bias_var is not None:
-            layer.dot_general = _noisy_dot_general(k, path, kernel_var, bias_var)
-    return network(x)
-
-
-def _noisy_dot_general(key, path: str, kernel_var, bias_var):
-    """A Dense layer's ``dot_general`` returning ``x·μ + sqrt(x²·σ² + σ_b²) · ε``, ``ε ~ N(0, I)``
-    (the layer adds the bias mean ``μ_b`` itself; ``σ², σ_b²`` are the variances)."""
-    calls = []
-
-    def dot_general(x, kernel, dims, **kwargs):
-        if calls:  # a second call would reuse the noise; weight noise would be shared
-            raise ValueError(
-                f"local_reparam: Dense layer {path!r} is applied more than once per forward "
-                "pass; use local_reparam=False"
-            )
-        calls.append(path)
-        mean = jax.lax.dot_general(x, kernel, dims, **kwargs)
-        var = jnp.zeros_like(mean)
-        if kernel_var is not None:
-            var += jax.lax.dot_general(x * x, kernel_var.astype(x.dtype), dims, **kwargs)
-        if bias_var is not None:
-            var += bias_var.astype(x.dtype)
-        # `tiny` keeps the gradient of the square root finite where the variance is 0.
-        sd = jnp.sqrt(var + jnp.finfo(var.dtype).tiny)
-        return mean + sd * prng.normal(key, mean.shape, mean.dtype)
-
-    return dot_general
-
-
-def _local_reparam_update(svi: SVI, model: BNN, num_particles: int):
-    """:func:`vi_epoch`'s ``update`` by :func:`local_reparam_loss`, with the SVI problem's
-    parameters, constraints and optimiser: the state stays an ``SVIState``."""
-
-    latent, point = model.sites(model.init_position)
-
-    def update(state, key, batch, beta, scale):
-        def loss(params):
-            constrained = svi.constrain_fn(params)
-            loc = {site: constrained[f"{site}_auto_loc"] for site in latent}
-            log_scale = {site: params[f"{site}_auto_scale"] for site in latent}  # σ = exp(ρ)
-            return local_reparam_loss(model, key, loc, log_scale,
-                                      {site: constrained[site] for site in point}, batch, beta,
-                                      scale, num_particles), None
-
-        (value, _), optim_state = svi.optim.eval_and_update(loss, state.optim_state)
-        return state._replace(optim_state=optim_state), value
 
     return update
 
@@ -300,8 +158,8 @@ class _PrngNormal(dist.Normal):
 class _FusedNoise(Messenger):
     """Guide handler: its Normal sample sites draw with :class:`_PrngNormal`.
 
-    The draws, and hence the fit, are unchanged; on CPU a step of ``mnist_mlp()`` (670k
-    normals) took 9.4–10.0 instead of 13.5 ms (``benchmarks/results/vi_epoch_profile.md``).
+    The draws, and hence the fit, are unchanged, and a step is faster on CPU
+    (``benchmarks/results/vi_epoch_profile.md``).
     """
 
     def process_message(self, msg):
@@ -312,28 +170,22 @@ class _FusedNoise(Messenger):
             msg["fn"] = normal if fn is base else normal.to_event(fn.reinterpreted_batch_ndims)
 
 
-class _ExpScale:
+class ExpScale:
     """Autoguide mixin: scales ``σ = exp(ρ)`` instead of NumPyro's ``softplus(ρ)``.
 
     For the small scales of network weights the two coincide (``softplus(ρ) ≈ exp(ρ)`` for
-    ``ρ ≪ 0``), and ``exp`` with its gradient costs a quarter as much: on CPU ~2.4 ms less
-    per step for the 670k weights of ``mnist_mlp()``.
+    ``ρ ≪ 0``), and ``exp`` with its gradient costs less
+    (``benchmarks/results/vi_epoch_profile.md``).
     """
 
     scale_constraint = constraints.positive
 
 
-class _AutoNormal(_ExpScale, AutoNormal):
-    pass
-
-
-class _AutoLowRank(_ExpScale, AutoLowRankMultivariateNormal):
-    pass
-
-
 @dataclass(frozen=True)
-class _GaussianVI(abc.ABC):
-    """Fields and fitting loop shared by :class:`MeanFieldVI` and :class:`LowRankVI`."""
+class GaussianVI(abc.ABC):
+    """Fields and fitting loop shared by :class:`~bayesnn.MeanFieldVI` and
+    :class:`~bayesnn.LowRankVI`: a subclass gives its autoguide (``_guide``) and may replace
+    the step (:meth:`update_fn`)."""
 
     optimizer: Any = "adam"
     learning_rate: Any = None
@@ -342,10 +194,9 @@ class _GaussianVI(abc.ABC):
     num_samples: int = 100
     num_particles: int = 1
     elbo: str = "meanfield"
-    init: str = "network"
+    init: str | MAP = "network"
     init_scale: float = 1e-2
     kl_warmup: int | None = None
-    map_config: MAP = field(default_factory=MAP)
     augment: Augment | None = None
 
     def __post_init__(self):
@@ -363,10 +214,7 @@ class _GaussianVI(abc.ABC):
         check_batch_size(self.batch_size, sys.maxsize)
         if self.elbo not in ELBOS:
             raise ValueError(f"unknown elbo {self.elbo!r}; use one of {sorted(ELBOS)}")
-        if self.init not in ("network", "map"):
-            raise ValueError(f"init must be 'network' or 'map', got {self.init!r}")
-        if not isinstance(self.map_config, MAP):
-            raise TypeError(f"map_config must be a bayesnn.MAP, got {self.map_config!r}")
+        check_init(self.init, ("network", "map"))
         if self.augment is not None and not isinstance(self.augment, Augment):
             raise TypeError(f"augment must be a bayesnn.data.Augment, got {self.augment!r}")
 
@@ -392,7 +240,7 @@ class _GaussianVI(abc.ABC):
 
     def update_fn(self, model: BNN, svi: SVI):
         """The step of :func:`vi_epoch` that :meth:`run` takes on the problem ``svi``."""
-        return _svi_update(svi)
+        return svi_update(svi)
 
     def run(
         self, model: BNN, data: Dataset, key, *, progress=None, checkpoint=None
@@ -402,11 +250,10 @@ class _GaussianVI(abc.ABC):
         batch_size = check_batch_size(self.batch_size, n)
         steps = num_batches(n, batch_size)
         k_map, k_init, k_fit, k_draws = jax.random.split(key, 4)
-        info = {}
-        position = model.init_position
-        if self.init == "map":
-            fitted = self.map_config.run(model, data, k_map, progress=progress)
-            position, info["map_info"] = fitted.point(), fitted.info
+        positions, map_info = initial_positions(k_map, model, data, self.init, 1,
+                                                progress=progress)
+        position = jax.tree.map(lambda a: a[0], positions)
+        info = {} if map_info is None else {"map_info": map_info}
         svi, guide = self.build_svi(model, position)
         # Epochs are grouped into chunks of about _STEPS_PER_CHUNK steps (as MAP does), so
         # small data sets do not pay the driver's per-chunk overhead every few steps.
@@ -477,7 +324,7 @@ def _draw(model: BNN, guide, num_samples: int, key, params):
     return jax.tree.map(lambda a: a[None], model.position_from_sites(sites, params))
 
 
-_PARAMETERS = """
+PARAMETERS_DOC = """
     Parameters
     ----------
     optimizer : str or optax.GradientTransformation
@@ -492,16 +339,18 @@ _PARAMETERS = """
         last one partial), as :class:`~bayesnn.MAP` does; the likelihood of a batch of
         ``b`` examples is scaled by ``N / b``. None: full batch.
     num_samples : int
-        Draws from the fitted guide in the returned posterior, shape ``(1, num_samples)``.
+        Draws kept per chain: the posterior holds ``num_samples`` independent draws from
+        the fitted guide, in one chain (axes ``(1, num_samples)``).
     num_particles : int
         Monte Carlo samples of ``θ`` per ELBO (gradient) estimate.
     elbo : {"meanfield", "trace"}
         :class:`~numpyro.infer.TraceMeanField_ELBO` (analytic KL where NumPyro has it, as for
         Gaussian priors) or :class:`~numpyro.infer.Trace_ELBO` (Monte Carlo KL).
-    init : {"network", "map"}
-        Guide means start at the network's own initial weights, or at a MAP fit run first
-        with ``map_config`` (which also gives the starting point-estimate weights of a
-        partially Bayesian network).
+    init : {"network", "map"} or MAP
+        Where the guide means start (see :func:`bayesnn.inference.init.initial_positions`):
+        the network's own initial weights, or the weights of a MAP fit run first,
+        ``MAP()`` for ``"map"`` or the given :class:`~bayesnn.MAP` config (the fit also
+        gives the starting point-estimate weights of a partially Bayesian network).
     init_scale : float
         Initial standard deviation of every guide coordinate. Small values (≲1e-2) start VI
         near a point estimate; large ones drown the signal in weight noise.
@@ -512,15 +361,13 @@ _PARAMETERS = """
         ``β`` and leaves the observed likelihood alone. That keeps NumPyro's own ELBO
         estimators (and their analytic KL) instead of a hand-written loss. During warm-up
         the recorded ELBO is the β-weighted one.
-    map_config : MAP
-        Configuration of the MAP fit used by ``init="map"``.
     augment : bayesnn.data.Augment, optional
         Random image transformations applied to every training minibatch, inside the
         jitted loop, each step with its own key. VI then fits the posterior of the
         augmented-data likelihood.
 """
 
-_RETURNS = """
+RETURNS_DOC = """
     Notes
     -----
     ``fit`` returns a :class:`~bayesnn.Posterior` with ``num_samples`` guide draws, axes
@@ -528,131 +375,6 @@ _RETURNS = """
     holds ``history["elbo"]`` (mean ELBO estimate per epoch; ``history["beta"]`` with
     warm-up), ``guide_params`` (fitted guide and point-estimate parameters, constrained),
     ``init_position`` (where the guide means started), ``seconds``, ``interrupted``,
-    ``epochs_run``, ``steps_per_epoch`` and, for ``init="map"``, ``map_info`` (the MAP fit's
+    ``epochs_run``, ``steps_per_epoch`` and, for a MAP ``init``, ``map_info`` (the MAP fit's
     ``info``). The model is evaluated without dropout.
 """
-
-
-@dataclass(frozen=True)
-class MeanFieldVI(_GaussianVI):
-    __doc__ = (
-        """Mean-field Gaussian VI, ``q(θ) = Π_j N(θ_j | μ_j, σ_j²)``.
-
-    The guide is NumPyro's ``AutoNormal`` with ``σ_j = exp(ρ_j)``; its weight noise is
-    drawn by :func:`bayesnn.prng.normal` (the numbers NumPyro would draw, in one fused loop:
-    on CPU a ``mnist_mlp()`` step takes ~25% less time).
-
-    "Bayes by Backprop" (Blundell et al. 2015, eq. 1–2 and §3.2 for minibatches) with the
-    analytic KL of a Gaussian prior (Kingma & Welling 2014, appendix B).
-    """
-        + _PARAMETERS
-        + """    local_reparam : bool
-        Estimate the ELBO by the local reparameterisation trick (Kingma, Salimans & Welling
-        2015, §2.3), :func:`local_reparam_loss`, instead of NumPyro's weight-noise
-        estimator: the pre-activations of each Dense layer are drawn per example, which
-        gives lower-variance gradients with batch × units instead of weights-many normals
-        per step. The guide, its parameters, the optimiser and the draws are the same.
-        It is not faster on CPU: the normals it saves cost less than the second matrix
-        product per layer it adds (``benchmarks/results/vi_epoch.md``). Needs every
-        Bayesian weight to be the kernel or bias of an ``nnx.Linear`` layer (MLPs), a
-        prior with a closed-form KL from a Normal (``Normal``, ``FanInNormal``),
-        ``elbo="meanfield"`` and a likelihood without parameters to infer
-        (:meth:`check_local_reparam`).
-"""
-        + _RETURNS
-        + """
-    References
-    ----------
-    Blundell, Cornebise, Kavukcuoglu & Wierstra (2015). Weight uncertainty in neural networks.
-    Kingma & Welling (2014). Auto-encoding variational Bayes.
-    Hoffman, Blei, Wang & Paisley (2013). Stochastic variational inference.
-    Bowman et al. (2016). Generating sentences from a continuous space.
-    Sønderby et al. (2016). Ladder variational autoencoders.
-    Kingma, Salimans & Welling (2015). Variational dropout and the local reparameterization
-    trick. NeurIPS.
-    """
-    )
-
-    local_reparam: bool = False
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not isinstance(self.local_reparam, bool):
-            raise TypeError(f"local_reparam must be a bool, got {self.local_reparam!r}")
-        if self.local_reparam and self.elbo != "meanfield":
-            raise ValueError(
-                "local_reparam computes the KL in closed form; use elbo='meanfield'"
-            )
-
-    def _guide(self, model_fn, init_loc_fn):
-        return _AutoNormal(model_fn, init_loc_fn=init_loc_fn, init_scale=self.init_scale)
-
-    def update_fn(self, model: BNN, svi: SVI):
-        if not self.local_reparam:
-            return _svi_update(svi)
-        self.check_local_reparam(model)
-        return _local_reparam_update(svi, model, self.num_particles)
-
-    @staticmethod
-    def check_local_reparam(model: BNN) -> None:
-        """Raise ``ValueError`` unless ``local_reparam=True`` applies to ``model``."""
-        if model.likelihood.param_priors():
-            raise ValueError(
-                "local_reparam needs a likelihood without parameters to infer, got "
-                f"{model.likelihood!r}"
-            )
-        layers = _linear_layers(model.network())
-        priors = model.prior.distributions(model.init_position["net"])
-        for path, prior in priors.items():
-            layer, _, name = path.rpartition("/")
-            if layer not in layers or name not in ("kernel", "bias"):
-                raise ValueError(
-                    f"local_reparam applies to Dense (nnx.Linear) layers only, but the prior "
-                    f"covers {path!r}; use local_reparam=False"
-                )
-            base = type(getattr(prior, "base_dist", prior))
-            if kl_divergence.dispatch(dist.Normal, base) is None:
-                raise ValueError(
-                    f"local_reparam needs a prior with a closed-form KL from a Normal, but "
-                    f"{path!r} has {base.__name__}; use local_reparam=False"
-                )
-
-
-@dataclass(frozen=True)
-class LowRankVI(_GaussianVI):
-    __doc__ = (
-        """Gaussian VI with low-rank-plus-diagonal covariance ``Σ = D(W Wᵀ + I)D``.
-
-    NumPyro's ``AutoLowRankMultivariateNormal`` (with ``D = diag(exp(ρ))``): a factor
-    covariance (Ong, Nott & Smith 2018, eq. 2) over all latent coordinates, which captures
-    ``rank`` directions of correlation that mean-field VI ignores. ``W`` starts at 0, i.e.
-    at the mean-field guide. NumPyro has no closed-form KL for this guide, so both ``elbo``
-    choices give the same Monte Carlo estimate.
-    """
-        + _PARAMETERS
-        + """    rank : int
-        Number of factors (columns of ``W``); memory is ``rank × num_weights``.
-"""
-        + _RETURNS
-        + """
-    References
-    ----------
-    Ong, Nott & Smith (2018). Gaussian variational approximation with a factor covariance
-    structure. *J. Comput. Graph. Stat.* 27(3).
-    Kingma & Welling (2014). Auto-encoding variational Bayes.
-    """
-    )
-
-    rank: int = 10
-
-    def __post_init__(self):
-        super().__post_init__()
-        if isinstance(self.rank, bool) or not isinstance(self.rank, int):
-            raise TypeError(f"rank must be an int, got {self.rank!r}")
-        check_positive(rank=self.rank)
-
-    def _guide(self, model_fn, init_loc_fn):
-        return _AutoLowRank(
-            model_fn, init_loc_fn=init_loc_fn, init_scale=self.init_scale, rank=self.rank
-        )
-

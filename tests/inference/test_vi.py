@@ -1,37 +1,22 @@
-from functools import partial
+"""The SVI loop every Gaussian guide shares (bayesnn/inference/vi.py), run through
+MeanFieldVI, the simplest guide; the guides' own pieces are in test_meanfield_vi.py and
+test_lowrank_vi.py."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro.distributions as dist
-import optax
 import pytest
 from flax import nnx
-from numpyro.distributions.kl import kl_divergence
 from numpyro.infer.util import log_density
 
 import bayesnn as bnn
-from bayesnn.bnn import Batch
 from bayesnn.inference.map import evaluate
-from bayesnn.inference.vi import kl_weight, local_reparam_loss, normal_kl, weight_sites
-from bayesnn.testing import assert_gaussian_matches, linear_posterior
+from bayesnn.inference.vi import _chunk_fn, kl_weight, weight_sites
 
 
 def _linear_model(d, noise, prior_scale=1.0):
     net = bnn.models.MLP(d, (), 1, rngs=nnx.Rngs(0))
     return bnn.BNN(net, bnn.priors.Normal(prior_scale), bnn.likelihoods.Gaussian(scale=noise))
-
-
-def _centred_orthogonal(x):
-    """Columns orthogonal to each other and to 1, with ``xᵀx = n I``."""
-    n = len(x)
-    return (np.sqrt(n) * np.linalg.qr(x - x.mean(0))[0]).astype(np.float32)
-
-
-def _stack_linear(draws):
-    """``(chain, draw, d + 1)`` samples of ``[w, b]`` from a linear network's draws."""
-    layer = draws["net"]["layers"][0]
-    return np.concatenate([layer["kernel"][..., 0], layer["bias"]], axis=-1)
 
 
 @pytest.fixture(scope="module")
@@ -60,94 +45,16 @@ def test_weight_sites_scales_prior_and_likelihood_apart():
     np.testing.assert_allclose(scaled, 0.3 * prior + 2.5 * ll[:12].sum(), rtol=1e-5)
 
 
-def test_local_reparam_loss_is_an_unbiased_negative_elbo():
-    # Linear-Gaussian model: E_q[log p(y | x, w, b)] is closed form, so the Monte Carlo
-    # mean of the loss must match the exact negative ELBO.
-    noise, prior_scale = 0.5, 2.0
-    model = _linear_model(3, noise, prior_scale)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(10, 3)).astype(np.float32)
-    y = rng.normal(size=(10, 1)).astype(np.float32)
-    mask = np.arange(10) < 7
-    loc_w, loc_b = rng.normal(size=(3, 1)), rng.normal(size=1)
-    sd_w, sd_b = rng.uniform(0.2, 0.8, size=(3, 1)), np.array([0.3])
-    site = "net/layers/0/"
-    f32 = partial(jnp.asarray, dtype=jnp.float32)
-    loc = {site + "kernel": f32(loc_w), site + "bias": f32(loc_b)}
-    log_scale = {site + "kernel": f32(np.log(sd_w)), site + "bias": f32(np.log(sd_b))}
-    batch = Batch(x, y, mask)
-    beta, scale = 0.7, 3.0
-    losses = jax.jit(jax.vmap(
-        lambda k: local_reparam_loss(model, k, loc, log_scale, {}, batch, beta, scale)
-    ))(jax.random.split(jax.random.key(0), 20000))
-    mean = x @ loc_w + loc_b
-    var = x**2 @ sd_w**2 + sd_b**2
-    expected_ll = -0.5 * np.log(2 * np.pi * noise**2) - ((y - mean) ** 2 + var) / (2 * noise**2)
-    sd_all, loc_all = np.r_[sd_w[:, 0], sd_b], np.r_[loc_w[:, 0], loc_b]
-    kl = np.sum(np.log(prior_scale / sd_all) + (sd_all**2 + loc_all**2) / (2 * prior_scale**2)
-                - 0.5)
-    exact = -(scale * expected_ll[mask].sum() - beta * kl)
-    se = np.std(losses) / np.sqrt(len(losses))
-    assert abs(np.mean(losses) - exact) < 4 * se, (np.mean(losses), exact, se)
-    # The pre-activations are really random (a forgotten noise term would leave std 0).
-    assert np.std(losses) > 1.0
+def test_chunk_runs_its_epochs_and_none_past_the_last():
+    # Chunk 1 of 3-epoch chunks with 5 epochs: epochs 3 and 4 run (each adds its index and
+    # one to the state, returning 2 losses), epoch 5 is skipped (state kept, losses 0).
+    def epoch_fn(state, key, epoch, x, y):
+        return state + epoch + 1, jnp.full(2, epoch, jnp.float32)
 
-
-def test_normal_kl_matches_numpyro():
-    rng = np.random.default_rng(1)
-    loc, log_scale = rng.normal(size=(4, 3)), rng.normal(size=(4, 3)) - 1
-    q = dist.Normal(loc, np.exp(log_scale))
-    for prior in (dist.Normal(0.5, 2.0).expand((4, 3)), dist.Normal(rng.normal(size=3), 0.3)):
-        np.testing.assert_allclose(normal_kl(loc, log_scale, prior),
-                                   np.sum(kl_divergence(q, prior)), rtol=1e-5)
-
-
-@pytest.mark.parametrize("local_reparam", [False, True])
-def test_mean_field_matches_the_factorised_linear_posterior(local_reparam):
-    data, _ = bnn.data.linear_regression(n=100, num_features=3, noise=0.5, key=0, orthogonal=True)
-    x = _centred_orthogonal(data.x)
-    mean, cov = linear_posterior(x, data.y, 1.0, 0.5)
-    std = np.sqrt(np.diag(cov))
-    # The centred orthogonal design decouples every coefficient, the bias included: the
-    # exact posterior is a factorised Gaussian, so it is the mean-field ELBO's optimum.
-    np.testing.assert_allclose(cov, np.diag(np.diag(cov)), atol=1e-8)
-
-    method = bnn.MeanFieldVI(
-        learning_rate=optax.exponential_decay(2e-2, 1000, 1e-2), epochs=500, batch_size=50,
-        num_particles=8, num_samples=2000, local_reparam=local_reparam,
-    )
-    post = bnn.fit(_linear_model(3, 0.5), (x, data.y), method, key=0)
-    assert (post.num_chains, post.num_draws) == (1, 2000)
-    gp = post.info["guide_params"]
-    loc = np.r_[gp["net/layers/0/kernel_auto_loc"][:, 0], gp["net/layers/0/bias_auto_loc"]]
-    scale = np.r_[gp["net/layers/0/kernel_auto_scale"][:, 0], gp["net/layers/0/bias_auto_scale"]]
-    # What is left is the stochastic optimiser's noise (minibatch and reparameterisation
-    # gradients): over keys 0-4 it measured ≤ 0.04 posterior sd for the means and ≤ 3.5%
-    # for the sds (local reparameterisation: ≤ 0.011 and ≤ 1.7%); the tolerances allow for
-    # more. A wrong N/B likelihood scaling would put the sds off by a factor √2 (B = N/2).
-    np.testing.assert_array_less(np.abs(loc - mean) / std, 0.15)
-    np.testing.assert_array_less(np.abs(scale / std - 1), 0.06)
-    # The draws are the guide's: ESS-scaled check against the exact posterior, widened by
-    # the optimisation tolerance above.
-    assert_gaussian_matches(_stack_linear(post.draws), mean, cov, bias=0.15)
-    elbo = post.info["history"]["elbo"]
-    assert len(elbo) == 500 and np.mean(elbo[-50:]) > elbo[0]
-
-
-@pytest.mark.parametrize("local_reparam", [False, True])
-def test_gap_toy_is_more_uncertain_in_the_gap(local_reparam):
-    train = bnn.data.gap_regression(n=80, noise=0.1, key=0)
-    net = bnn.models.MLP(1, (16, 16), 1, activation="tanh", rngs=nnx.Rngs(0))
-    model = bnn.BNN(net, bnn.priors.Normal(1.0), bnn.likelihoods.Gaussian(scale=0.1))
-    method = bnn.MeanFieldVI(learning_rate=2e-2, epochs=100, batch_size=16, num_samples=100,
-                             local_reparam=local_reparam)
-    post = bnn.fit(model, train, method, key=0)
-    grid = bnn.data.gap_regression_grid(121).x
-    in_gap = grid[np.abs(grid[:, 0]) < 0.4]
-    std = np.asarray(post.predict(np.concatenate([in_gap, train.x])).std)
-    std_gap, std_data = float(np.mean(std[: len(in_gap)])), float(np.mean(std[len(in_gap):]))
-    assert std_gap > 1.2 * std_data, (std_gap, std_data)
-    assert post.info["steps_per_epoch"] == 5  # ceil(80 / 16)
+    chunk = jax.jit(_chunk_fn(epoch_fn, steps=2, per_chunk=3, epochs=5))
+    state, loss = chunk(jnp.zeros((), jnp.int32), jax.random.key(0), 1, None, None)
+    assert int(state) == 4 + 5
+    np.testing.assert_array_equal(loss, [3, 3, 4, 4, 0, 0])
 
 
 @pytest.mark.parametrize("local_reparam", [False, True])
@@ -226,7 +133,7 @@ def test_map_initialisation(toy):
     model = bnn.BNN(bnn.models.MLP(2, (8,), 1, rngs=nnx.Rngs(0)),
                     likelihood=bnn.likelihoods.Gaussian(scale=0.1))
     method = bnn.MeanFieldVI(
-        init="map", map_config=bnn.MAP(learning_rate=1e-2, epochs=30, batch_size=16),
+        init=bnn.MAP(learning_rate=1e-2, epochs=30, batch_size=16),
         learning_rate=1e-9, epochs=1, batch_size=32, num_samples=4,
     )
     post = bnn.fit(model, toy, method, key=0)
@@ -261,69 +168,6 @@ def test_augment_is_applied_to_every_minibatch():
     assert confidence[flip] < 0.1, confidence
 
 
-def test_local_reparam_rejects_models_it_does_not_fit():
-    net = bnn.models.MLP(2, (4,), 1, rngs=nnx.Rngs(0))
-    check = bnn.MeanFieldVI.check_local_reparam
-    check(bnn.BNN(net, bnn.priors.FanInNormal(1.0)))  # Dense layers, Gaussian prior: fine
-    with pytest.raises(ValueError, match="closed-form KL from a Normal, .* Laplace"):
-        check(bnn.BNN(net, bnn.priors.Laplace(1.0)))
-    with pytest.raises(ValueError, match="likelihood without parameters"):
-        check(bnn.BNN(net, likelihood=bnn.likelihoods.Gaussian(learn_scale=True)))
-    with pytest.raises(ValueError, match="Dense .* layers only, but the prior covers 'conv/"):
-        check(bnn.BNN(_Conv()))
-    with pytest.raises(ValueError, match="closed form; use elbo='meanfield'"):
-        bnn.MeanFieldVI(local_reparam=True, elbo="trace")
-
-
-class _Conv(nnx.Module):
-    """One 3x3 convolution on 3x3 images: a Bayesian weight outside any Dense layer."""
-
-    def __init__(self):
-        self.input_shape, self.out_features = (3, 3, 1), 1
-        self.conv = nnx.Conv(1, 1, (3, 3), padding="VALID", rngs=nnx.Rngs(0))
-
-    def __call__(self, x, *, key=None):
-        return self.conv(x).reshape(x.shape[0], 1)
-
-
-class _Twice(nnx.Module):
-    """One Dense layer applied twice: its weights are shared by both applications."""
-
-    def __init__(self):
-        self.input_shape, self.out_features = (2,), 2
-        self.layer = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
-
-    def __call__(self, x, *, key=None):
-        return self.layer(self.layer(x))
-
-
-def test_local_reparam_rejects_a_layer_applied_twice(toy):
-    model = bnn.BNN(_Twice(), likelihood=bnn.likelihoods.Gaussian(scale=0.1))
-    y = np.concatenate([toy[1], toy[1]], axis=1)
-    method = bnn.MeanFieldVI(epochs=1, batch_size=16, local_reparam=True)
-    with pytest.raises(ValueError, match="'layer' is applied more than once"):
-        bnn.fit(model, (toy[0], y), method, key=0)
-
-
-def test_low_rank_vi_recovers_a_correlated_posterior():
-    # Correlated, uncentred features: the exact posterior of [w1, w2, b] has correlations
-    # -0.91 and -0.22, which a rank-3 guide over 3 coordinates can represent exactly.
-    rng = np.random.default_rng(0)
-    z = rng.normal(size=(40, 1))
-    x = (np.c_[z, z + 0.3 * rng.normal(size=(40, 1))] + 1.0).astype(np.float32)
-    y = (x @ [[1.0], [-0.5]] + 0.3 + 0.5 * rng.normal(size=(40, 1))).astype(np.float32)
-    mean, cov = linear_posterior(x, y, 1.0, 0.5)
-    method = bnn.LowRankVI(rank=3, elbo="trace", learning_rate=optax.exponential_decay(
-        0.1, 2000, 1e-2), epochs=2000, batch_size=None, num_particles=64, num_samples=4000)
-    post = bnn.fit(_linear_model(2, 0.5), (x, y), method, key=0)
-    assert (post.num_chains, post.num_draws) == (1, 4000)
-    assert post.info["guide_params"]["auto_cov_factor"].shape == (3, 3)
-    # Independent draws; the optimiser's noise left whitened errors ≤ 0.04 (mean), 0.08
-    # (variance) and 0.04 (correlation) over keys 0-6. A guide without its factor would
-    # miss the -0.91 correlation entirely.
-    assert_gaussian_matches(_stack_linear(post.draws), mean, cov, bias=0.05)
-
-
 def test_divergence_raises_a_clear_error():
     data, _ = bnn.data.linear_regression(n=20, num_features=2, key=0)
     method = bnn.MeanFieldVI(optimizer="sgd", learning_rate=1e8, epochs=5, batch_size=None)
@@ -344,8 +188,10 @@ def test_divergence_raises_a_clear_error():
         ({"batch_size": 0}, ValueError, "batch_size must be a positive int"),
         ({"batch_size": 8.0}, TypeError, "batch_size must be a positive int"),
         ({"elbo": "renyi"}, ValueError, "unknown elbo 'renyi'"),
-        ({"init": "zeros"}, ValueError, "init must be 'network' or 'map'"),
-        ({"map_config": "adam"}, TypeError, "map_config must be a bayesnn.MAP"),
+        ({"init": "zeros"}, ValueError,
+         r"init must be one of \('network', 'map'\) or a bayesnn.MAP, got 'zeros'"),
+        ({"init": "random"}, ValueError, "init must be one of .* got 'random'"),
+        ({"init": bnn.MAP}, ValueError, "init must be one of .* or a bayesnn.MAP"),
         ({"augment": "flip"}, TypeError, "augment must be a bayesnn.data.Augment"),
         ({"local_reparam": 1}, TypeError, "local_reparam must be a bool"),
     ],
@@ -353,11 +199,6 @@ def test_divergence_raises_a_clear_error():
 def test_bad_configuration(kwargs, error, match):
     with pytest.raises(error, match=match):
         bnn.MeanFieldVI(**kwargs)
-
-
-def test_bad_rank():
-    with pytest.raises(ValueError, match="rank must be > 0"):
-        bnn.LowRankVI(rank=0)
 
 
 def test_batch_larger_than_data(toy):
