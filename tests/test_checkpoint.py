@@ -88,7 +88,7 @@ def test_a_run_with_an_optax_transformation_killed_midway_resumes_in_a_new_proce
 def _tiny():
     net = bnn.models.MLP(2, (4,), 1, rngs=nnx.Rngs(0))
     model = bnn.BNN(net, likelihood=bnn.likelihoods.Gaussian(0.5))
-    data, _ = bnn.data.linear_regression(n=32, num_features=2, noise=0.5, key=0)
+    data, _ = bnn.data.linear_regression(n=50, num_features=2, noise=0.5, key=0)
     return model, data
 
 
@@ -130,7 +130,7 @@ def test_the_fingerprint_is_the_same_in_a_new_process():
         """
     )
     ns = {}
-    exec(code.replace("print(", "result = ("), ns)
+    exec(code.replace("print(_fingerprint", "result = (_fingerprint"), ns)
     out = _python(code, stdout=subprocess.PIPE, text=True)
     printed, _ = out.communicate(timeout=300)
     assert printed.strip() == ns["result"]

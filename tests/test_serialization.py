@@ -144,7 +144,13 @@ METHODS = {
 }
 
 
-@pytest.mark.parametrize("name", list(METHODS))
+FAST = {"MAP", "MCDropout", "SGLD"}  # an optax transformation, a dropout key, many draws
+
+
+@pytest.mark.filterwarnings("ignore:NUTS.*divergent")
+@pytest.mark.parametrize("name", [
+    name if name in FAST else pytest.param(name, marks=pytest.mark.slow) for name in METHODS
+])
 def test_every_method_round_trips_without_pickle(name, tmp_path, monkeypatch):
     make_model, method = METHODS[name]
     data = _data()
