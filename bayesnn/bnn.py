@@ -21,6 +21,7 @@ from flax import nnx
 from bayesnn import likelihoods as lik_
 from bayesnn import priors as priors_
 from bayesnn.models import MLP
+from bayesnn.models.registry import build_network, network_spec
 from bayesnn.tree import flatten_paths, merge_trees, split_tree, unflatten_paths
 
 __all__ = ["BNN", "Batch", "DenseLayer", "DenseView"]
@@ -273,18 +274,78 @@ class BNN:
     # -- persistence -------------------------------------------------------------------
 
     def to_state(self) -> dict:
-        """Everything needed to rebuild this model, as picklable parts."""
+        """Everything needed to rebuild this model, as data: the network's spec
+        (:func:`~bayesnn.models.registry.network_spec`: a :mod:`bayesnn.models` network's
+        constructor arguments, any other's class name), its weights ``net`` (frozen ones
+        included) and other state ``rest`` as arrays, the prior, the likelihood and the
+        frozen patterns. :class:`~bayesnn.Posterior` saves it without pickle."""
+        network = self.network()
+        _, params, rest = nnx.split(network, nnx.Param, ...)
         return {
-            "graphdef": self.graphdef, "rest": self._rest,
-            "net": jax.device_get(merge_trees(self.init_position["net"], self._frozen)),
-            "prior": self.prior, "likelihood": self.likelihood, "frozen": self.frozen,
+            "network": network_spec(network),
+            "net": jax.device_get(nnx.to_pure_dict(params)),
+            "rest": jax.device_get(nnx.to_pure_dict(rest)),
+            "prior": self.prior, "likelihood": self.likelihood, "frozen": list(self.frozen),
         }
 
     @classmethod
-    def from_state(cls, state: dict) -> BNN:
-        """Inverse of :meth:`to_state`."""
-        network = nnx.merge(state["graphdef"], state["net"], state["rest"])
-        return cls(network, state["prior"], state["likelihood"], frozen=state["frozen"])
+    def from_state(cls, state: dict, like=None) -> BNN:
+        """Inverse of :meth:`to_state`.
+
+        Parameters
+        ----------
+        state : dict
+            From :meth:`to_state`, or read back from a file (where a prior, likelihood or
+            network configuration that the file could not rebuild is an
+            :class:`~bayesnn.serialization.Unbuilt` description).
+        like : nnx.Module or BNN, optional
+            The network whose structure receives the saved weights, for a network that is
+            not from :mod:`bayesnn.models` (default: the network rebuilt from its spec).
+            A ``BNN`` also gives the prior and likelihood, used instead of the saved ones.
+
+        Raises
+        ------
+        ValueError
+            When the network cannot be rebuilt without ``like``, when the saved weights do
+            not fit its structure, or when the prior or likelihood cannot be rebuilt and
+            ``like`` is not a ``BNN``.
+        """
+        if isinstance(like, BNN):
+            network, prior, likelihood = like.network(), like.prior, like.likelihood
+        elif isinstance(like, nnx.Module) or like is None:
+            prior, likelihood = state["prior"], state["likelihood"]
+            for name, value, base in (("prior", prior, priors_.Prior),
+                                      ("likelihood", likelihood, lik_.Likelihood)):
+                if not isinstance(value, base):
+                    raise ValueError(
+                        f"the saved {name} cannot be rebuilt ({value}); pass "
+                        "like=bayesnn.BNN(network, prior, likelihood) to give it")
+            if like is None:
+                try:
+                    network = build_network(state["network"])
+                except ValueError as e:
+                    raise ValueError(f"{e}; pass like=<the network> (an nnx.Module of the "
+                                     "same architecture, or a BNN) to load it") from None
+            else:
+                network = like
+        else:
+            raise TypeError(f"like must be an nnx.Module or a bayesnn.BNN, got "
+                            f"{type(like).__name__}")
+        graphdef, params, rest = nnx.split(network, nnx.Param, ...)
+        for name, part in (("net", params), ("rest", rest)):
+            saved = flatten_paths(state[name])
+            expected = flatten_paths(nnx.to_pure_dict(part))
+            if set(saved) != set(expected) or any(
+                    np.shape(saved[p]) != np.shape(v) for p, v in expected.items()):
+                bad = sorted(set(saved) ^ set(expected)) or [
+                    f"{p} {np.shape(saved[p])} != {np.shape(v)}" for p, v in expected.items()
+                    if np.shape(saved[p]) != np.shape(v)]
+                raise ValueError(f"the saved weights do not fit the network "
+                                 f"{type(network).__name__}: {bad[:5]}")
+            values = {p: jnp.asarray(v) for p, v in saved.items()}
+            nnx.replace_by_pure_dict(part, unflatten_paths(values, nnx.to_pure_dict(part)))
+        network = nnx.merge(graphdef, params, rest)
+        return cls(network, prior, likelihood, frozen=tuple(state["frozen"]))
 
     # -- checks ------------------------------------------------------------------------
 

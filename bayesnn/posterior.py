@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import os
-import pickle
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesnn import serialization
 from bayesnn.arviz import diagnostics as _diagnostics
 from bayesnn.arviz import to_datatree
 from bayesnn.bnn import BNN
@@ -184,35 +183,57 @@ class Posterior:
     # -- persistence -------------------------------------------------------------------
 
     def save(self, path) -> None:
-        """Write the posterior (draws, model, method, info) to one file.
+        """Write the posterior (model, draws, method, info) to one file, without pickle.
 
-        The network is stored as its NNX graph definition, so :meth:`load` needs no code
-        to rebuild it. The file is a pickle: load only files you trust.
+        The file (see :mod:`bayesnn.serialization`) is a zip of a JSON header (format,
+        library versions, the network's spec, prior, likelihood and method configuration
+        field by field, info) and ``.npy`` arrays (weights, draws). Values that are not
+        data -- an optax transformation, a schedule function, a user's network class --
+        are recorded by qualified name (and a function's closure values), not as code.
         """
-        payload = {
-            "format": _FORMAT,
-            "model": self.model.to_state(),
-            "draws": jax.device_get(self.draws),
-            "method": _picklable(self.method),
-            "info": {k: _picklable(v) for k, v in self.info.items()},
-            "predictive": jax.device_get(self.predictive),
-        }
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
+        arrays: dict = {}
+        content = {"model": serialization.encode(self.model.to_state(), arrays, "model")}
+        for f in dataclasses.fields(self):
+            if f.name != "model":
+                content[f.name] = serialization.encode(getattr(self, f.name), arrays, f.name)
+        serialization.write(path, _FORMAT, content, arrays)
 
     @classmethod
-    def load(cls, path) -> Posterior:
-        """Read a posterior written by :meth:`save`."""
-        with open(path, "rb") as f:
-            payload = pickle.load(f)
-        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-            raise ValueError(f"{path} is not a bayesnn posterior file ({_FORMAT})")
-        draws = jax.tree.map(jnp.asarray, payload["draws"])
-        return cls(BNN.from_state(payload["model"]), draws, payload["method"], payload["info"],
-                   payload["predictive"])
+    def load(cls, path, *, like=None) -> Posterior:
+        """Read a posterior written by :meth:`save`; a file can fail to load, but reading it
+        never runs code from it (a pickle, e.g. a file of bayesnn 0.1, is refused unread).
+
+        Parameters
+        ----------
+        path : path
+        like : nnx.Module or BNN, optional
+            The network (its structure; the file gives the weights), needed when it is not
+            a :mod:`bayesnn.models` network. A ``BNN`` also gives the prior and likelihood,
+            needed when they are not bayesnn's own classes.
+
+        Returns
+        -------
+        Posterior
+            ``method`` is the configuration rebuilt when every field is data (numbers,
+            strings, optimiser names, bayesnn configurations); when one is not (an optax
+            transformation, a callable schedule) it is an
+            :class:`~bayesnn.serialization.Unbuilt` description (a ``str``). ``info``
+            entries that are not data are such descriptions too.
+        """
+        header, arrays = serialization.read(path, _FORMAT, "posterior")
+        try:
+            model = BNN.from_state(
+                serialization.decode(header["model"], arrays, strict=False), like=like)
+            values = {
+                f.name: serialization.decode(header[f.name], arrays, strict=f.name == "draws")
+                for f in dataclasses.fields(cls) if f.name != "model" and f.name in header
+            }
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"{path}: {e}") from None
+        if jax.tree.structure(values.get("draws")) != jax.tree.structure(model.init_position):
+            raise ValueError(f"{path}: the draws do not have the structure of the model's "
+                             "parameters")
+        return cls(model, **values)
 
     # -- ArviZ -------------------------------------------------------------------------
 
@@ -240,16 +261,7 @@ class Posterior:
         return self.predictive if key is None else DropoutPredictive(as_key(key))
 
 
-_FORMAT = "bayesnn.Posterior/1"
-
-
-def _picklable(obj):
-    """``obj`` itself when it pickles, else its ``repr`` (e.g. an optax closure)."""
-    try:
-        pickle.dumps(obj)
-    except (pickle.PicklingError, TypeError, AttributeError):
-        return repr(obj)
-    return obj
+_FORMAT = "bayesnn.posterior/2"  # 2: a zip of JSON and .npy arrays; 1: a pickle
 
 
 class _Moments(NamedTuple):

@@ -44,13 +44,15 @@ def tree_size(tree) -> int:
 
 
 def save_tree(path, tree) -> None:
-    """Write a pytree of arrays to an ``.npz`` file keyed by leaf path."""
-    np.savez(path, **{k: np.asarray(v) for k, v in flatten_paths(tree).items()})
+    """Write a pytree of arrays to an ``.npz`` file keyed by leaf path (no pickle)."""
+    np.savez(path, allow_pickle=False,
+             **{k: np.asarray(v) for k, v in flatten_paths(tree).items()})
 
 
 def load_tree(path, like):
-    """Read a pytree written by :func:`save_tree` into the structure of ``like``."""
-    with np.load(path) as f:
+    """Read a pytree written by :func:`save_tree` into the structure of ``like``; a file
+    holding pickled objects is refused (``ValueError``) without unpickling them."""
+    with np.load(path, allow_pickle=False) as f:
         return unflatten_paths({k: jax.numpy.asarray(f[k]) for k in f.files}, like)
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Protocol
 
 import jax
 import numpy as np
 
+from bayesnn import serialization
 from bayesnn.bnn import BNN
 from bayesnn.data import Dataset, as_dataset
 from bayesnn.inference.driver import Checkpoint
@@ -104,11 +104,10 @@ def fit(
 
 
 def _fingerprint(model: BNN, data: Dataset, method) -> str:
-    """What a checkpoint must match to be resumed: the method, the model, and a digest of
-    the data's and the initial weights' values (equal shapes are not the same run)."""
-    digest = hashlib.blake2b(digest_size=16)
-    for a in (*jax.tree.leaves(model.init_position), data.x, data.y):
-        a = np.ascontiguousarray(a)
-        digest.update(f"{a.dtype}{a.shape}".encode())
-        digest.update(a.tobytes())
-    return f"{method!r}|{model!r}|{digest.hexdigest()}"
+    """What a checkpoint must match to be resumed: the method's and the model's
+    configuration field by field, and digests of the values of the data and the initial
+    weights (equal shapes are not the same run). Callables and optax transformations count
+    by qualified name, code and hyperparameters (their closures' values), never by memory
+    address, so the same run started again in a new process has the same fingerprint."""
+    return serialization.fingerprint(method=method, model=model.to_state(),
+                                     data=(data.x, data.y))

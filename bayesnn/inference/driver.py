@@ -15,8 +15,8 @@ along them.
 
 from __future__ import annotations
 
-import os
-import pickle
+import json
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -29,6 +29,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
+from bayesnn import serialization
 from bayesnn.bnn import Batch
 
 __all__ = [
@@ -213,8 +214,10 @@ def _keep_placement(chunk_fn: Callable, shardings) -> Callable:
 class Checkpoint(NamedTuple):
     """Where and how often :func:`run_chunks` saves a run, and what identifies the run.
 
-    ``fingerprint`` (e.g. the method's repr and the data's shape) guards against resuming
-    a different run from the same file.
+    ``fingerprint`` (what :func:`bayesnn.fit` makes: the method's and the model's
+    configuration by field, digests of the data and the initial weights) guards against
+    resuming a different run from the same file. It holds no memory address, so the same
+    run started again in a new process resumes.
     """
 
     path: str
@@ -222,7 +225,7 @@ class Checkpoint(NamedTuple):
     fingerprint: str = ""
 
 
-_CHECKPOINT_FORMAT = "bayesnn.checkpoint/3"  # 2: kept draws only; 3: SG-MCMC's bare buffers
+_CHECKPOINT_FORMAT = "bayesnn.checkpoint/4"  # 4: JSON and .npy, no pickle; 3: SG-MCMC buffers
 
 
 def _is_key(x) -> bool:
@@ -261,51 +264,77 @@ def first_rows(tree, k: int):
 
 
 def _to_host(tree):
-    """Device pytree → numpy pytree; typed PRNG keys become their raw key data."""
-    return _fetch(jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree))
+    """Device pytree → host pytree: numpy arrays, gathered from other processes' devices;
+    typed PRNG keys stay typed (on one device), so a file records their implementation."""
+    leaves, treedef = jax.tree.flatten(tree)
+    keys = [_is_key(x) for x in leaves]
+    data = _fetch([jax.random.key_data(x) if k else x for x, k in zip(leaves, keys, strict=True)])
+    return jax.tree.unflatten(treedef, [
+        jax.random.wrap_key_data(d, impl=jax.random.key_impl(x)) if k else d
+        for d, x, k in zip(data, leaves, keys, strict=True)])
 
 
-def _from_host(tree, like):
-    """Inverse of :func:`_to_host`, with the structure and key types of ``like``."""
-    def leaf(saved, ref):
-        if _is_key(ref):
-            return jax.random.wrap_key_data(saved, impl=jax.random.key_impl(ref))
-        return jnp.asarray(saved)
-
-    return jax.tree.map(leaf, jax.tree.unflatten(jax.tree.structure(like), jax.tree.leaves(tree)),
-                        like)
+def _from_host(pairs, arrays, like):
+    """Inverse of :func:`_to_host` after a file: the leaves saved by path, in the structure
+    and key types of ``like`` (``ValueError`` naming a leaf that does not fit)."""
+    return serialization.decode_leaves(pairs, arrays, like)
 
 
 def _save(checkpoint: Checkpoint, state, outputs, done: int, key, num_chunks: int) -> None:
-    payload = {
-        "format": _CHECKPOINT_FORMAT, "fingerprint": checkpoint.fingerprint,
-        "key": _to_host(key), "num_chunks": num_chunks, "done": done,
-        "state": _to_host(state), "outputs": outputs,
+    arrays: dict = {}
+    content = {
+        "fingerprint": checkpoint.fingerprint, "num_chunks": num_chunks, "done": done,
+        "key": serialization.encode(_to_host(key), arrays, "key"),
+        "state": serialization.encode_leaves(_to_host(state), arrays, "state"),
+        "outputs": serialization.encode(outputs, arrays, "outputs"),
     }
-    path = Path(checkpoint.path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+    serialization.write(checkpoint.path, _CHECKPOINT_FORMAT, content, arrays)
 
 
-def _restore(checkpoint: Checkpoint, state, key, num_chunks: int):
-    with open(checkpoint.path, "rb") as f:
-        payload = pickle.load(f)
-    if not isinstance(payload, dict) or payload.get("format") != _CHECKPOINT_FORMAT:
-        raise ValueError(f"{checkpoint.path} is not a bayesnn checkpoint")
-    same = (
-        payload["fingerprint"] == checkpoint.fingerprint
-        and payload["num_chunks"] == num_chunks
-        and np.array_equal(payload["key"], _to_host(key))
-    )
-    if not same:
-        raise ValueError(
-            f"checkpoint {checkpoint.path} belongs to a different run (method, data, length or "
-            "key differ); delete it or choose another path"
-        )
-    return _from_host(payload["state"], state), payload["outputs"], payload["done"]
+def _restore(checkpoint: Checkpoint, state, key, num_chunks: int, *, desc: str = "",
+             progress: bool | None = None):
+    """The state, outputs and chunk count of a checkpoint of this run; says so on stderr
+    (unless ``progress=False``). ``ValueError`` when the file is not a checkpoint (a pickle
+    is refused unread) or belongs to another run."""
+    path = checkpoint.path
+    header, arrays = serialization.read(path, _CHECKPOINT_FORMAT, "checkpoint")
+    try:
+        saved_key = serialization.decode(header["key"], arrays)
+        done = header["done"]
+        differ = serialization.fingerprint_difference(header["fingerprint"],
+                                                      checkpoint.fingerprint)
+        if header["num_chunks"] != num_chunks:
+            differ.append("length")
+        if _is_key(saved_key) != _is_key(key) or not np.array_equal(
+                *(jax.random.key_data(k) if _is_key(k) else np.asarray(k)
+                  for k in (saved_key, key))):
+            differ.append("key")
+        if differ:
+            raise ValueError(
+                f"checkpoint {path} belongs to a different run (its {', '.join(differ)} "
+                f"differ{'s' if len(differ) == 1 else ''}); delete it or choose another path")
+        if not (isinstance(done, int) and 0 <= done <= num_chunks):
+            raise ValueError(f"checkpoint {path} is damaged: {done!r} chunks done")
+        state = _from_host(header["state"], arrays, state)
+        outputs = serialization.decode(header["outputs"], arrays)
+    except KeyError as e:
+        raise ValueError(f"checkpoint {path} is damaged: no {e}") from None
+    if progress is not False:
+        name = desc or _method_name(checkpoint.fingerprint)
+        print(f"{name}: {path} holds a finished run; returning its saved result"
+              if done == num_chunks else
+              f"resuming {name} from chunk {done + 1} of {num_chunks} ({path})",
+              file=sys.stderr)
+    return state, outputs, done
+
+
+def _method_name(fingerprint: str) -> str:
+    """The method's class name in a fingerprint of :func:`bayesnn.fit`, else "run"."""
+    try:
+        name = json.loads(fingerprint)["method"]["config"]["class"]
+    except (TypeError, KeyError, json.JSONDecodeError):
+        return "run"
+    return str(name).replace(":", ".").rsplit(".", 1)[-1]
 
 
 def scan_minibatches(step_fn: Callable, state, key: jax.Array, batches, data) -> tuple:

@@ -49,6 +49,11 @@ class CNN(nnx.Module):
         self.output_shapes = tuple(shapes)
         self.out_features = shape[-1]
 
+    def get_config(self) -> dict:
+        """The constructor's arguments (but ``rngs``): ``CNN(**net.get_config(), rngs=...)``
+        builds the same architecture. A saved posterior records them to rebuild the network."""
+        return {"input_shape": list(self.input_shape), "layers": list(self.specs)}
+
     def __call__(self, x, *, key=None):
         """Apply the layers to ``x``; dropout is active only when ``key`` is given."""
         check_input(x, self.input_shape)

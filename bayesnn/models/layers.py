@@ -38,8 +38,8 @@ _ACTIVATIONS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class _Named:
-    """An activation referred to by name, so networks pickle (for saved posteriors)."""
+class Named:
+    """An activation referred to by name, so that a saved network records it as data."""
 
     name: str
 
@@ -62,11 +62,11 @@ def activation(name: str | Callable | None) -> Callable:
         If ``name`` is an unknown string.
     """
     if name is None:
-        return _Named("linear")
+        return Named("linear")
     if callable(name):
         return name
     if isinstance(name, str) and name.lower() in _ACTIVATIONS:
-        return _Named(name.lower())
+        return Named(name.lower())
     raise ValueError(
         f"unknown activation {name!r}; expected one of {sorted(_ACTIVATIONS)}, None or a callable"
     )

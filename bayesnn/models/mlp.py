@@ -5,7 +5,7 @@ from collections.abc import Callable, Sequence
 
 from flax import nnx
 
-from bayesnn.models.layers import Dropout, split_key
+from bayesnn.models.layers import Dropout, Named, split_key
 from bayesnn.models.layers import activation as resolve_activation
 
 
@@ -60,6 +60,18 @@ class MLP(nnx.Module):
         self.layers = nnx.List(
             [nnx.Linear(m, n, rngs=rngs) for m, n in zip(widths[:-1], widths[1:], strict=True)]
         )
+
+    def get_config(self) -> dict:
+        """The constructor's arguments (but ``rngs``): ``MLP(**net.get_config(), rngs=...)``
+        builds the same architecture. A saved posterior records them to rebuild the network."""
+        activation = self.activation
+        return {
+            "in_features": self.input_shape[0],
+            "hidden": [layer.out_features for layer in self.layers[:-1]],
+            "out_features": self.out_features,
+            "activation": activation.name if isinstance(activation, Named) else activation,
+            "dropout": self.dropout.rate,
+        }
 
     def __call__(self, x, *, key=None):
         """Logits for ``x``; dropout is active only when ``key`` is given."""
