@@ -14,8 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bayesnn.bnn import BNN
-from bayesnn.data import check_finite
+from bayesnn.bnn import BNN, prepare_inputs, prepare_targets
 
 __all__ = ["Posterior"]
 
@@ -96,7 +95,7 @@ class Posterior:
             ``mean, std, aleatoric_std, epistemic_std`` or
             ``probs, entropy, aleatoric, epistemic`` (see :mod:`bayesnn.likelihoods`).
         """
-        x = self._check_x(x)
+        x = prepare_inputs(self.model, x)
         total = None
         for draws, weights, keys in self._draw_chunks(draw_batch_size, key):
             mean, m2 = map_rows(
@@ -115,10 +114,8 @@ class Posterior:
 
         Its negative mean is the test NLL of the posterior predictive.
         """
-        x = self._check_x(x)
-        y = self.model.likelihood.validate_targets(np.asarray(y), self.model.out_features)
-        if y.shape[0] != x.shape[0]:
-            raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
+        x = prepare_inputs(self.model, x)
+        y = prepare_targets(self.model, x, y)
         total = None
         for draws, weights, keys in self._draw_chunks(draw_batch_size, key):
             log_w = jnp.where(weights > 0, 0.0, -jnp.inf)
@@ -174,16 +171,6 @@ class Posterior:
         return diagnostics(self, x, **kwargs)
 
     # -- helpers -----------------------------------------------------------------------
-
-    def _check_x(self, x) -> np.ndarray:
-        x = np.asarray(x)
-        if x.ndim < 2:
-            raise ValueError(f"x must have shape (num_examples, ...); got {x.shape}")
-        if not np.issubdtype(x.dtype, np.number):
-            raise TypeError(f"x must be numeric, got dtype {x.dtype}")
-        self.model.check_inputs(x)
-        check_finite(x, "x")
-        return x.astype(jnp.result_type(float)) if not np.issubdtype(x.dtype, np.floating) else x
 
     def _draw_chunks(self, size: int, key):
         """Yield ``(draws, weights, keys)`` chunks of one size, at most ``size``; padding has

@@ -9,8 +9,8 @@ from typing import Protocol
 import jax
 import numpy as np
 
-from bayesnn.bnn import BNN
-from bayesnn.data import Dataset, as_dataset
+from bayesnn.bnn import BNN, prepare_data
+from bayesnn.data import Dataset
 from bayesnn.inference.driver import Checkpoint
 from bayesnn.posterior import Posterior
 
@@ -38,14 +38,6 @@ def as_key(key) -> jax.Array:
     ):
         return key
     raise TypeError(f"key must be an int seed or a JAX PRNG key, got {type(key).__name__}")
-
-
-def prepare_data(model: BNN, data, *, name: str = "data") -> Dataset:
-    """Validate ``data`` against the model: input shape, finiteness, targets for the head."""
-    data = as_dataset(data, name=name)
-    model.check_inputs(data.x, name=f"{name}.x")
-    y = model.likelihood.validate_targets(np.asarray(data.y), model.out_features)
-    return Dataset(data.x, y)
 
 
 def classic_threefry():
@@ -100,7 +92,8 @@ def fit(
     model : BNN
         Network, prior and likelihood.
     data : Dataset or (x, y)
-        Training data; ``x`` of shape ``(N, *model.input_shape)``.
+        Training data; ``x`` of shape ``(N, ...)``, inputs the network takes (checked
+        with ``jax.eval_shape`` before anything compiles), ``y`` targets for its outputs.
     method
         A method configuration (:class:`~bayesnn.MAP`, ...).
     key : int or PRNG key
