@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, NamedTuple
@@ -136,6 +137,8 @@ class BNN:
         }))
         self._output_shapes: dict = {}
         self.network_name = type(network).__name__
+        declared = getattr(network, "input_shape", None)  # optional: bayesnn.models have it
+        self._declared_shape = tuple(declared) if isinstance(declared, tuple | list) else None
         self.frozen = tuple([frozen] if isinstance(frozen, str) else frozen)
         # Weights and statistics take JAX's default float precision (float64 under x64).
         weights, self.stats = (_as_float(nnx.to_pure_dict(s)) for s in (params, stats))
@@ -206,19 +209,27 @@ class BNN:
         """Shape ``(N, K)`` of the network's outputs for inputs shaped like ``x``.
 
         Found by ``jax.eval_shape``, which runs nothing. Raises ``ValueError`` naming
-        ``name`` when the network cannot take such inputs or does not return one
-        ``(N, K)`` array.
+        ``name`` when the network cannot take such inputs (or, for a network with an
+        ``input_shape`` attribute such as those of :mod:`bayesnn.models`, when their
+        per-example shape or size differs from it) or does not return one ``(N, K)`` array.
         """
-        shape, dtype = tuple(np.shape(x)), np.result_type(x)
+        shape = tuple(np.shape(x))
+        dtype = jax.dtypes.canonicalize_dtype(np.result_type(x))
+        want = self._declared_shape
+        if want is not None and shape[1:] != want and math.prod(shape[1:]) != math.prod(want):
+            raise ValueError(
+                f"{name} has per-example shape {shape[1:]}, but the network expects {want} "
+                f"(full shape (num_examples, {', '.join(map(str, want))}))"
+            )
         if (shape[1:], dtype) not in self._output_shapes:
             probe = jax.ShapeDtypeStruct((2, *shape[1:]), dtype)
             try:
                 out = jax.eval_shape(partial(self.apply, self.init_position), probe)
             except Exception as err:  # the network's own message, with the parameter named
                 raise ValueError(
-                    f"{name} has per-example shape {shape[1:]}, which the network "
-                    f"{self.network_name} cannot take: {type(err).__name__}: "
-                    f"{str(err).splitlines()[0] if str(err) else ''}"
+                    f"{name} has per-example shape {shape[1:]}, but the network "
+                    f"{self.network_name} expects other inputs ({type(err).__name__}: "
+                    f"{str(err).splitlines()[0] if str(err) else ''})"
                 ) from err
             if not (isinstance(out, jax.ShapeDtypeStruct) and len(out.shape) == 2
                     and out.shape[0] == 2):
