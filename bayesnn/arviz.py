@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import jax
 import numpy as np
 
+from bayesnn.bnn import prepare_inputs, prepare_targets
 from bayesnn.chunks import draw_chunks, map_rows
 from bayesnn.prng import as_key
 from bayesnn.tree import flatten_paths
@@ -268,13 +269,11 @@ def to_datatree(
     flat_index = (np.arange(num_chains)[:, None] * posterior.num_draws + draw_index).ravel()
     chunks = dict(batch_size=batch_size, draw_batch_size=draw_batch_size)
     if x is not None:
-        x, k_pp = posterior._check_x(x), jax.random.fold_in(key, 1)
+        x, k_pp = prepare_inputs(model, x), jax.random.fold_in(key, 1)
         if y is None:
             samples = _per_draw(posterior, _sample_y, (x,), key=k_pp, index=flat_index, **chunks)
         else:
-            y = model.likelihood.validate_targets(np.asarray(y), model.out_features)
-            if y.shape[0] != x.shape[0]:
-                raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
+            y = prepare_targets(model, x, y)
             loglik, samples = _per_draw(posterior, _loglik_and_sample, (x, y), key=k_pp, **chunks)
             samples = samples[flat_index]
             groups["log_likelihood"] = _dataset(
@@ -287,7 +286,7 @@ def to_datatree(
             posterior, x, samples, flat_index
         )
     if x_new is not None:
-        x_new = posterior._check_x(x_new)
+        x_new = prepare_inputs(model, x_new, name="x_new")
         samples = _per_draw(posterior, _sample_y, (x_new,), key=jax.random.fold_in(key, 2),
                             index=flat_index, **chunks)
         groups["predictions"], groups["predictions_constant_data"] = _predictive_groups(
@@ -371,7 +370,7 @@ def diagnostics(
     if columns:
         out.update(_extremes(np.concatenate(columns, axis=-1)))
     if x is not None:
-        x = posterior._check_x(x)
+        x = prepare_inputs(posterior.model, x)
         stats = _per_draw(posterior, _draw_stats, (x,), key=jax.random.key(0),
                           batch_size=batch_size, draw_batch_size=draw_batch_size)
         name = "probs" if posterior.model.likelihood.task == "classification" else "mean"

@@ -8,8 +8,12 @@ this class: :meth:`BNN.logprior_fn`, :meth:`BNN.loglikelihood_fn`,
 
 from __future__ import annotations
 
+import copy
 import fnmatch
+import inspect
+import math
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -20,11 +24,13 @@ from flax import nnx
 
 from bayesnn import likelihoods as lik_
 from bayesnn import priors as priors_
+from bayesnn.data import Dataset, as_dataset, check_finite
 from bayesnn.models import MLP
 from bayesnn.models.registry import build_network, network_spec
 from bayesnn.tree import flatten_paths, merge_trees, split_tree, unflatten_paths
 
-__all__ = ["BNN", "Batch", "DenseLayer", "DenseView"]
+__all__ = ["BNN", "Batch", "DenseLayer", "DenseView", "prepare_data", "prepare_inputs",
+           "prepare_targets"]
 
 Position = dict[str, Any]
 
@@ -78,9 +84,15 @@ class BNN:
     Parameters
     ----------
     network : nnx.Module
-        A network whose ``__call__(x, *, key=None)`` returns the likelihood's inputs
-        (logits, or means and scales). It must expose ``input_shape`` and ``out_features``
-        (all :mod:`bayesnn.models` networks do). Its current weights are the initial position.
+        Any Flax NNX module whose call maps a batch of inputs ``(N, ...)`` to the
+        likelihood's inputs ``(N, K)`` (logits, or means and scales): ``nnx.Linear``,
+        ``nnx.Sequential``, a module of your own, a :mod:`bayesnn.models` network. Its
+        input and output shapes come from the data (see :meth:`output_shape`). A call with
+        a keyword ``key`` (``__call__(x, *, key=None)``, the convention of
+        :mod:`bayesnn.models`) receives the dropout key; randomness through ``nnx.Rngs``
+        (``nnx.Dropout``) is reseeded from the same key. Its current weights are the
+        initial position and its ``nnx.BatchStat`` variables (batch-norm statistics) the
+        initial :attr:`stats`.
     prior : bayesnn.priors.Prior, optional
         Prior over the network weights; default ``priors.Normal(1.0)``. A
         :class:`~bayesnn.priors.PerParameter` prior without a default leaves some weights
@@ -91,26 +103,46 @@ class BNN:
         Glob patterns of parameter paths (``"layers/0/*"``) held fixed at the network's
         current values: constants to every inference method, absent from the position
         (transfer learning: a frozen body).
+
+    Attributes
+    ----------
+    init_position : dict
+        ``{"net": trainable weights, "lik": likelihood parameters}``.
+    stats : dict
+        The network's non-parameter state (``nnx.BatchStat``, e.g. ``nnx.BatchNorm``'s
+        running mean and variance), ``{}`` for most networks. :class:`~bayesnn.MAP`
+        updates it (batch norm in training mode) and returns a posterior whose model holds
+        the trained statistics (:meth:`with_stats`); every other use, sampling and
+        prediction included, holds it fixed (batch norm in evaluation mode).
+
+    Notes
+    -----
+    With a key, ``nnx.Dropout`` is on (``deterministic=False``); without one, off, so
+    prediction without a key is deterministic. Modes are set with ``nnx.view`` on the
+    ``deterministic`` and ``use_running_average`` attributes that NNX's own layers have.
     """
 
     def __init__(self, network: nnx.Module, prior=None, likelihood=None, *, frozen=()):
         if not isinstance(network, nnx.Module):
             raise TypeError(f"network must be a flax.nnx.Module, got {type(network).__name__}")
-        for attr in ("input_shape", "out_features"):
-            if not hasattr(network, attr):
-                raise TypeError(
-                    f"network must expose `{attr}` (the networks of bayesnn.models do); "
-                    f"{type(network).__name__} does not"
-                )
         self.prior = priors_.Normal(1.0) if prior is None else prior
         self.likelihood = lik_.Gaussian() if likelihood is None else likelihood
-        self.input_shape = tuple(network.input_shape)
-        self.out_features = int(network.out_features)
-        self.graphdef, params, self._rest = nnx.split(network, nnx.Param, ...)
+        self.graphdef, params, stats, rest = nnx.split(network, nnx.Param, nnx.BatchStat, ...)
+        # Plain arrays, not the network's Variables: every call builds fresh ones, so a
+        # call inside a trace can update them.
+        self._rest = nnx.to_pure_dict(rest)
+        self._takes_key = "key" in inspect.signature(network.__call__).parameters
+        self._rng_tags = tuple(sorted({
+            stream.key.tag for _, stream in nnx.iter_graph(network)
+            if isinstance(stream, nnx.RngStream)
+        }))
+        self._output_shapes: dict = {}
+        self.network_name = type(network).__name__
+        declared = getattr(network, "input_shape", None)  # optional: bayesnn.models have it
+        self._declared_shape = tuple(declared) if isinstance(declared, tuple | list) else None
         self.frozen = tuple([frozen] if isinstance(frozen, str) else frozen)
-        # Weights take JAX's default float precision (float64 under jax_enable_x64).
-        weights = jax.tree.map(lambda w: jnp.asarray(w, jnp.result_type(float)),
-                               nnx.to_pure_dict(params))
+        # Weights and statistics take JAX's default float precision (float64 under x64).
+        weights, self.stats = (_as_float(nnx.to_pure_dict(s)) for s in (params, stats))
         net, self._frozen = _split_frozen(weights, self.frozen)
         self.init_position: Position = {"net": net, "lik": self.likelihood.init_params()}
         # Validates per-parameter prior rules against the network once, up front.
@@ -121,25 +153,113 @@ class BNN:
 
     # -- the network -------------------------------------------------------------------
 
-    def apply(self, position: Position, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
-        """Network outputs for inputs ``x``; ``key`` turns dropout on (training mode)."""
-        return self.network(position)(x, key=key)
+    def apply(self, position: Position, x: jax.Array, key: jax.Array | None = None, *,
+              stats=None) -> jax.Array:
+        """Network outputs for inputs ``x``; ``key`` turns dropout on.
 
-    def network(self, position: Position | None = None) -> nnx.Module:
-        """The NNX network holding the weights of ``position`` (default: the initial ones)."""
+        Batch norm runs in evaluation mode with ``stats`` (default :attr:`stats`).
+        """
+        stats = self.stats if stats is None else stats
+        return self._call(position, stats, x, key, train=False)[0]
+
+    def apply_train(self, position: Position, stats, x: jax.Array,
+                    key: jax.Array | None = None) -> tuple[jax.Array, Any]:
+        """Outputs and updated statistics, batch norm in training mode (normalising by the
+        batch's statistics and updating the running ones), as point-estimate training
+        needs; ``key`` turns dropout on."""
+        return self._call(position, stats, x, key, train=True)
+
+    def _call(self, position, stats, x, key, *, train: bool):
+        network = self._module(position, stats, key, train=train)
+        f = self._invoke(network, x, key)
+        if not train:
+            return f, stats
+        new = nnx.to_pure_dict(nnx.state(network, nnx.BatchStat))
+        return f, jax.tree.map(lambda a, b: a.astype(b.dtype), new, stats)
+
+    def _module(self, position, stats, key, *, train: bool) -> nnx.Module:
+        """The network in the mode of a call: dropout on with a key, its RNG streams
+        reseeded from it; batch norm in training mode only if ``train``."""
+        network = nnx.view(self.network(position, stats), deterministic=key is None,
+                           use_running_average=not train, raise_if_not_found=False)
+        if key is not None and self._rng_tags:
+            key = _typed_key(key)
+            nnx.reseed(network, **{tag: jax.random.fold_in(key, i)
+                                   for i, tag in enumerate(self._rng_tags)})
+        return network
+
+    def _invoke(self, network, x, key):
+        return network(x, key=key) if self._takes_key else network(x)
+
+    def network(self, position: Position | None = None, stats=None) -> nnx.Module:
+        """The NNX network holding the weights of ``position`` and the batch statistics
+        ``stats`` (default: the initial weights and :attr:`stats`)."""
         net = (self.init_position if position is None else position)["net"]
-        return nnx.merge(self.graphdef, merge_trees(net, self._frozen), self._rest)
+        stats = self.stats if stats is None else stats
+        return nnx.merge(self.graphdef, merge_trees(net, self._frozen), stats, self._rest)
+
+    def with_stats(self, stats) -> BNN:
+        """This model with other batch statistics (those a training run updated)."""
+        if jax.tree.structure(stats) != jax.tree.structure(self.stats):
+            raise ValueError("stats must have the structure of the model's stats")
+        new = copy.copy(self)
+        new.stats, new._output_shapes = stats, {}
+        return new
+
+    def output_shape(self, x, *, name: str = "x") -> tuple[int, ...]:
+        """Shape ``(N, K)`` of the network's outputs for inputs shaped like ``x``.
+
+        Found by ``jax.eval_shape``, which runs nothing. Raises ``ValueError`` naming
+        ``name`` when the network cannot take such inputs (or, for a network with an
+        ``input_shape`` attribute such as those of :mod:`bayesnn.models`, when their
+        per-example shape or size differs from it) or does not return one ``(N, K)`` array.
+        """
+        shape = tuple(np.shape(x))
+        dtype = jax.dtypes.canonicalize_dtype(np.result_type(x))
+        want = self._declared_shape
+        if want is not None and shape[1:] != want and math.prod(shape[1:]) != math.prod(want):
+            raise ValueError(
+                f"{name} has per-example shape {shape[1:]}, but the network expects {want} "
+                f"(full shape (num_examples, {', '.join(map(str, want))}))"
+            )
+        if (shape[1:], dtype) not in self._output_shapes:
+            probe = jax.ShapeDtypeStruct((2, *shape[1:]), dtype)
+            try:
+                out = jax.eval_shape(partial(self.apply, self.init_position), probe)
+            except Exception as err:  # the network's own message, with the parameter named
+                raise ValueError(
+                    f"{name} has per-example shape {shape[1:]}, but the network "
+                    f"{self.network_name} expects other inputs ({type(err).__name__}: "
+                    f"{str(err).splitlines()[0] if str(err) else ''})"
+                ) from err
+            if not (isinstance(out, jax.ShapeDtypeStruct) and len(out.shape) == 2
+                    and out.shape[0] == 2):
+                got = jax.tree.map(lambda a: (shape[0], *a.shape[1:]), out)
+                raise ValueError(
+                    f"the network maps {name} of shape {shape} to outputs {got}; the "
+                    f"likelihood {type(self.likelihood).__name__} needs one array of shape "
+                    f"({shape[0]}, num_outputs)"
+                )
+            self._output_shapes[shape[1:], dtype] = out.shape[1]
+        return shape[0], self._output_shapes[shape[1:], dtype]
 
     @property
     def dense_view(self) -> DenseView | None:
         """The network as a chain of Dense layers, when it is one with every weight in the
-        position (a :class:`~bayesnn.models.MLP` without frozen weights); else None."""
+        position, else None: a :class:`~bayesnn.models.MLP`, an ``nnx.Linear`` or an
+        ``nnx.Sequential`` alternating ``nnx.Linear`` layers and one activation function
+        (``Linear, relu, Linear, relu, Linear``), none of them frozen."""
         net = self.network()
-        if self.frozen or not isinstance(net, MLP):
+        if self.frozen:
             return None
-        layers = tuple(DenseLayer(f"layers/{i}/kernel", f"layers/{i}/bias")
-                       for i in range(len(net.layers)))
-        return DenseView(layers, net.activation)
+        if isinstance(net, MLP):
+            return DenseView(tuple(DenseLayer(f"layers/{i}/kernel", f"layers/{i}/bias")
+                                   for i in range(len(net.layers))), net.activation)
+        if isinstance(net, nnx.Linear) and net.bias is not None:
+            return DenseView((DenseLayer("kernel", "bias"),), _identity)
+        if isinstance(net, nnx.Sequential):
+            return _sequential_view(list(net.layers))
+        return None
 
     def require_dense_view(self, method: str) -> DenseView:
         """:attr:`dense_view`, or a ``ValueError`` saying that ``method`` needs one."""
@@ -147,7 +267,9 @@ class BNN:
         if view is None:
             raise ValueError(
                 f"{method} needs a network that is a chain of Dense layers with no frozen "
-                f"weights (a bayesnn.models.MLP); got {type(self.network()).__name__}"
+                "weights (a bayesnn.models.MLP, an nnx.Linear, or an nnx.Sequential of "
+                "nnx.Linear layers and one activation function); got "
+                f"{self.network_name}"
                 + (f" with frozen weights {self.frozen}" if self.frozen else "")
             )
         return view
@@ -166,13 +288,14 @@ class BNN:
                     matmul: Mapping[str, Callable]) -> jax.Array:
         """Network outputs with the kernel product ``x @ W`` of the Dense layer at each
         module path of ``matmul`` computed by ``matmul[path](x, W)`` (the layer adds its
-        bias): local reparameterisation draws pre-activations this way."""
-        network = self.network(position)
+        bias): local reparameterisation draws pre-activations this way. Dropout is off
+        and batch norm in evaluation mode."""
+        network = self._module(position, self.stats, None, train=False)
         layers = {"/".join(map(str, p)): m for p, m in nnx.iter_graph(network)
                   if isinstance(m, nnx.Linear)}
         for path, fn in matmul.items():
             layers[path].dot_general = _as_dot_general(fn)
-        return network(x)
+        return self._invoke(network, x, None)
 
     def init_params(self, key: jax.Array) -> Position:
         """A fresh position: LeCun-normal kernels and zero biases (NNX's defaults)."""
@@ -347,22 +470,10 @@ class BNN:
         network = nnx.merge(graphdef, params, rest)
         return cls(network, prior, likelihood, frozen=tuple(state["frozen"]))
 
-    # -- checks ------------------------------------------------------------------------
-
-    def check_inputs(self, x, *, name: str = "x") -> None:
-        """Raise ``ValueError`` if ``x`` does not fit the network's input shape."""
-        shape = tuple(np.shape(x))[1:]
-        want = self.input_shape
-        if shape != want and int(np.prod(shape)) != int(np.prod(want)):
-            raise ValueError(
-                f"{name} has per-example shape {shape}, but the network expects {want} "
-                f"(full shape (num_examples, {', '.join(map(str, want))}))"
-            )
-
     def __repr__(self) -> str:
         return (
-            f"BNN(input_shape={self.input_shape}, out_features={self.out_features}, "
-            f"prior={self.prior!r}, likelihood={self.likelihood!r}, frozen={self.frozen})"
+            f"BNN({self.network_name}, prior={self.prior!r}, likelihood={self.likelihood!r}, "
+            f"frozen={self.frozen})"
         )
 
 
@@ -404,3 +515,83 @@ def _leading_shape(sites, position) -> tuple[int, ...]:
         if path in named:
             return tuple(v.shape[: v.ndim - named[path].ndim])
     return ()
+
+
+def _as_float(tree):
+    """Floating leaves in JAX's default float precision; others unchanged."""
+    return jax.tree.map(
+        lambda a: jnp.asarray(a, jnp.result_type(float))
+        if jnp.issubdtype(jnp.result_type(a), jnp.floating) else jnp.asarray(a), tree)
+
+
+def _typed_key(key) -> jax.Array:
+    """A typed PRNG key from a typed or a raw ``uint32[2]`` key."""
+    return key if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else (
+        jax.random.wrap_key_data(key))
+
+
+def _identity(x):
+    return x
+
+
+def _sequential_view(layers: list) -> DenseView | None:
+    """The :class:`DenseView` of ``nnx.Sequential(Linear, σ, Linear, σ, …, Linear)``."""
+    linears, acts = layers[::2], layers[1::2]
+    dense = all(isinstance(m, nnx.Linear) and m.bias is not None for m in linears)
+    if not (dense and len(linears) == len(acts) + 1 and len({id(a) for a in acts}) <= 1
+            and not any(isinstance(a, nnx.Module) for a in acts)):
+        return None
+    return DenseView(
+        tuple(DenseLayer(f"layers/{2 * i}/kernel", f"layers/{2 * i}/bias")
+              for i in range(len(linears))),
+        acts[0] if acts else _identity,
+    )
+
+
+# -- data checks ---------------------------------------------------------------------
+
+
+def prepare_inputs(model: BNN, x, *, name: str = "x") -> np.ndarray:
+    """Check inputs ``x`` for ``model`` and return them as a float array.
+
+    ``x`` must be a numeric ``(N, ...)`` array without NaN or inf that the network can take
+    (:meth:`BNN.output_shape`); integer inputs become JAX's default float.
+    """
+    x = np.asarray(x)
+    if x.ndim < 2:
+        raise ValueError(f"{name} must have shape (num_examples, ...); got {x.shape}")
+    if not np.issubdtype(x.dtype, np.number):
+        raise TypeError(f"{name} must be numeric, got dtype {x.dtype}")
+    check_finite(x, name)
+    x = x.astype(jnp.result_type(float)) if not np.issubdtype(x.dtype, np.floating) else x
+    model.output_shape(x, name=name)
+    return x
+
+
+def prepare_targets(model: BNN, x, y, *, name: str = "y", x_name: str = "x") -> np.ndarray:
+    """Check targets ``y`` against the network's outputs for inputs ``x`` (checked) and
+    the likelihood; return them with the dtype and shape the likelihood expects."""
+    out = model.output_shape(x, name=x_name)
+    try:
+        y = model.likelihood.validate_targets(np.asarray(y), out[1])
+        target_dim = y.shape[1] if y.ndim == 2 else out[1]
+        need = model.likelihood.num_outputs(target_dim)
+        if need != out[1]:
+            raise ValueError(f"{type(model.likelihood).__name__} needs {need} network "
+                             f"output(s) for targets of shape {y.shape}")
+    except ValueError as err:
+        raise ValueError(
+            f"{name}: {err}; the network maps {x_name} of shape {np.shape(x)} to outputs "
+            f"of shape {out}"
+        ) from err
+    if y.shape[0] != out[0]:
+        raise ValueError(f"{x_name} has {out[0]} rows but {name} has {y.shape[0]}")
+    return y
+
+
+def prepare_data(model: BNN, data, *, name: str = "data") -> Dataset:
+    """Validate ``data`` against the model: finite numeric arrays, inputs the network takes,
+    targets that fit its outputs and the likelihood."""
+    data = as_dataset(data, name=name)
+    y = prepare_targets(model, data.x, data.y, name=f"{name}.y", x_name=f"{name}.x")
+    return Dataset(data.x, y)

@@ -15,9 +15,8 @@ import numpy as np
 from bayesnn import serialization
 from bayesnn.arviz import diagnostics as _diagnostics
 from bayesnn.arviz import to_datatree
-from bayesnn.bnn import BNN
+from bayesnn.bnn import BNN, prepare_inputs, prepare_targets
 from bayesnn.chunks import draw_chunks, map_rows
-from bayesnn.data import check_finite
 from bayesnn.prng import as_key
 
 __all__ = ["Posterior", "Predictive", "DrawPredictive", "DropoutPredictive"]
@@ -144,7 +143,7 @@ class Posterior:
             ``mean, std, aleatoric_std, epistemic_std`` or
             ``probs, entropy, aleatoric, epistemic`` (see :mod:`bayesnn.likelihoods`).
         """
-        x = self._check_x(x)
+        x = prepare_inputs(self.model, x)
         predictive, total = self._predictive(key), None
         for draws, index, count in draw_chunks(self.draws, draw_batch_size):
             weights = jnp.asarray(np.arange(len(index)) < count, jnp.float32)
@@ -166,10 +165,8 @@ class Posterior:
         Its negative mean is the test NLL of the posterior predictive. Arguments as for
         :meth:`predict`.
         """
-        x = self._check_x(x)
-        y = self.model.likelihood.validate_targets(np.asarray(y), self.model.out_features)
-        if y.shape[0] != x.shape[0]:
-            raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
+        x = prepare_inputs(self.model, x)
+        y = prepare_targets(self.model, x, y)
         predictive, total = self._predictive(key), None
         for draws, index, count in draw_chunks(self.draws, draw_batch_size):
             log_w = jnp.where(np.arange(len(index)) < count, 0.0, -jnp.inf)
@@ -246,16 +243,6 @@ class Posterior:
         return _diagnostics(self, x, **kwargs)
 
     # -- helpers -----------------------------------------------------------------------
-
-    def _check_x(self, x) -> np.ndarray:
-        x = np.asarray(x)
-        if x.ndim < 2:
-            raise ValueError(f"x must have shape (num_examples, ...); got {x.shape}")
-        if not np.issubdtype(x.dtype, np.number):
-            raise TypeError(f"x must be numeric, got dtype {x.dtype}")
-        self.model.check_inputs(x)
-        check_finite(x, "x")
-        return x.astype(jnp.result_type(float)) if not np.issubdtype(x.dtype, np.floating) else x
 
     def _predictive(self, key) -> Predictive:
         return self.predictive if key is None else DropoutPredictive(as_key(key))

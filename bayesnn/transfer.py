@@ -14,10 +14,16 @@ The four classic cases (by size of the new data set and its similarity to the ol
 
 Frozen weights are constants to every inference method (see ``BNN(frozen=...)``): the
 posterior covers only what is not frozen.
+
+Networks: the :class:`~bayesnn.models.CNN` and :class:`~bayesnn.models.MLP` of
+:mod:`bayesnn.models`, cut by Keras-style layer name, and a user's ``nnx.Sequential``, cut by
+the name of its entries (``linear``, ``relu``, ``linear_1``; the head is NNX modules). Any
+other module cannot be cut: freeze its body with ``BNN(network, frozen=[...])``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from flax import nnx
@@ -26,6 +32,7 @@ from bayesnn import priors
 from bayesnn.bnn import BNN
 from bayesnn.models import CNN, MLP, Dense, Dropout, Flatten
 from bayesnn.models.layers import Layer
+from bayesnn.tree import flatten_paths
 
 __all__ = ["CASES", "layer_names", "with_new_head", "transfer"]
 
@@ -43,11 +50,24 @@ def _specs(network) -> tuple[tuple[int, ...], tuple[Layer, ...]]:
             if network.dropout.rate > 0:
                 specs.append(Dropout(network.dropout.rate))
         return network.input_shape, (*specs, Dense(network.out_features))
-    raise TypeError(f"transfer needs a bayesnn CNN or MLP, got {type(network).__name__}")
+    raise TypeError(
+        f"transfer needs a bayesnn CNN or MLP or an nnx.Sequential, got {type(network).__name__}"
+        "; freeze the body of another network with BNN(network, frozen=[...])"
+    )
 
 
 def layer_names(network) -> list[str]:
-    """Keras-style names of the layers (``conv2d``, ``max_pooling2d``, ``dense_1``, ...)."""
+    """Keras-style names of the layers (``conv2d``, ``max_pooling2d``, ``dense_1``, ...); for
+    an ``nnx.Sequential``, its entries' snake-case type or function names (``linear``,
+    ``relu``, ``linear_1``)."""
+    if isinstance(network, nnx.Sequential):
+        names, counts = [], {}
+        for layer in network.layers:
+            base = (re.sub(r"(?<!^)(?=[A-Z])", "_", type(layer).__name__).lower()
+                    if isinstance(layer, nnx.Module) else getattr(layer, "__name__", "fn"))
+            n = counts[base] = counts.get(base, -1) + 1
+            names.append(base if n == 0 else f"{base}_{n}")
+        return names
     input_shape, specs = _specs(network)
     return [name for name, _ in CNN(input_shape, specs, rngs=nnx.Rngs(0)).summary()]
 
@@ -67,13 +87,17 @@ def _cut_index(network, at: str | int | None) -> int:
 
 
 def with_new_head(
-    network, head: Sequence[Layer], *, at: str | int | None = None, rngs: nnx.Rngs
-) -> tuple[CNN, int]:
-    """The layers of ``network`` up to ``at`` with their trained weights, then ``head``.
+    network, head: Sequence, *, at: str | int | None = None, rngs: nnx.Rngs
+) -> tuple[nnx.Module, int]:
+    """The layers of ``network`` up to ``at`` with their trained weights, then ``head``
+    (layer specs; for an ``nnx.Sequential``, NNX modules and functions).
 
-    Returns the new network and the number of parameter layers copied from ``network``
-    (their paths are ``layers/0 .. layers/{n-1}``).
+    Returns the new network and the number ``n`` of layers kept from ``network``: those of
+    them with weights have paths ``layers/i`` with ``i < n``.
     """
+    if isinstance(network, nnx.Sequential):
+        cut = _cut_index(network, at)
+        return nnx.Sequential(*nnx.clone(network).layers[:cut], *head), cut
     input_shape, specs = _specs(network)
     kept = specs[: _cut_index(network, at)]
     new = CNN(input_shape, (*kept, *head), rngs=rngs)
@@ -86,8 +110,16 @@ def with_new_head(
     return new, copied
 
 
-def _default_head(network, at, out_features: int) -> tuple[Layer, ...]:
-    """``Dense(out_features)``, after a ``Flatten`` when the kept layers output images."""
+def _default_head(network, at, out_features: int, rngs: nnx.Rngs) -> tuple:
+    """``Dense(out_features)``, after a ``Flatten`` when the kept layers output images; for
+    an ``nnx.Sequential``, an ``nnx.Linear`` on the last kept ``nnx.Linear``'s outputs."""
+    if isinstance(network, nnx.Sequential):
+        linears = [m for m in network.layers[: _cut_index(network, at)]
+                   if isinstance(m, nnx.Linear)]
+        if not linears:
+            raise ValueError("no nnx.Linear is kept below the cut to size the new head: "
+                             "pass head=")
+        return (nnx.Linear(linears[-1].out_features, out_features, rngs=rngs),)
     input_shape, specs = _specs(network)
     shape = tuple(input_shape)
     for spec in specs[: _cut_index(network, at)]:
@@ -111,7 +143,7 @@ def transfer(
 
     Parameters
     ----------
-    network : CNN or MLP
+    network : CNN, MLP or nnx.Sequential
         The trained network.
     case : {"freeze_all", "freeze_early", "finetune", "scratch"}
         See the module docstring.
@@ -123,7 +155,8 @@ def transfer(
         Last layer kept (by Keras-style name or index). Default: all but the old head
         (``freeze_early`` needs it).
     head : sequence of layer specs, optional
-        The new head; default ``Dense(out_features)`` (after a ``Flatten`` if needed).
+        The new head; default ``Dense(out_features)`` (after a ``Flatten`` if needed). For
+        an ``nnx.Sequential``: NNX modules and functions, default an ``nnx.Linear``.
     prior_scale : float
         Std of the Normal prior on new (and, for ``scratch``, all) weights.
     body_scale : float
@@ -135,14 +168,20 @@ def transfer(
         raise ValueError(f"unknown transfer case {case!r}; use one of {CASES}")
     if case == "freeze_early" and at is None:
         raise ValueError("case 'freeze_early' needs `at`, the last early layer to keep")
-    head = _default_head(network, at, out_features) if head is None else tuple(head)
     rngs = nnx.Rngs(seed)
+    head = _default_head(network, at, out_features, rngs) if head is None else tuple(head)
     if case == "scratch":
+        if isinstance(network, nnx.Sequential):
+            new = BNN(with_new_head(network, head, at=at, rngs=rngs)[0])
+            return BNN(new.network(new.init_params(rngs.params())), priors.Normal(prior_scale),
+                       likelihood)
         input_shape, specs = _specs(network)
         new = CNN(input_shape, (*specs[: _cut_index(network, at)], *head), rngs=rngs)
         return BNN(new, priors.Normal(prior_scale), likelihood)
     new, copied = with_new_head(network, head, at=at, rngs=rngs)
-    body = [f"layers/{i}/*" for i in range(copied)]
+    params = flatten_paths(nnx.to_pure_dict(nnx.state(new, nnx.Param)))
+    body = sorted({f"layers/{p.split('/')[1]}/*" for p in params
+                   if int(p.split("/")[1]) < copied})
     if case in ("freeze_all", "freeze_early"):
         return BNN(new, priors.Normal(prior_scale), likelihood, frozen=body)
     trained = {"layers": {i: v for i, v in nnx.to_pure_dict(nnx.state(new, nnx.Param))[

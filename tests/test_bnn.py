@@ -119,7 +119,7 @@ def test_bad_network_and_inputs(model):
     with pytest.raises(TypeError, match="nnx.Module"):
         bnn.BNN(lambda x: x)
     with pytest.raises(ValueError, match=r"per-example shape \(4,\).*expects \(3,\)"):
-        model.check_inputs(np.zeros((5, 4)))
+        bnn.bnn.prepare_inputs(model, np.zeros((5, 4)))
 
 
 def test_frozen_weights_are_constants_outside_the_position(data):

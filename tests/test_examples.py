@@ -80,3 +80,17 @@ def test_transfer_learning_on_digits(tmp_path):
     ]))
     assert len(rep.methods) == 8
     assert (tmp_path / "report.md").exists()
+
+
+@pytest.mark.slow
+def test_own_network(tmp_path):
+    ex = _load("own_network")
+    summary = ex.main(ex.parse_args([
+        "--out", str(tmp_path), "--n", "40", "--width", "8", "--epochs", "50", "--samples", "8",
+        "--sgld-warmup", "50", "--thinning", "2", "--no-progress",
+    ]))
+    assert set(summary) == {"MAP", "MCDropout", "SGLD"}
+    # MAP without dropout at prediction is a point estimate: its std is the noise.
+    np.testing.assert_allclose(summary["MAP"]["std_in_gap"], 0.1, rtol=1e-5)
+    assert summary["MCDropout"]["std_in_gap"] > 0.1
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary

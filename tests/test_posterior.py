@@ -74,7 +74,7 @@ def test_save_load_round_trip(tmp_path):
     for a, b in zip(post.predict(X), back.predict(X), strict=True):
         np.testing.assert_array_equal(a, b)
     assert back.info["history"] == {"loss": [1.0, 0.5]} and isinstance(back.info["fn"], str)
-    assert back.model.input_shape == (2,) and back.model.likelihood == post.model.likelihood
+    assert back.model.network_name == "MLP" and back.model.likelihood == post.model.likelihood
     (tmp_path / "junk.pkl").write_bytes(__import__("pickle").dumps({"a": 1}))
     with pytest.raises(ValueError, match="not a bayesnn posterior"):
         bnn.Posterior.load(tmp_path / "junk.pkl")

@@ -71,3 +71,26 @@ def test_finetune_prior_is_centred_at_the_trained_body(trained):
     scratch = transfer.transfer(trained, "scratch", 3, bnn.likelihoods.Categorical())
     assert not np.allclose(scratch.init_position["net"]["layers"][0]["kernel"],
                            net["layers"][0]["kernel"])
+
+
+def test_a_user_sequential_is_cut_frozen_and_reheaded():
+    rngs = nnx.Rngs(0)
+    net = nnx.Sequential(nnx.Linear(4, 8, rngs=rngs), nnx.relu, nnx.Linear(8, 5, rngs=rngs))
+    assert transfer.layer_names(net) == ["linear", "relu", "linear_1"]
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 4)).astype(np.float32), rng.integers(0, 3, size=32)
+    model = transfer.transfer(net, "freeze_all", 3, bnn.likelihoods.Categorical())
+    assert model.frozen == ("layers/0/*",)
+    post = bnn.fit(model, (x, y), bnn.MAP(epochs=3, batch_size=16), key=0, progress=False)
+    assert set(flatten_paths(post.draws["net"])) == {"layers/2/kernel", "layers/2/bias"}
+    fitted = post.model.network(post.point())
+    np.testing.assert_array_equal(fitted.layers[0].kernel[...], net.layers[0].kernel[...])
+    assert post.predict(x).probs.shape == (32, 3)
+    tuned = transfer.transfer(net, "finetune", 3, bnn.likelihoods.Categorical())
+    assert not tuned.frozen and "layers/0/kernel" in flatten_paths(tuned.init_position["net"])
+    fresh = transfer.transfer(net, "scratch", 3, bnn.likelihoods.Categorical())
+    assert not np.allclose(fresh.init_position["net"]["layers"][0]["kernel"],
+                           net.layers[0].kernel[...])
+    with pytest.raises(TypeError, match="frozen="):
+        transfer.transfer(bnn.models.MLP(4, (), 2, rngs=rngs).layers[0], "freeze_all", 3,
+                          bnn.likelihoods.Categorical())

@@ -6,11 +6,10 @@ import os
 from typing import Protocol
 
 import jax
-import numpy as np
 
 from bayesnn import serialization
-from bayesnn.bnn import BNN
-from bayesnn.data import Dataset, as_dataset
+from bayesnn.bnn import BNN, prepare_data
+from bayesnn.data import Dataset
 from bayesnn.inference.driver import Checkpoint
 from bayesnn.posterior import Posterior
 
@@ -30,12 +29,6 @@ class Method(Protocol):
     ) -> Posterior: ...
 
 
-def prepare_data(model: BNN, data, *, name: str = "data") -> Dataset:
-    """Validate ``data`` against the model: input shape, finiteness, targets for the head."""
-    data = as_dataset(data, name=name)
-    model.check_inputs(data.x, name=f"{name}.x")
-    y = model.likelihood.validate_targets(np.asarray(data.y), model.out_features)
-    return Dataset(data.x, y)
 
 
 def fit(
@@ -55,7 +48,8 @@ def fit(
     model : BNN
         Network, prior and likelihood.
     data : Dataset or (x, y)
-        Training data; ``x`` of shape ``(N, *model.input_shape)``.
+        Training data; ``x`` of shape ``(N, ...)``, inputs the network takes (checked
+        with ``jax.eval_shape`` before anything compiles), ``y`` targets for its outputs.
     method
         A method configuration (:class:`~bayesnn.MAP`, ...).
     key : int or PRNG key

@@ -79,6 +79,12 @@ class Ensemble:
         _check_config(self.map_config, "size", self.size)
 
     def run(self, model: BNN, data: Dataset, key, *, progress=None, checkpoint=None) -> Posterior:
+        if model.stats:
+            raise ValueError(
+                f"Ensemble: the network {model.network_name} has batch statistics "
+                "(nnx.BatchStat, e.g. nnx.BatchNorm), but members would share one set of them; "
+                "use a network without batch norm (e.g. nnx.LayerNorm instead)"
+            )
         init_keys, train_keys = member_keys(key, self.size)
         path = self.map_config.checkpoint_path
         fitted = train_members(
@@ -147,5 +153,5 @@ class MCDropout:
             lambda a: np.broadcast_to(np.asarray(a), (1, self.num_samples, *np.shape(a))),
             fitted.point(),
         )
-        return Posterior(model, draws, self, fitted.info,
+        return Posterior(fitted.model, draws, self, fitted.info,
                          DropoutPredictive(jax.random.key_data(k_dropout)))

@@ -163,7 +163,7 @@ class Laplace:
 
     def run(self, model: BNN, data: Dataset, key, *, progress=None, checkpoint=None) -> Posterior:
         _check_model(model, self.prior_precision)
-        subset = select_subset(model, model.init_position, self.subset, self.hessian)
+        subset = select_subset(model, model.init_position, self.subset, self.hessian, data.x)
         k_map, k_curv, k_draw = jax.random.split(key, 3)
         if self.init == "map":
             fitted = self.map_config.run(model, data, k_map, progress=progress,
@@ -217,8 +217,9 @@ def _prior_mean(model: BNN, subset: Subset):
                             for p, s in zip(subset.paths, subset.shapes, strict=True)])
 
 
-def last_dense_layer(model: BNN, position) -> str:
-    """Module path of the last ``nnx.Linear`` the network's forward pass calls."""
+def last_dense_layer(model: BNN, position, x) -> str:
+    """Module path of the last ``nnx.Linear`` the network's forward pass on inputs like
+    ``x`` calls."""
     layers = model.dense_layers(position)
     if not layers:
         raise ValueError("subset='last_layer' needs a network with an nnx.Linear layer")
@@ -230,19 +231,19 @@ def last_dense_layer(model: BNN, position) -> str:
             return h @ w
         return matmul
 
-    x = jax.ShapeDtypeStruct((1, *model.input_shape), jnp.result_type(float))
+    x = jax.ShapeDtypeStruct((1, *np.shape(x)[1:]), jnp.result_type(float))
     jax.eval_shape(lambda x: model.apply_dense(position, x, {m: tap(m) for m in layers}), x)
     return order[-1]
 
 
-def select_subset(model: BNN, position, subset, hessian: str) -> Subset:
+def select_subset(model: BNN, position, subset, hessian: str, x) -> Subset:
     """The :class:`~bayesnn.inference.curvature.Subset` that ``subset`` names (see
     :class:`Laplace`), with its Dense layers when ``hessian="kron"``."""
     named = flatten_paths(position["net"])
     if subset == "all":
         chosen = set(named)
     elif subset == "last_layer":
-        m = last_dense_layer(model, position)
+        m = last_dense_layer(model, position, x)
         chosen = {f"{m}/kernel", f"{m}/bias"}
         if not chosen <= set(named):
             raise ValueError(f"subset='last_layer': the last Dense layer {m!r} needs a kernel "

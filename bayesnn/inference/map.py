@@ -66,20 +66,23 @@ def make_optimizer(optimizer, learning_rate=None) -> optax.GradientTransformatio
 
 
 class MAPState(NamedTuple):
-    """Weights and optimiser state."""
+    """Weights, optimiser state and the network's batch statistics (``BNN.stats``; None:
+    the model's own)."""
 
     position: Any
     opt_state: Any
+    stats: Any = None
 
 
-def _objective(model: BNN, position, batch, key, data_size: int):
-    """Negative log posterior per example, and the network outputs of the batch."""
-    f = model.apply(position, batch.x, key)
+def _objective(model: BNN, position, stats, batch, key, data_size: int):
+    """Negative log posterior per example; the batch's network outputs and the batch
+    statistics updated by it (batch norm in training mode)."""
+    f, stats = model.apply_train(position, stats, batch.x, key)
     ll = model.likelihood.log_prob(f, batch.y, position["lik"])
     mask = jnp.ones_like(ll, bool) if batch.mask is None else batch.mask
     b = jnp.maximum(mask.sum(), 1)
     mean_ll = jnp.where(mask, ll, 0.0).sum() / b / model.likelihood.temperature
-    return -(model.logprior_fn(position) / data_size + mean_ll), f
+    return -(model.logprior_fn(position) / data_size + mean_ll), (f, stats)
 
 
 def _batch_metric(model: BNN, f, y, lik_params) -> jax.Array:
@@ -94,7 +97,10 @@ def map_epoch(model: BNN, tx, batch_size: int, state: MAPState, key, x, y, augme
     """One epoch of shuffled minibatch steps; returns per-step loss, metric and batch size.
 
     ``augment`` (a :class:`bayesnn.data.Augment`) transforms each minibatch's images.
+    Batch statistics (``state.stats``) are updated at every step.
     """
+    if state.stats is None:
+        state = state._replace(stats=model.stats)
     n = x.shape[0]
     k_batches, k_steps = jax.random.split(key)
     batches = epoch_batches(k_batches, n, batch_size)
@@ -103,28 +109,31 @@ def map_epoch(model: BNN, tx, batch_size: int, state: MAPState, key, x, y, augme
         if augment is not None:
             k, k_aug = jax.random.split(k)
             batch = augment_batch(augment, k_aug, batch)
-        (loss, f), grads = jax.value_and_grad(_objective, argnums=1, has_aux=True)(
-            model, state.position, batch, k, n
+        (loss, (f, stats)), grads = jax.value_and_grad(_objective, argnums=1, has_aux=True)(
+            model, state.position, state.stats, batch, k, n
         )
         updates, opt_state = tx.update(grads, state.opt_state, state.position)
         metric = jnp.where(batch.mask, _batch_metric(model, f, batch.y, state.position["lik"]), 0)
-        new = MAPState(optax.apply_updates(state.position, updates), opt_state)
+        new = MAPState(optax.apply_updates(state.position, updates), opt_state, stats)
         return new, {"loss": loss, "metric": metric.sum(), "count": batch.mask.sum()}
 
     return scan_minibatches(step, state, k_steps, batches, (x, y))
 
 
-def evaluate(model: BNN, position, x, y, batch_size: int = 4096) -> dict[str, float]:
-    """Mean untempered NLL and accuracy or RMSE of one position on ``(x, y)``."""
-    nll, metric = map_rows(partial(_eval_rows, model, position), (x, y), batch_size)
+def evaluate(model: BNN, position, x, y, batch_size: int = 4096,
+             stats=None) -> dict[str, float]:
+    """Mean untempered NLL and accuracy or RMSE of one position on ``(x, y)``, with batch
+    statistics ``stats`` (default ``model.stats``)."""
+    stats = model.stats if stats is None else stats
+    nll, metric = map_rows(partial(_eval_rows, model, position, stats), (x, y), batch_size)
     name = _metric_name(model)
     metric = float(np.mean(metric))
     return {"nll": float(np.mean(nll)), name: metric if name == "accuracy" else metric**0.5}
 
 
 @partial(jax.jit, static_argnums=0)
-def _eval_rows(model: BNN, position, x, y):
-    f = model.apply(position, x)
+def _eval_rows(model: BNN, position, stats, x, y):
+    f = model.apply(position, x, stats=stats)
     ll = model.likelihood.log_prob(f, y, position["lik"])
     return -ll, _batch_metric(model, f, y, position["lik"])
 
@@ -136,6 +145,11 @@ def _metric_name(model: BNN) -> str:
 @dataclass(frozen=True)
 class MAP:
     """Maximum a posteriori weights (a point-estimate network).
+
+    Batch norm (``nnx.BatchNorm``) trains in training mode, its running statistics
+    updated at every step; the posterior's model holds those of the returned weights
+    (``post.model.stats``, see :meth:`~bayesnn.BNN.with_stats`), used in evaluation mode
+    by prediction and by any method fitted to ``post.model``.
 
     Parameters
     ----------
@@ -191,7 +205,10 @@ class MAP:
         )
         state, tracker = first(fitted.carry)
         ran = fitted.history.pop("ran")[:, 0]
-        position = tracker.best_position if self.save_best_only else state.position
+        position, stats = ((tracker.best_position, tracker.best_stats) if self.save_best_only
+                           else (state.position, state.stats))
+        if model.stats:
+            model = model.with_stats(stats)
         info = {
             "history": {k: [float(v) for v in h[ran, 0]] for k, h in fitted.history.items()},
             "best_epoch": int(tracker.best_epoch), "epochs_run": int(tracker.epoch),
@@ -219,8 +236,17 @@ def train_members(
     key ``keys[m]``: :class:`MAP` is one member, :class:`~bayesnn.Ensemble` many. Early
     stopping stops the run once every member has stopped. ``save(best_positions)`` is
     called whenever a member's best weights change; ``checkpoint`` goes to
-    :func:`~bayesnn.inference.driver.run_chunks`.
+    :func:`~bayesnn.inference.driver.run_chunks`. The carry holds each member's batch
+    statistics, but a :class:`~bayesnn.BNN` holds one set, so networks with batch
+    statistics train one member at a time.
     """
+    if model.stats and len(keys) > 1:
+        raise ValueError(
+            f"{desc} trains {len(keys)} networks at once, but the network "
+            f"{model.network_name} has batch statistics (nnx.BatchStat, e.g. nnx.BatchNorm) "
+            "and a model holds one set of them: fit it with MAP or MCDropout, or use a "
+            "network without batch norm (e.g. nnx.LayerNorm instead)"
+        )
     train, val = (data, None) if not method.validation_split else validation_split(
         data, method.validation_split
     )
@@ -256,8 +282,8 @@ def train_members(
         return bool(np.all(tracker.stopped))
 
     def init(position):
-        return MAPState(position, tx.init(position)), Tracker(
-            position, jnp.asarray(_WORST, jnp.result_type(float)), -1, 0, False
+        return MAPState(position, tx.init(position), model.stats), Tracker(
+            position, jnp.asarray(_WORST, jnp.result_type(float)), -1, 0, False, model.stats
         )
 
     result = run_chunks(
@@ -286,18 +312,22 @@ class Tracker(NamedTuple):
     best_epoch: jax.Array
     epoch: jax.Array
     stopped: jax.Array
+    best_stats: Any = None  # the batch statistics that go with best_position
 
 
-def _track(tracker: Tracker, position, monitored, epochs: int, patience: int | None) -> Tracker:
-    """Keep ``position`` if ``monitored`` improved; stop after ``epochs`` or ``patience``."""
+def _track(tracker: Tracker, position, stats, monitored, epochs: int,
+           patience: int | None) -> Tracker:
+    """Keep ``position`` and ``stats`` if ``monitored`` improved; stop after ``epochs`` or
+    ``patience``."""
     better = monitored < tracker.best_loss
     best_epoch = jnp.where(better, tracker.epoch, tracker.best_epoch)
     stop = tracker.epoch + 1 >= epochs
     if patience is not None:
         stop |= tracker.epoch - best_epoch >= patience
+    keep = partial(jax.tree.map, lambda b, p: jnp.where(better, p, b))
     return Tracker(
-        jax.tree.map(lambda b, p: jnp.where(better, p, b), tracker.best_position, position),
-        jnp.where(better, monitored, tracker.best_loss), best_epoch, tracker.epoch + 1, stop,
+        keep(tracker.best_position, position), jnp.where(better, monitored, tracker.best_loss),
+        best_epoch, tracker.epoch + 1, stop, keep(tracker.best_stats, stats),
     )
 
 
@@ -317,10 +347,10 @@ def _train_epoch(model, tx, batch_size, epochs, patience, augment, carry, key, x
             metric: finish(out["metric"].sum() / count),
         }
         if val is not None:
-            nll, m = _eval_rows(model, state.position, *val)
+            nll, m = _eval_rows(model, state.position, state.stats, *val)
             row.update({"val_loss": nll.mean(), f"val_{metric}": finish(m.mean())})
         monitored = row["val_loss"] if val is not None else row["loss"]
-        tracker = _track(tracker, state.position, monitored, epochs, patience)
+        tracker = _track(tracker, state.position, state.stats, monitored, epochs, patience)
         return (state, tracker), {**row, "ran": jnp.bool_(True)}
 
     def skip(carry):

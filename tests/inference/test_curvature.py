@@ -43,7 +43,7 @@ def reg():
 
 def _curv(model, data, hessian, subset="all", **kwargs):
     data = prepare_data(model, data)
-    sub = select_subset(model, model.init_position, subset, hessian)
+    sub = select_subset(model, model.init_position, subset, hessian, data.x)
     return sub, curvature(model, model.init_position, sub, data, hessian=hessian, **kwargs)
 
 
