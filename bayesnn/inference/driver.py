@@ -295,8 +295,10 @@ def sample_chains(
     """
     keep = np.asarray(keep, bool)
     state = shard_chains(state)
-    like = jax.eval_shape(lambda s, k: (store(s), step_fn(k, s, np.int32(0), *args)), state, key)
-    kept_like = (like[0], like[1][1])
+    # jitted, so that the shape probe's trace is the one the chunk reuses (traced once)
+    step_fn = jax.jit(step_fn)
+    info_like = jax.eval_shape(step_fn, key, state, np.int32(0), *args)[1]
+    kept_like = (jax.eval_shape(store, state), info_like)
     steps = _steps_per_chunk(keep, sum(a.size * a.dtype.itemsize
                                        for a in jax.tree.leaves(kept_like)))
     num_chunks = -(-len(keep) // steps)
