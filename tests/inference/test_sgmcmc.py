@@ -9,10 +9,10 @@ import bayesnn as bnn
 from bayesnn.arviz import ess, rhat
 from bayesnn.bnn import Batch
 from bayesnn.data.batching import next_batch
-from bayesnn.inference.schedules import Cyclical
 from bayesnn.inference.diffusions import gaussian_noise
 from bayesnn.inference.driver import EmptyInfo
 from bayesnn.inference.psgld import PSGLD, PSGLDState, psgld
+from bayesnn.inference.schedules import Cyclical
 from bayesnn.inference.sghmc import SGHMC, SGHMCState, sghmc
 from bayesnn.inference.sgld import SGLD, sgld
 from bayesnn.testing import (

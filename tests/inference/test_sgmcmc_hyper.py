@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import bayesnn as bnn
-from bayesnn.inference.hyper import GammaPrecision, Hierarchical
 from bayesnn.inference import PSGLD, SGHMC, SGLD
+from bayesnn.inference.hyper import GammaPrecision, Hierarchical
 from bayesnn.testing import assert_hyper_matches, hyper_posterior, linear_model
 
 HIER = Hierarchical(GammaPrecision(alpha=2.0, scale=1.0), noise=GammaPrecision(2.0, 0.5))
