@@ -1,12 +1,16 @@
 """The one loop every iterative method runs on.
 
-A method supplies a pure ``chunk_fn(state, key, chunk_index, *args) -> (state, out)`` that
-advances its state by a fixed number of steps inside one ``lax.scan``. The driver jits it
-once and calls it chunk after chunk; between chunks, on the host, it checks that the
-state is finite (a flag computed inside the jitted chunk), fetches the outputs the method
-keeps, updates the progress bar, and hands the chunk to a callback (validation, early
-stopping, checkpoints). Chunk ``i`` draws its randomness from ``fold_in(key, i)``, so
-a run's result depends only on its key, never on how it was split into calls.
+:func:`sample_chains` is the loop of every MCMC method: it steps all chains, keeps the
+draws a keep-mask selects (warm-up and thinning) and returns them with leading
+``(chain, draw)`` axes, on :func:`run_chunks`. Samplers are :class:`SamplingAlgorithm`
+pairs. Below it, a method supplies a pure ``chunk_fn(state, key, chunk_index, *args) ->
+(state, out)`` that advances its state by a fixed number of steps inside one ``lax.scan``;
+:func:`run_chunks` jits it once and calls it chunk after chunk; between chunks, on the
+host, it checks that the state is finite (a flag computed inside the jitted chunk),
+fetches the outputs the method keeps, updates the progress bar, and hands the chunk to a
+callback (validation, early stopping, checkpoints). Chunk ``i`` draws its randomness from
+``fold_in(key, i)``, so a run's result depends only on its key, never on how it was split
+into calls.
 
 A state placed across devices (:func:`bayesnn.inference.sharding.shard_chains`) stays so:
 every chunk returns it with the shardings it came in with, and jit partitions the work
@@ -16,10 +20,12 @@ along them.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -31,11 +37,15 @@ from tqdm.auto import tqdm
 
 from bayesnn import serialization
 from bayesnn.bnn import Batch
+from bayesnn.inference.sharding import shard_chains
 
 __all__ = [
-    "Checkpoint", "NonFiniteError", "RunResult", "all_finite", "buffer_slots", "first_rows",
-    "run_chunks", "scan_minibatches", "store_row",
+    "Checkpoint", "EmptyInfo", "NonFiniteError", "RunResult", "SamplingAlgorithm", "Samples",
+    "all_finite", "run_chunks", "sample_chains", "scan_minibatches", "thinned_steps",
 ]
+
+CHUNKS_PER_RUN = 20  # chunks of a sampling run: its progress updates and finiteness checks
+DRAW_BUFFER_BYTES = 64 * 2**20  # device memory for the draws kept within one chunk
 
 
 class NonFiniteError(FloatingPointError):
@@ -50,6 +60,22 @@ class RunResult(NamedTuple):
     num_chunks_done: int
     interrupted: bool
     seconds: float
+
+
+class SamplingAlgorithm(NamedTuple):
+    """A sampler as a pair of pure functions (BlackJAX's ``SamplingAlgorithm``).
+
+    ``init(position, ...) -> State`` and ``step(rng_key, state, ...) -> (State, Info)``,
+    both NamedTuples; per-step values (step size, temperature, data) are arguments of
+    ``step``, so that a schedule runs inside ``lax.scan`` without recompiling.
+    """
+
+    init: Callable
+    step: Callable
+
+
+class EmptyInfo(NamedTuple):
+    """The ``Info`` of a step that records nothing (SGLD: nothing is accepted or rejected)."""
 
 
 def all_finite(tree) -> jax.Array:
@@ -147,7 +173,8 @@ def run_chunks(
 
     outputs, start = [], 0
     if checkpoint is not None and Path(checkpoint.path).exists():
-        state, outputs, start = _restore(checkpoint, state, key, num_chunks)
+        state, outputs, start = _restore(checkpoint, state, key, num_chunks, desc=desc,
+                                         progress=progress)
         state = state if shardings is None else jax.device_put(state, shardings)
     done = start
     interrupted = False
@@ -189,6 +216,170 @@ def run_chunks(
     finally:
         bar.close()
     return RunResult(state, outputs, done, interrupted, time.perf_counter() - t0)
+
+
+def thinned_steps(num_warmup: int, num_samples: int, thinning: int) -> np.ndarray:
+    """The keep-mask of warm-up then thinning: ``num_warmup`` steps, then every
+    ``thinning``-th step, ``num_samples`` draws; the mask ends at the last draw."""
+    t = np.arange(num_warmup + num_samples * thinning)
+    return (t >= num_warmup) & ((t - num_warmup + 1) % thinning == 0)
+
+
+class Samples(NamedTuple):
+    """What :func:`sample_chains` returns.
+
+    ``draws`` and ``infos`` have leading ``(chain, draw)`` axes; ``kept_steps`` are the
+    steps (counted from 0) whose states they are; ``num_steps`` the steps run.
+    """
+
+    draws: Any
+    infos: Any
+    state: Any
+    kept_steps: np.ndarray
+    num_steps: int
+    steps_per_chunk: int
+    seconds: float
+    interrupted: bool
+
+
+def sample_chains(
+    step_fn: Callable,
+    state,
+    key: jax.Array,
+    keep,
+    *args,
+    store: Callable = lambda state: state.position,
+    desc: str,
+    progress: bool | None = None,
+    checkpoint: Checkpoint | None = None,
+    hint: str = "try a smaller step size",
+) -> Samples:
+    """Run every chain for ``len(keep)`` steps and keep the draws at the steps ``keep`` marks.
+
+    Warm-up and thinning are the mask (a cyclical schedule gives another one). The steps
+    run in :func:`run_chunks` chunks of about 1/20 of the run, fewer where a chunk's kept
+    draws would pass 64 MiB; each chunk stores its kept draws in a small buffer (only kept
+    steps advance its row), so memory holds draws, not steps. On CPU an unkept step skips
+    the store; on other backends every step stores (a conditional costs more there than
+    the copy) and the next kept draw overwrites the buffer's scratch row.
+
+    Parameters
+    ----------
+    step_fn
+        ``step_fn(rng_key, state, t, *args) -> (state, info)`` advances all chains by one
+        step ``t``; pure and jittable.
+    state
+        All chains' states, with a leading chain axis; placed across devices by
+        :func:`~bayesnn.inference.sharding.shard_chains`.
+    key
+        PRNG key: step ``t`` of chunk ``i`` uses ``split(fold_in(key, i), steps)[t - i·steps]``.
+    keep
+        Boolean mask over the steps of the run, True where the new state is a draw; its
+        length is the number of steps.
+    *args
+        Passed to every step (data arrays: arguments, not constants baked into the jit).
+    store
+        ``store(state)``: what a kept step keeps of the chains (default their positions),
+        with a leading chain axis. The step's ``info`` is kept alongside.
+    desc, progress, checkpoint, hint
+        As for :func:`run_chunks`; ``desc`` names the method in messages.
+
+    Returns
+    -------
+    Samples
+
+    Raises
+    ------
+    NonFiniteError
+        When a state turns NaN or infinite, naming the step.
+    RuntimeError
+        When the run is interrupted before its first kept draw.
+    """
+    keep = np.asarray(keep, bool)
+    state = shard_chains(state)
+    # jitted, so that the shape probe's trace is the one the chunk reuses (traced once)
+    step_fn = jax.jit(step_fn)
+    info_like = jax.eval_shape(step_fn, key, state, np.int32(0), *args)[1]
+    kept_like = (jax.eval_shape(store, state), info_like)
+    steps = _steps_per_chunk(keep, sum(a.size * a.dtype.itemsize
+                                       for a in jax.tree.leaves(kept_like)))
+    num_chunks = -(-len(keep) // steps)
+    # The last chunk may run a few steps past the last draw; they change nothing kept.
+    keep = np.pad(keep, (0, num_chunks * steps - len(keep)))
+    kept_per_chunk = keep.reshape(num_chunks, steps).sum(1)
+    # A scratch row that unkept steps may write to; never ``steps`` rows, so that the
+    # buffer is not taken for per-step outputs when a failed chunk is searched.
+    slots = int(kept_per_chunk.max()) + 1
+    slots += slots == steps
+
+    def chunk(state, key, i, keep, *args, trace=False):
+        def body(carry, inp):
+            state, buffer, row = carry
+            t, k = inp
+            state, info = step_fn(k, state, t, *args)
+            buffer = _store_if(keep[t], buffer, (store(state), info), row)
+            bad = jnp.where(all_finite(state), 0.0, jnp.nan) if trace else None
+            return (state, buffer, row + keep[t]), bad
+
+        buffer = jax.tree.map(lambda a: jnp.zeros((slots, *a.shape), a.dtype), kept_like)
+        ts = i * steps + jnp.arange(steps)
+        (state, buffer, _), bad = jax.lax.scan(
+            body, (state, buffer, jnp.int32(0)), (ts, jax.random.split(key, steps)))
+        return state, (bad if trace else buffer)
+
+    res = run_chunks(
+        chunk, state, key, num_chunks, jnp.asarray(keep), *args, steps_per_chunk=steps,
+        desc=desc, progress=progress, checkpoint=checkpoint, hint=hint,
+        select=lambda i, out: _first_rows(out, kept_per_chunk[i]),
+        locate=partial(chunk, trace=True),
+    )
+    if not any(kept_per_chunk[: res.num_chunks_done]):
+        raise RuntimeError(f"{desc} was interrupted before its first draw")
+    draws, infos = jax.tree.map(lambda *c: np.swapaxes(np.concatenate(c), 0, 1), *res.outputs)
+    kept_steps = np.flatnonzero(keep)[: int(kept_per_chunk[: res.num_chunks_done].sum())]
+    return Samples(draws, infos, res.state, kept_steps, res.num_chunks_done * steps, steps,
+                   res.seconds, res.interrupted)
+
+
+def _steps_per_chunk(keep: np.ndarray, draw_bytes: int) -> int:
+    """About 1/20 of the run, with a chunk's kept draws under :data:`DRAW_BUFFER_BYTES`.
+
+    Kept steps at least ``gap`` apart put at most ``max_draws`` draws in ``max_draws · gap``
+    steps. Chunks are balanced, so the last one overshoots the run by fewer steps than
+    there are chunks.
+    """
+    num_steps = len(keep)
+    gap = int(np.min(np.diff(np.flatnonzero(keep)), initial=num_steps))
+    max_draws = max(1, DRAW_BUFFER_BYTES // max(draw_bytes, 1) - 2)
+    longest = max(1, min(math.ceil(num_steps / CHUNKS_PER_RUN), max_draws * gap))
+    return math.ceil(num_steps / math.ceil(num_steps / longest))
+
+
+def _skip_unkept() -> bool:
+    """Whether :func:`_store_if` skips the store at unkept steps: on CPU only. On a GPU a
+    conditional costs more than the copy (38 µs a step on an H200, against 115 µs for the
+    whole SGLD step: ``benchmarks/results/gpu/driver_overhead.md``)."""
+    return jax.default_backend() == "cpu"
+
+
+def _store_if(keep, buffer, values, row):
+    """``buffer`` (a pytree with a leading row axis) with ``values`` at ``row`` where
+    ``keep``; where unkept steps are not skipped (:func:`_skip_unkept`), at every step."""
+    def store(buffer, values, row):
+        return jax.tree.map(lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, row, 0),
+                            buffer, values)
+
+    if _skip_unkept():
+        return jax.lax.cond(keep, store, lambda b, *_: b, buffer, values, row)
+    return store(buffer, values, row)
+
+
+def _first_rows(tree, k: int):
+    """The first ``k`` rows of every array of ``tree``, the filled part of a draw buffer,
+    taken on the device (``k = 0`` touches no device)."""
+    if k == 0:
+        return jax.tree.map(lambda a: np.empty((0, *a.shape[1:]), a.dtype), tree)
+    return jax.tree.map(lambda a: a[:k], tree)
 
 
 def _placement(state):
@@ -239,28 +430,6 @@ def _fetch(tree):
         lambda x: multihost_utils.process_allgather(x, tiled=True)
         if isinstance(x, jax.Array) and not x.is_fully_addressable else x, tree)
     return jax.tree.map(np.asarray, jax.device_get(tree))
-
-
-def buffer_slots(kept_per_chunk, steps_per_chunk: int) -> int:
-    """Rows of a chunk's draw buffer: the most draws any chunk keeps, plus a scratch row that
-    unkept steps may write to; never ``steps_per_chunk`` rows, so that the buffer is not
-    taken for per-step outputs when a failed chunk is searched for its step."""
-    slots = int(np.max(kept_per_chunk)) + 1
-    return slots + (slots == steps_per_chunk)
-
-
-def store_row(buffer, values, row):
-    """``buffer`` (a pytree of arrays with a leading row axis) with ``values`` at ``row``."""
-    return jax.tree.map(lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, row, 0),
-                        buffer, values)
-
-
-def first_rows(tree, k: int):
-    """The first ``k`` rows of every array of ``tree``: a ``select`` for :func:`run_chunks`
-    that keeps the filled part of a draw buffer (``k = 0`` touches no device)."""
-    if k == 0:
-        return jax.tree.map(lambda a: np.empty((0, *a.shape[1:]), a.dtype), tree)
-    return jax.tree.map(lambda a: a[:k], tree)
 
 
 def _to_host(tree):

@@ -209,11 +209,11 @@ def gibbs_hyper_update(key, position, hierarchical: Hierarchical, model: BNN, da
     """Draw every precision from its full conditional given the weights (Neal 1996).
 
     The update an outer sampler makes between its own steps: NUTS through NumPyro's Gibbs
-    blocks (:class:`~bayesnn.inference.gibbs.HierarchicalNUTS`), or SGLD, pSGLD and SGHMC
-    once per epoch (their ``hyper`` option), as Chen, Fox & Guestrin (2014, §4) did in their
-    Bayesian neural network experiment. The weights' log-density given the new precisions
-    is :meth:`Hierarchical.logdensity_fn` at the returned position; SG-MCMC follows its
-    gradient until the next update. Pure and jittable.
+    blocks (:class:`~bayesnn.inference.hierarchical_nuts.HierarchicalNUTS`), or SGLD, pSGLD
+    and SGHMC once per epoch (their ``hyper`` option), as Chen, Fox & Guestrin (2014, §4)
+    did in their Bayesian neural network experiment. The weights' log-density given the new
+    precisions is :meth:`Hierarchical.logdensity_fn` at the returned position; SG-MCMC
+    follows its gradient until the next update. Pure and jittable.
 
     Parameters
     ----------

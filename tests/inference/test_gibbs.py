@@ -1,3 +1,6 @@
+import dataclasses
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,21 +9,18 @@ from flax import nnx
 from scipy import integrate, stats
 
 import bayesnn as bnn
-from bayesnn.inference.gibbs import (
-    CoordinateGibbs,
-    HierarchicalNUTS,
-    LatentGibbs,
-    _unitwise_preactivation_draw,
-    coordinate_gibbs,
+from bayesnn.inference import gibbs as gibbs_module
+from bayesnn.inference.conditionals import (
     elliptical_slice,
     gaussian_draw,
-    latent_gibbs,
-    num_coordinates,
     relu_preactivation_draw,
     relu_preactivation_log_marginal,
     truncated_normal_draw,
 )
+from bayesnn.inference.coordinate_gibbs import CoordinateGibbs, coordinate_gibbs, num_coordinates
+from bayesnn.inference.hierarchical_nuts import HierarchicalNUTS
 from bayesnn.inference.hyper import GammaPrecision, Hierarchical
+from bayesnn.inference.latent_gibbs import LatentGibbs, _unitwise_preactivation_draw, latent_gibbs
 from bayesnn.testing import (
     assert_gaussian_matches,
     assert_hyper_matches,
@@ -396,9 +396,20 @@ def test_collapsed_unit_weights_match_brute_force_integration():
 
 
 @pytest.mark.parametrize("method", [CoordinateGibbs, LatentGibbs, HierarchicalNUTS])
-def test_minibatches_are_refused_with_the_reason(method):
-    with pytest.raises(ValueError, match="full conditional.*exact.*likelihood of all the data"):
-        method(batch_size=32)
+def test_no_minibatches_and_the_docs_say_why(method):
+    assert "batch_size" not in {f.name for f in dataclasses.fields(method)}
+    why = " ".join(gibbs_module.__doc__.split())
+    assert re.search("full conditional.*exact likelihood of all the data.*no longer leaves "
+                     "the posterior invariant", why)
+    assert "bayesnn.inference.gibbs" in method.__doc__  # each method points to it
+
+
+@pytest.mark.parametrize("method", [CoordinateGibbs, LatentGibbs, HierarchicalNUTS])
+def test_init_takes_the_shared_vocabulary(method):
+    for init in ("network", "random", "prior", "map", bnn.MAP(epochs=1)):
+        assert method(init=init).init == init
+    with pytest.raises(ValueError, match="init must be one of"):
+        method(init="zeros")
 
 
 def test_bad_arguments():

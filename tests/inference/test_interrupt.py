@@ -8,7 +8,6 @@ from flax import nnx
 
 import bayesnn as bnn
 from bayesnn.inference import driver
-from bayesnn.inference.gibbs import run_sweeps
 from bayesnn.inference.schedules import PolynomialDecay
 
 # 40 steps in 20 chunks of 2: chunks 0-9 warm up, then every chunk keeps one draw.
@@ -50,7 +49,7 @@ def test_sgmcmc_interrupted_during_warmup_says_so(sgld_problem, tmp_path, ctrl_c
         bnn.fit(model, data, SGLD, key=0, checkpoint=tmp_path / "run.ckpt")
 
 
-def _random_walk(key, states, x, y):
+def _random_walk(key, states, t):
     """A cheap stand-in for a Gibbs sweep: a Gaussian step per chain, its size the info."""
     step = jax.random.normal(key, states.shape)
     return states + step, {"step": step}
@@ -58,20 +57,22 @@ def _random_walk(key, states, x, y):
 
 def _sweeps(**kwargs):
     # 30 sweeps in 15 chunks of 2: chunks 0-4 warm up, then one draw per chunk.
-    return run_sweeps(_random_walk, jnp.zeros((2, 3)), jax.random.key(0), (None, None),
-                      num_warmup=10, num_samples=10, thinning=2, position_fn=lambda s: s,
-                      desc="Gibbs", **kwargs)
+    return driver.sample_chains(_random_walk, jnp.zeros((2, 3)), jax.random.key(0),
+                                driver.thinned_steps(10, 10, 2), store=lambda s: s,
+                                desc="Gibbs", **kwargs)
 
 
 def test_gibbs_interrupted_returns_the_draws_so_far(tmp_path, ctrl_c_after):
-    draws, stats, _, interrupted = _sweeps()
-    assert draws.shape == (2, 10, 3) and not interrupted
+    full = _sweeps()
+    assert full.draws.shape == (2, 10, 3) and not full.interrupted
+    assert full.steps_per_chunk == 2
     ctrl_c_after(8)
     with pytest.warns(UserWarning, match="interrupted after 16 steps"):
-        part, part_stats, _, interrupted = _sweeps(checkpoint=driver.Checkpoint(tmp_path / "c"))
-    assert interrupted and part.shape == (2, 3, 3)  # sweeps 11, 13 and 15
-    np.testing.assert_array_equal(part, draws[:, :3])
-    np.testing.assert_array_equal(part_stats["step"], stats["step"][:, :3])
+        part = _sweeps(checkpoint=driver.Checkpoint(tmp_path / "c"))
+    assert part.interrupted and part.draws.shape == (2, 3, 3)  # sweeps 11, 13 and 15
+    np.testing.assert_array_equal(part.kept_steps, [11, 13, 15])
+    np.testing.assert_array_equal(part.draws, full.draws[:, :3])
+    np.testing.assert_array_equal(part.infos["step"], full.infos["step"][:, :3])
 
 
 def test_gibbs_interrupted_during_warmup_says_so(tmp_path, ctrl_c_after):

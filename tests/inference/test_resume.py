@@ -1,6 +1,5 @@
 """Long runs survive interruption: kill a fit midway, resume it, get the same answer."""
 
-import pickle
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 from flax import nnx
 
 import bayesnn as bnn
+from bayesnn import serialization
 from bayesnn.inference import driver
 from bayesnn.inference.hyper import GammaPrecision, Hierarchical
 
@@ -51,8 +51,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert path.exists(), "the subprocess never wrote a checkpoint"
-    with open(path, "rb") as f:
-        saved = pickle.load(f)
+    saved, _ = serialization.read(path, driver._CHECKPOINT_FORMAT, "checkpoint")
     assert 0 < saved["done"] < saved["num_chunks"], "the kill did not land midway"
 
     model, data, method = _problem()

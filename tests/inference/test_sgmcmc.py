@@ -9,18 +9,12 @@ import bayesnn as bnn
 from bayesnn.arviz import ess, rhat
 from bayesnn.bnn import Batch
 from bayesnn.data.batching import next_batch
+from bayesnn.inference.diffusions import gaussian_noise
+from bayesnn.inference.driver import EmptyInfo
+from bayesnn.inference.psgld import PSGLD, PSGLDState, psgld
 from bayesnn.inference.schedules import Cyclical
-from bayesnn.inference.sgmcmc import (
-    PSGLD,
-    SGHMC,
-    SGLD,
-    PSGLDState,
-    SGHMCState,
-    gaussian_noise,
-    psgld,
-    sghmc,
-    sgld,
-)
+from bayesnn.inference.sghmc import SGHMC, SGHMCState, sghmc
+from bayesnn.inference.sgld import SGLD, sgld
 from bayesnn.testing import (
     assert_gaussian_matches,
     linear_model,
@@ -45,13 +39,14 @@ def test_sgld_step_is_welling_teh_eq_4():
     kernel = sgld()
     state = kernel.init(POSITION)
     eps, temp = 0.1, 0.5
-    new = kernel.step(KEY, state, GRAD, eps, temp)
+    new, info = kernel.step(KEY, state, GRAD, eps, temp)
+    assert info == EmptyInfo()  # nothing is accepted or rejected
     noise = gaussian_noise(KEY, POSITION)
     expected = jax.tree.map(
         lambda p, g, n: p + eps / 2 * g + np.sqrt(temp * eps) * n, POSITION, GRAD, noise
     )
     _close(new.position, expected, rtol=1e-6)
-    _close(kernel.step(KEY, state, GRAD, eps, 0.0).position,  # T = 0: gradient ascent
+    _close(kernel.step(KEY, state, GRAD, eps, 0.0)[0].position,  # T = 0: gradient ascent
            jax.tree.map(lambda p, g: p + eps / 2 * g, POSITION, GRAD), rtol=1e-6)
 
 
@@ -61,7 +56,7 @@ def test_psgld_step_is_li_et_al_algorithm_1_without_gamma():
     state = kernel.init(POSITION)
     assert isinstance(state, PSGLDState)
     state = state._replace(square_avg=jax.tree.map(lambda p: jnp.full_like(p, 0.2), POSITION))
-    new = kernel.step(KEY, state, GRAD, eps, temp)
+    new, _ = kernel.step(KEY, state, GRAD, eps, temp)
     v = jax.tree.map(lambda g: alpha * 0.2 + (1 - alpha) * (g / n) ** 2, GRAD)
     precond = jax.tree.map(lambda v: 1 / (lam + np.sqrt(v)), v)
     noise = gaussian_noise(KEY, POSITION)
@@ -79,14 +74,14 @@ def test_sghmc_step_is_chen_et_al_eq_15():
     state = kernel.init(POSITION)
     assert isinstance(state, SGHMCState)
     state = state._replace(momentum=jax.tree.map(jnp.ones_like, POSITION))
-    new = kernel.step(KEY, state, GRAD, eta, 0.0)  # noiseless: SGD with momentum
+    new, _ = kernel.step(KEY, state, GRAD, eta, 0.0)  # noiseless: SGD with momentum
     v = jax.tree.map(lambda g: (1 - alpha) * 1.0 + eta * g, GRAD)
     _close(new.momentum, v, rtol=1e-6)
     _close(new.position, jax.tree.map(jnp.add, POSITION, v), rtol=1e-6)
     # with alpha = 1 and no momentum, SGHMC is SGLD with ε = 2η, noise included
     plain = sghmc(1.0)
-    _close(plain.step(KEY, plain.init(POSITION), GRAD, eta, 0.5).position,
-           sgld().step(KEY, sgld().init(POSITION), GRAD, 2 * eta, 0.5).position, rtol=1e-6)
+    _close(plain.step(KEY, plain.init(POSITION), GRAD, eta, 0.5)[0].position,
+           sgld().step(KEY, sgld().init(POSITION), GRAD, 2 * eta, 0.5)[0].position, rtol=1e-6)
 
 
 def test_gaussian_noise_is_standard_normal_per_leaf_and_deterministic():
@@ -105,10 +100,10 @@ def test_injected_noise_variances():
     eps, temp = 0.04, 0.5
 
     def sgld_noise(k):
-        return sgld().step(k, sgld().init(zero), zero, eps, temp).position["w"]
+        return sgld().step(k, sgld().init(zero), zero, eps, temp)[0].position["w"]
 
     def sghmc_noise(k):
-        return sghmc(0.2).step(k, sghmc(0.2).init(zero), zero, eps, temp).momentum["w"]
+        return sghmc(0.2).step(k, sghmc(0.2).init(zero), zero, eps, temp)[0].momentum["w"]
 
     # N(0, T ε) for SGLD, N(0, 2 α η T) for SGHMC's momentum; 4 standard errors
     for fn, var in ((sgld_noise, temp * eps), (sghmc_noise, 2 * 0.2 * eps * temp)):
@@ -210,7 +205,7 @@ def test_sghmc_recovers_the_posterior(linear):
 def _sghmc_ar2(lam, eta, alpha, thinning, num_lags):
     """Stationary variance and autocorrelations of full-batch SGHMC on N(0, 1/λ).
 
-    With ``ĝ = -λθ`` a step of :func:`~bayesnn.inference.sgmcmc.sghmc_dynamics` is linear,
+    With ``ĝ = -λθ`` a step of :func:`~bayesnn.inference.diffusions.sghmc_dynamics` is linear,
     ``(θ, v) ← A (θ, v) + √(2αη) ξ (1, 1)`` with ``A = [[1 - ηλ, 1 - α], [-ηλ, 1 - α]]``:
     an AR(2) process in θ, whose stationary covariance ``S = A S Aᵀ + 2αη 11ᵀ``.
 
@@ -290,7 +285,10 @@ def gap():
     return bnn.BNN(net, bnn.priors.Normal(1.0), bnn.likelihoods.Gaussian(scale=0.1)), data
 
 
-CYCLIC = SGLD(1e-3, batch_size=16, num_samples=6, num_warmup=5, thinning=3, num_chains=2,
+# ε λ_max ≈ 0.3 at the peak of the cycle (λ_max ≈ 1.5–3·10⁴ for this network and noise
+# 0.1), well inside SGLD's stability limit ε λ < 4 for every key (1e-3, ε λ ≈ 15 at the
+# start, diverged for some keys and CPUs).
+CYCLIC = SGLD(1e-5, batch_size=16, num_samples=6, num_warmup=5, thinning=3, num_chains=2,
               schedule=Cyclical(cycle_length=20, exploration=0.5))
 
 
@@ -314,29 +312,33 @@ def cyclic(gap, tmp_path_factory):
     return post, len(traces), path
 
 
-def test_same_key_same_draws_and_the_chunk_compiles_once(gap, cyclic):
-    model, data = gap
+def test_the_chunk_compiles_once(cyclic):
     a, num_traces, _ = cyclic
     assert num_traces == 1 and a.info["num_steps"] > a.info["steps_per_chunk"]  # many chunks
-    b = bnn.fit(model, data, CYCLIC, key=0)
-    c = bnn.fit(model, data, CYCLIC, key=1)
+
+
+@pytest.mark.parametrize("key", range(5))
+def test_same_key_same_draws(gap, key):
+    model, data = gap
+    a, b, c = (bnn.fit(model, data, CYCLIC, key=k) for k in (key, key, key + 1))
     wa, wb, wc = (p.draws["net"]["layers"][0]["kernel"] for p in (a, b, c))
-    assert wa.shape == (2, 6, 1, 8)
-    np.testing.assert_array_equal(wa, wb)
+    assert wa.shape == (2, 6, 1, 8) and np.all(np.isfinite(wa))
+    np.testing.assert_array_equal(wa, wb)  # same program, same key: bit-identical
     assert not np.allclose(wa, wc)
     assert not np.allclose(wa[0], wa[1])  # chains differ
     assert not np.allclose(wa[0, 0], wa[0, 1])  # draws move
 
 
 def test_unconditional_draw_store_keeps_the_same_draws(gap, cyclic, monkeypatch):
-    """The GPU's store (every step writes, kept draws overwrite) equals the CPU's cond."""
-    from bayesnn.inference import sgmcmc
+    """The GPU's store (every step writes, kept draws overwrite) equals the CPU's cond, to
+    float32 rounding: they are different programs, which XLA may fuse differently."""
+    from bayesnn.inference import driver
 
     model, data = gap
-    monkeypatch.setattr(sgmcmc, "_skip_unkept", lambda: False)
+    monkeypatch.setattr(driver, "_skip_unkept", lambda: False)
     b = bnn.fit(model, data, CYCLIC, key=0)
     for x, y in zip(jax.tree.leaves(cyclic[0].draws), jax.tree.leaves(b.draws), strict=True):
-        np.testing.assert_array_equal(x, y)
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
 
 def test_cyclical_schedule_keeps_draws_in_sampling_phases_only():
@@ -350,9 +352,10 @@ def test_cyclical_schedule_keeps_draws_in_sampling_phases_only():
 
 def test_sample_stats_record_each_draws_step_size(cyclic):
     sizes = cyclic[0].info["sample_stats"]["step_size"]
-    expected = 1e-3 * np.asarray(CYCLIC.schedule(np.array([12, 15, 18, 32, 35, 38])))
+    eps = CYCLIC.step_size
+    expected = eps * np.asarray(CYCLIC.schedule(np.array([12, 15, 18, 32, 35, 38])))
     np.testing.assert_allclose(sizes, np.broadcast_to(expected, (2, 6)), rtol=1e-6)
-    assert np.all(sizes < 0.5e-3)  # the sampling phase is the low-step-size half of a cycle
+    assert np.all(sizes < 0.5 * eps)  # the sampling phase is the low-step-size half of a cycle
 
 
 def test_checkpoint_of_a_finished_run_gives_back_its_draws(gap, cyclic):
@@ -393,7 +396,7 @@ def test_a_huge_step_size_names_the_step(gap):
         (lambda: SGLD(1e-3, temperature=-1.0), "temperature must be >= 0"),
         (lambda: SGLD(1e-3, batch_size=0), "batch_size must be a positive int or None"),
         (lambda: SGLD(1e-3, thinning=8, schedule=Cyclical(10)), "exceeds the 5 sampling"),
-        (lambda: SGLD(1e-3, init="prior"), "init must be one of"),
+        (lambda: SGLD(1e-3, init="zeros"), "init must be one of"),
         (lambda: PSGLD(1e-3, alpha=1.0), r"alpha must be in \(0, 1\)"),
         (lambda: PSGLD(1e-3, eps=0.0), "eps must be > 0"),
         (lambda: SGHMC(1e-3, alpha=0.0), r"alpha must be in \(0, 1\]"),
