@@ -5,6 +5,7 @@ from bayesnn.bnn import BNN
 from bayesnn.inference import (
     HMC,
     MAP,
+    MCLMC,
     NUTS,
     PSGLD,
     SGHMC,
@@ -28,4 +29,5 @@ __all__ = [
     "BNN", "MAP", "NonFiniteError", "Posterior", "data", "fit", "likelihoods", "models", "priors",
     "Ensemble", "HMC", "MCDropout", "NUTS", "LowRankVI", "MeanFieldVI", "CoordinateGibbs",
     "LatentGibbs", "Hierarchical", "HierarchicalNUTS", "SGLD", "PSGLD", "SGHMC",
+    "MCLMC",
 ]

@@ -7,6 +7,7 @@ from bayesnn.inference.gibbs import CoordinateGibbs, HierarchicalNUTS, LatentGib
 from bayesnn.inference.hmc import HMC, NUTS
 from bayesnn.inference.hyper import GammaPrecision, Hierarchical
 from bayesnn.inference.map import MAP
+from bayesnn.inference.mclmc import MCLMC
 from bayesnn.inference.sgmcmc import PSGLD, SGHMC, SGLD
 from bayesnn.inference.vi import LowRankVI, MeanFieldVI
 
@@ -14,5 +15,5 @@ __all__ = [
     "fit", "MAP", "NonFiniteError", "SGLD", "PSGLD", "SGHMC",
     "Ensemble", "HMC", "MCDropout", "NUTS", "LowRankVI",
     "MeanFieldVI", "CoordinateGibbs", "LatentGibbs", "HierarchicalNUTS", "Hierarchical",
-    "GammaPrecision",
+    "GammaPrecision", "MCLMC",
 ]
