@@ -115,9 +115,10 @@ class MCLMC:
     ensemble as starting points (the chains then sample around distinct modes rather than
     searching for them), BlackJAX's tuning split 80/10/10 over its three phases from a
     small initial step size (0.005), no diagonal preconditioning, and the energy-error
-    target of BlackJAX and of the start of MILE's schedule (``5e-4`` per dimension). The
-    sizes are scaled down from the paper's (10 members of 1000 draws) so that the default
-    costs a fraction of :class:`~bayesnn.NUTS` on a small network.
+    target of BlackJAX and of the start of MILE's schedule (``5e-4`` per dimension, held
+    fixed: BlackJAX's tuning has no schedule). The ensemble and the chains are smaller
+    than the paper's, to keep the default's cost near that of :class:`~bayesnn.NUTS` on
+    a small network.
 
     Parameters
     ----------
