@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	 echo "using $$python ($$($$python --version))"; \
 	 [ -x $(PY) ] || $$python -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,docs,bench]'
+	$(PY) -m pip install -q -e '.[dev,docs]'
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -12,6 +12,7 @@ from bayesnn.bnn import BNN
 from bayesnn.inference import (
     HMC,
     MAP,
+    MCLMC,
     NUTS,
     PSGLD,
     SGHMC,
@@ -38,7 +39,7 @@ __all__ = [
     "BNN", "MAP", "NonFiniteError", "Posterior", "data", "fit", "likelihoods", "models", "priors",
     "Ensemble", "HMC", "MCDropout", "NUTS", "LowRankVI", "MeanFieldVI", "CoordinateGibbs",
     "LatentGibbs", "Hierarchical", "HierarchicalNUTS", "SGLD", "PSGLD", "SGHMC", "Laplace",
-    *_LAZY,
+    "MCLMC", *_LAZY,
 ]
 
 

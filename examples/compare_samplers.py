@@ -1,8 +1,9 @@
 """Every inference method on one problem, side by side: accuracy, calibration and cost.
 
 A small ReLU network on the 1-D gap toy, small enough that NUTS (the gold standard) and the
-Gibbs samplers run in minutes. Writes the comparison table (``report.md``, ``report.json``)
-and charts (``comparison.png``, ``bands.png``) to ``--out``. The classic coordinate-wise
+Gibbs samplers run in minutes; MCLMC starts one chain at each member of a deep ensemble.
+Writes the comparison table (``report.md``, ``report.json``) and charts
+(``comparison.png``, ``bands.png``) to ``--out``. The classic coordinate-wise
 Gibbs sampler sees all the data for every single weight it updates: its time per draw is
 the cost that SGLD's minibatches avoid.
 
@@ -38,6 +39,7 @@ def methods(args) -> dict:
         "pSGLD": bnn.PSGLD(step_size=args.step_size * 10, **sgmcmc),
         "SGHMC": bnn.SGHMC(step_size=args.step_size, **sgmcmc),
         "NUTS": bnn.NUTS(num_warmup=args.nuts_warmup, num_samples=s, num_chains=c),
+        "MCLMC": bnn.MCLMC(num_warmup=args.mclmc_warmup, num_samples=s, num_chains=c, init=mapc),
         "CoordinateGibbs": bnn.CoordinateGibbs(num_warmup=args.gibbs_warmup, num_samples=s,
                                                num_chains=c),
         "LatentGibbs": bnn.LatentGibbs(num_warmup=args.gibbs_warmup * 10, num_samples=s,
@@ -84,6 +86,7 @@ def parse_args(argv=None):
     p.add_argument("--sgmcmc-warmup", type=int, default=20000)
     p.add_argument("--thinning", type=int, default=50)
     p.add_argument("--nuts-warmup", type=int, default=300)
+    p.add_argument("--mclmc-warmup", type=int, default=2000)
     p.add_argument("--gibbs-warmup", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)

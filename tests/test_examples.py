@@ -65,9 +65,9 @@ def test_compare_samplers(tmp_path):
     rep = ex.main(ex.parse_args([
         "--out", str(tmp_path), "--n", "20", "--width", "4", "--epochs", "50", "--members", "2",
         "--samples", "10", "--chains", "2", "--sgmcmc-warmup", "100", "--thinning", "2",
-        "--nuts-warmup", "20", "--gibbs-warmup", "5", "--no-progress",
+        "--nuts-warmup", "20", "--mclmc-warmup", "20", "--gibbs-warmup", "5", "--no-progress",
     ]))
-    assert len(rep.methods) == 11
+    assert len(rep.methods) == 12
     assert (tmp_path / "comparison.png").stat().st_size > 0
 
 

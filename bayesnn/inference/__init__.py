@@ -11,6 +11,7 @@ from bayesnn.inference.laplace import Laplace
 from bayesnn.inference.latent_gibbs import LatentGibbs
 from bayesnn.inference.lowrank_vi import LowRankVI
 from bayesnn.inference.map import MAP
+from bayesnn.inference.mclmc import MCLMC
 from bayesnn.inference.meanfield_vi import MeanFieldVI
 from bayesnn.inference.psgld import PSGLD
 from bayesnn.inference.sghmc import SGHMC
@@ -20,5 +21,5 @@ __all__ = [
     "fit", "MAP", "NonFiniteError", "SGLD", "PSGLD", "SGHMC",
     "Ensemble", "HMC", "MCDropout", "NUTS", "LowRankVI",
     "MeanFieldVI", "CoordinateGibbs", "LatentGibbs", "HierarchicalNUTS", "Hierarchical",
-    "GammaPrecision", "Laplace",
+    "GammaPrecision", "Laplace", "MCLMC",
 ]
