@@ -16,6 +16,7 @@ from bayesnn.inference import (
     PSGLD,
     SGHMC,
     SGLD,
+    SWAG,
     CoordinateGibbs,
     Ensemble,
     Hierarchical,
@@ -38,7 +39,7 @@ __all__ = [
     "BNN", "MAP", "NonFiniteError", "Posterior", "data", "fit", "likelihoods", "models", "priors",
     "Ensemble", "HMC", "MCDropout", "NUTS", "LowRankVI", "MeanFieldVI", "CoordinateGibbs",
     "LatentGibbs", "Hierarchical", "HierarchicalNUTS", "SGLD", "PSGLD", "SGHMC", "Laplace",
-    *_LAZY,
+    "SWAG", *_LAZY,
 ]
 
 

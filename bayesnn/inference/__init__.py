@@ -11,10 +11,11 @@ from bayesnn.inference.lowrank_vi import LowRankVI
 from bayesnn.inference.map import MAP
 from bayesnn.inference.meanfield_vi import MeanFieldVI
 from bayesnn.inference.sgmcmc import PSGLD, SGHMC, SGLD
+from bayesnn.inference.swag import SWAG
 
 __all__ = [
     "fit", "MAP", "NonFiniteError", "SGLD", "PSGLD", "SGHMC",
     "Ensemble", "HMC", "MCDropout", "NUTS", "LowRankVI",
     "MeanFieldVI", "CoordinateGibbs", "LatentGibbs", "HierarchicalNUTS", "Hierarchical",
-    "GammaPrecision", "Laplace",
+    "GammaPrecision", "Laplace", "SWAG",
 ]
