@@ -17,6 +17,7 @@ from bayesnn.inference import (
     PSGLD,
     SGHMC,
     SGLD,
+    SWAG,
     CoordinateGibbs,
     Ensemble,
     Hierarchical,
@@ -39,7 +40,7 @@ __all__ = [
     "BNN", "MAP", "NonFiniteError", "Posterior", "data", "fit", "likelihoods", "models", "priors",
     "Ensemble", "HMC", "MCDropout", "NUTS", "LowRankVI", "MeanFieldVI", "CoordinateGibbs",
     "LatentGibbs", "Hierarchical", "HierarchicalNUTS", "SGLD", "PSGLD", "SGHMC", "Laplace",
-    "MCLMC", *_LAZY,
+    "MCLMC", "SWAG", *_LAZY,
 ]
 
 

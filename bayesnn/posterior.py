@@ -19,7 +19,8 @@ from bayesnn.bnn import BNN, prepare_inputs, prepare_targets
 from bayesnn.chunks import draw_chunks, map_rows
 from bayesnn.prng import as_key
 
-__all__ = ["Posterior", "Predictive", "DrawPredictive", "DropoutPredictive"]
+__all__ = ["Posterior", "Predictive", "DrawPredictive", "DropoutPredictive",
+           "LinearisedPredictive"]
 
 
 class Predictive(Protocol):
@@ -57,6 +58,22 @@ class DropoutPredictive(NamedTuple):
         return model.apply(position, x, jax.random.fold_in(self.key, index))
 
 
+class LinearisedPredictive(NamedTuple):
+    """Each draw's outputs from the network linearised at ``center`` (``θ*``):
+    ``f(x, θ*) + J(x)(θ_s - θ*)``, one ``jax.jvp`` per draw, without forming ``J``.
+
+    With Gaussian draws ``θ_s`` this is the Monte Carlo linearised ("GLM") predictive of a
+    Laplace posterior (:class:`~bayesnn.Laplace`; Immer, Korzepa & Bauer 2021, eq. 5).
+    """
+
+    center: Any
+
+    def outputs(self, model: BNN, position, x, index):
+        tangent = jax.tree.map(jnp.subtract, position, self.center)
+        f, df = jax.jvp(lambda p: model.apply(p, x), (self.center,), (tangent,))
+        return f + df
+
+
 @dataclass
 class Posterior:
     """Posterior draws of a :class:`~bayesnn.BNN`'s position.
@@ -75,8 +92,8 @@ class Posterior:
         (per-draw sampler statistics, leading ``(chain, draw)``), ``seconds``,
         ``interrupted`` and method-specific entries. Prediction never reads it.
     predictive : Predictive
-        How each draw predicts: :class:`DrawPredictive` (the default) or, for MC dropout,
-        :class:`DropoutPredictive`.
+        How each draw predicts: :class:`DrawPredictive` (the default), for MC dropout
+        :class:`DropoutPredictive`, for a Laplace posterior :class:`LinearisedPredictive`.
     """
 
     model: BNN

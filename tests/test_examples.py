@@ -94,3 +94,18 @@ def test_own_network(tmp_path):
     np.testing.assert_allclose(summary["MAP"]["std_in_gap"], 0.1, rtol=1e-5)
     assert summary["MCDropout"]["std_in_gap"] > 0.1
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
+
+
+@pytest.mark.slow
+def test_posthoc_uncertainty(tmp_path):
+    ex = _load("posthoc_uncertainty")
+    summary = ex.main(ex.parse_args([
+        "--out", str(tmp_path), "--n", "60", "--n-test", "40", "--width", "8",
+        "--epochs", "20", "--samples", "10", "--swag-epochs", "3", "--rank", "3",
+        "--members", "2", "--grid", "15", "--no-progress",
+    ]))
+    assert list(summary) == ["MAP", "Laplace", "SWAG", "Ensemble"]
+    assert all(np.isfinite(row["nll"]) and 0 <= row["ece"] <= 1 for row in summary.values())
+    assert (tmp_path / "maps.png").stat().st_size > 0
+    assert "Laplace" in (tmp_path / "report.md").read_text()
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary

@@ -16,10 +16,11 @@ from bayesnn.inference.meanfield_vi import MeanFieldVI
 from bayesnn.inference.psgld import PSGLD
 from bayesnn.inference.sghmc import SGHMC
 from bayesnn.inference.sgld import SGLD
+from bayesnn.inference.swag import SWAG
 
 __all__ = [
     "fit", "MAP", "NonFiniteError", "SGLD", "PSGLD", "SGHMC",
     "Ensemble", "HMC", "MCDropout", "NUTS", "LowRankVI",
     "MeanFieldVI", "CoordinateGibbs", "LatentGibbs", "HierarchicalNUTS", "Hierarchical",
-    "GammaPrecision", "Laplace", "MCLMC",
+    "GammaPrecision", "Laplace", "MCLMC", "SWAG",
 ]

@@ -5,9 +5,11 @@ layer, or any chosen by path), with ``θ*`` a MAP estimate, ``H`` the curvature 
 log-likelihood at ``θ*`` (:mod:`bayesnn.inference.curvature`) and ``δ`` the prior precision,
 fixed or chosen by the Laplace evidence. The other weights stay at ``θ*``.
 
-Predictions come two ways: weight-space draws, which the :class:`~bayesnn.Posterior` holds
-like any method's, and the linearised ("GLM") predictive of :func:`glm_predictive`, which
-is what the approximation is the posterior of (Immer, Korzepa & Bauer 2021).
+The posterior holds weight-space draws like any method's. By default it predicts with them
+through the network linearised at ``θ*`` (a :class:`~bayesnn.posterior.LinearisedPredictive`:
+the Monte Carlo form of the linearised, "GLM", predictive, which is what the approximation is
+the posterior of; Immer, Korzepa & Bauer 2021); :func:`glm_predictive` gives the same
+predictive in closed form (probit for classification).
 
 References
 ----------
@@ -26,7 +28,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -36,7 +38,7 @@ import numpy as np
 from jax.scipy.special import xlogy
 
 from bayesnn import priors
-from bayesnn.bnn import BNN
+from bayesnn.bnn import BNN, prepare_inputs
 from bayesnn.data import Dataset
 from bayesnn.inference.base import check_positive
 from bayesnn.inference.curvature import (
@@ -53,9 +55,10 @@ from bayesnn.inference.curvature import (
     log_likelihood,
     optimal_prior_precision,
 )
+from bayesnn.inference.init import check_init
 from bayesnn.inference.map import MAP
 from bayesnn.likelihoods import ClassificationPrediction, Gaussian, Probit
-from bayesnn.posterior import Posterior, map_rows
+from bayesnn.posterior import DrawPredictive, LinearisedPredictive, Posterior, map_rows
 from bayesnn.tree import flatten_paths, unflatten_paths
 
 __all__ = [
@@ -63,7 +66,8 @@ __all__ = [
     "weight_draws",
 ]
 
-PREDICTIVES = ("probit", "mc")
+PREDICTIVES = ("glm", "nn")  # the draws' outputs: linearised at θ*, or the network's
+GLM_METHODS = ("probit", "mc")
 
 
 class LaplaceCovariance(NamedTuple):
@@ -85,11 +89,10 @@ class Laplace:
 
     Parameters
     ----------
-    init : {"map", "network"}
-        ``"map"``: fit ``map_config`` first; ``"network"``: the network's weights as they
-        are (a network trained elsewhere).
-    map_config : MAP
-        The MAP fit of ``init="map"``.
+    init : {"map", "network"} or MAP
+        ``θ*``: the weights of a MAP fit (``"map"``: ``MAP()``; a :class:`~bayesnn.MAP`:
+        that fit), or the network's weights as they are (``"network"``: a network trained
+        elsewhere).
     subset : "all", "last_layer" or sequence of str
         The weights the posterior covers: every weight, the last Dense layer the forward
         pass calls (:meth:`~bayesnn.BNN.dense_layers`), or the parameters matching any of
@@ -105,6 +108,11 @@ class Laplace:
         maximising the Laplace log evidence at ``θ*`` (post hoc: ``θ*`` is not refitted).
     num_samples : int
         Weight-space draws kept, as ``(1, num_samples)``.
+    predictive : {"glm", "nn"}
+        How the draws predict: ``"glm"``, through the network linearised at ``θ*``,
+        ``f(x, θ*) + J(x)(θ_s - θ*)`` (the posterior's predictive is a
+        :class:`~bayesnn.posterior.LinearisedPredictive`; Daxberger et al. 2021 recommend
+        it), or ``"nn"``, through the network itself.
     rank : int
         Eigenpairs of ``hessian="lowrank"``.
     batch_size : int
@@ -114,9 +122,9 @@ class Laplace:
     -----
     The likelihood's own parameters (a learned noise scale) stay at their MAP values.
     ``info`` holds the MAP fit's entries and ``prior_precision``, ``log_evidence``,
-    ``laplace`` (the :class:`LaplaceCovariance`), ``map_position`` (``θ*``, the
-    linearisation point of :func:`glm_predictive`) and ``laplace_seconds`` (the cost on top
-    of the MAP fit).
+    ``laplace`` (the :class:`LaplaceCovariance`), ``map_position`` (``θ*``; with ``laplace``
+    the arguments of the closed-form :func:`glm_predictive`) and ``laplace_seconds`` (the
+    cost on top of the MAP fit). Prediction reads none of them.
 
     References
     ----------
@@ -125,21 +133,20 @@ class Laplace:
     as the default recipe).
     """
 
-    init: str = "map"
-    map_config: MAP = field(default_factory=MAP)
+    init: str | MAP = "map"
     subset: Any = "last_layer"
     hessian: str = "kron"
     curvature: str = "ggn"
     prior_precision: Any = None
     num_samples: int = 100
+    predictive: str = "glm"
     rank: int = 20
     batch_size: int = 256
 
     def __post_init__(self):
-        if self.init not in ("map", "network"):
-            raise ValueError(f"init must be 'map' or 'network', got {self.init!r}")
-        if not isinstance(self.map_config, MAP):
-            raise TypeError(f"map_config must be a bayesnn.MAP, got {self.map_config!r}")
+        check_init(self.init, ("network", "map"))
+        if self.predictive not in PREDICTIVES:
+            raise ValueError(f"predictive must be one of {PREDICTIVES}, got {self.predictive!r}")
         if self.subset not in ("all", "last_layer"):
             if isinstance(self.subset, str) or not all(isinstance(p, str) for p in self.subset) \
                     or not self.subset:
@@ -165,12 +172,12 @@ class Laplace:
         _check_model(model, self.prior_precision)
         subset = select_subset(model, model.init_position, self.subset, self.hessian, data.x)
         k_map, k_curv, k_draw = jax.random.split(key, 3)
-        if self.init == "map":
-            fitted = self.map_config.run(model, data, k_map, progress=progress,
-                                         checkpoint=checkpoint)
-            position, info = fitted.point(), dict(fitted.info)
-        else:
+        if self.init == "network":
             position, info = model.init_position, {"seconds": 0.0, "interrupted": False}
+        else:
+            fitted = (MAP() if self.init == "map" else self.init).run(
+                model, data, k_map, progress=progress, checkpoint=checkpoint)
+            position, info = fitted.point(), dict(fitted.info)
         start = time.perf_counter()
         curv = curvature(model, position, subset, data, hessian=self.hessian,
                          kind=self.curvature, batch_size=self.batch_size, key=k_curv,
@@ -192,7 +199,9 @@ class Laplace:
             "laplace": cov, "map_position": position, "laplace_seconds": seconds,
             "seconds": info["seconds"] + seconds,
         }
-        return Posterior(model, draws, self, info)
+        predictive = LinearisedPredictive(position) if self.predictive == "glm" \
+            else DrawPredictive()
+        return Posterior(model, draws, self, info, predictive)
 
 
 def _check_model(model: BNN, prior_precision) -> None:
@@ -320,11 +329,10 @@ def glm_predictive(model: BNN, position, cov: LaplaceCovariance, x, *, method: s
     -------
     RegressionPrediction or ClassificationPrediction
     """
-    if method not in PREDICTIVES:
-        raise ValueError(f"method must be one of {PREDICTIVES}, got {method!r}")
+    if method not in GLM_METHODS:
+        raise ValueError(f"method must be one of {GLM_METHODS}, got {method!r}")
     check_positive(num_samples=num_samples, batch_size=batch_size)
-    x = np.asarray(x)
-    model.check_inputs(x)
+    x = prepare_inputs(model, x)
     mc = method == "mc" and model.likelihood.task == "classification"
     if mc and key is None:
         raise ValueError("method='mc' needs a key")

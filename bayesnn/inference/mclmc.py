@@ -6,7 +6,7 @@ networks trained in parallel (:class:`~bayesnn.Ensemble`); per member, BlackJAX'
 of MCLMC's momentum decoherence length ``L`` and step size
 (``blackjax.mclmc_find_L_and_step_size``, all chains under one ``vmap``); then per member
 an MCLMC chain (``blackjax.mcmc.mclmc``) with full-batch gradients, all chains advanced by
-one vmapped step in jitted chunks of :func:`~bayesnn.inference.driver.run_chunks`.
+one vmapped step through :func:`~bayesnn.inference.driver.sample_chains`.
 
 MCLMC is unadjusted (there is no Metropolis test): the step size is chosen so that the
 energy error per step, ``Var[ΔE] / d``, is ``desired_energy_var``, which bounds the bias of
@@ -15,7 +15,6 @@ the draws (Robnik et al. 2023, section III.C).
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -31,18 +30,16 @@ from blackjax.mcmc.integrators import IntegratorState
 from bayesnn.bnn import BNN, Batch
 from bayesnn.data import Dataset
 from bayesnn.inference.base import check_chain_args, check_positive
-from bayesnn.inference.driver import buffer_slots, first_rows, run_chunks, store_row
+from bayesnn.inference.driver import sample_chains, thinned_steps
 from bayesnn.inference.ensemble import Ensemble
 from bayesnn.inference.init import check_init, initial_positions
 from bayesnn.inference.map import MAP
-from bayesnn.inference.sharding import num_chain_devices, shard_chains
+from bayesnn.inference.sharding import num_chain_devices
 from bayesnn.posterior import Posterior
 from bayesnn.tree import flatten_paths, tree_size
 
-__all__ = ["MCLMC", "Chains", "tune", "ensemble_step", "kept_steps"]
+__all__ = ["MCLMC", "Chains", "tune", "ensemble_step"]
 
-_DRAW_BUFFER_BYTES = 64 * 2**20  # device memory for the draws kept within one chunk
-_CHUNKS_PER_RUN = 20  # progress updates (and finiteness checks) per run
 _TUNING_PHASES = (0.8, 0.1, 0.1)  # MILE's split of the tuning steps (Sommer et al. 2025)
 _NUM_EFFECTIVE_SAMPLES = 100  # window of the step-size average during tuning (MILE's)
 
@@ -55,6 +52,13 @@ class Chains(NamedTuple):
 
     state: IntegratorState
     params: MCLMCAdaptationState
+
+
+class _Run(NamedTuple):
+    """What the driver carries: the chains and each chain's count of undone steps."""
+
+    chains: Chains
+    reverted: jax.Array
 
 
 def tune(key, position, logdensity_fn, num_steps: int, step_size: float,
@@ -96,12 +100,6 @@ def ensemble_step(logdensity_fn):
         return chains._replace(state=state), info
 
     return step
-
-
-def kept_steps(num_samples: int, thinning: int) -> np.ndarray:
-    """Mask over the sampling steps: True at every ``thinning``-th step, ``num_samples``
-    times."""
-    return (np.arange(num_samples * thinning) + 1) % thinning == 0
 
 
 @dataclass(frozen=True)
@@ -205,62 +203,36 @@ class MCLMC:
         start = jax.block_until_ready(tune_all(jax.random.split(k_tune, chains), positions, x, y))
         tuning_seconds = time.perf_counter() - t_tune
 
-        keep = kept_steps(self.num_samples, self.thinning)
-        steps = self._steps_per_chunk(tree_size(model.init_position))
-        num_chunks = -(-len(keep) // steps)
-        keep = np.pad(keep, (0, num_chunks * steps - len(keep)))
-        kept_per_chunk = keep.reshape(num_chunks, steps).sum(1)
-        slots = buffer_slots(kept_per_chunk, steps)
+        def step_fn(key, run: _Run, t, x, y):
+            chains, info = ensemble_step(logdensity(x, y))(key, run.chains)
+            return _Run(chains, run.reverted + ~info.nonans), info
 
-        def chunk(chains: Chains, key, i, x, y, keep):
-            step = ensemble_step(logdensity(x, y))
-
-            def body(carry, inp):
-                chains, draws, count, reverted = carry
-                t, k = inp
-                chains, info = step(k, chains)
-                values = (chains.state.position, info.energy_change, info.logdensity)
-                draws = store_row(draws, values, count)  # unkept steps write a scratch row
-                return (chains, draws, count + keep[t], reverted + ~info.nonans), None
-
-            like = (chains.state.position, chains.state.logdensity, chains.state.logdensity)
-            draws = jax.tree.map(lambda a: jnp.zeros((slots, *a.shape), a.dtype), like)
-            ts = i * steps + jnp.arange(steps)
-            carry = (chains, draws, jnp.int32(0), jnp.zeros(chains.params.L.shape, jnp.int32))
-            (chains, draws, _, reverted), _ = jax.lax.scan(
-                body, carry, (ts, jax.random.split(key, steps)))
-            return chains, (draws, reverted)
-
-        result = run_chunks(
-            chunk, shard_chains(start), k_run, num_chunks, x, y, jnp.asarray(keep),
-            steps_per_chunk=steps, desc="MCLMC", progress=progress, checkpoint=checkpoint,
-            select=lambda i, out: (first_rows(out[0], kept_per_chunk[i]), out[1]),
-            hint="try a smaller desired_energy_var or step_size",
+        result = sample_chains(
+            step_fn, _Run(start, jnp.zeros(chains, jnp.int32)), k_run,
+            thinned_steps(0, self.num_samples, self.thinning), x, y,
+            store=lambda run: run.chains.state.position, desc="MCLMC", progress=progress,
+            checkpoint=checkpoint, hint="try a smaller desired_energy_var or step_size",
         )
-        if not any(kept_per_chunk[: result.num_chunks_done]):
-            raise RuntimeError("MCLMC was interrupted before its first draw")
-        (draws, energy_change, lp), reverted = jax.tree.map(
-            lambda *a: np.concatenate(a), *result.outputs)
-        draws, energy_change, lp = jax.tree.map(lambda a: np.moveaxis(a, 0, 1),
-                                                (draws, energy_change, lp))
-        reverted = reverted.reshape(-1, chains).sum(0)
+        energy_change, lp = result.infos.energy_change, result.infos.logdensity
+        reverted = np.asarray(result.state.reverted)
         if reverted.any():
             warnings.warn(
                 f"MCLMC: {int(reverted.sum())} steps gave a non-finite state and were undone; "
                 "the draws may be biased (try a smaller desired_energy_var)", stacklevel=3)
-        params = result.state.params
+        params = result.state.chains.params
         info = {
             "L": np.asarray(params.L), "step_size": np.asarray(params.step_size),
             "energy_variance": np.mean(energy_change**2, axis=1) / tree_size(model.init_position),
             "sample_stats": {"energy_change": energy_change, "lp": lp},
             "num_reverted": reverted,
             "seconds": time.perf_counter() - t0, "tuning_seconds": tuning_seconds,
-            "interrupted": result.interrupted, "num_steps": result.num_chunks_done * steps,
-            "steps_per_chunk": steps, "num_devices": num_chain_devices(result.state),
+            "interrupted": result.interrupted, "num_steps": result.num_steps,
+            "steps_per_chunk": result.steps_per_chunk,
+            "num_devices": num_chain_devices(result.state),
         }
         if map_info is not None:
             info["map_info"] = map_info
-        return Posterior(model, jax.tree.map(jnp.asarray, draws), self, info)
+        return Posterior(model, jax.tree.map(jnp.asarray, result.draws), self, info)
 
     def _starts(self, key, model: BNN, data: Dataset, progress):
         """Each chain's starting position (leading chain axis) and the MAP fits' info."""
@@ -272,9 +244,3 @@ class MCLMC:
         if fitted.info["interrupted"]:
             raise RuntimeError("MCLMC was interrupted while training its ensemble")
         return jax.tree.map(lambda a: a[:, 0], fitted.draws), fitted.info
-
-    def _steps_per_chunk(self, num_params: int) -> int:
-        """Whole thinning intervals, about 1/20 of the run, the chunk's draws under 64 MiB."""
-        max_draws = max(1, _DRAW_BUFFER_BYTES // (4 * num_params * self.num_chains) - 2)
-        return self.thinning * max(1, min(math.ceil(self.num_samples / _CHUNKS_PER_RUN),
-                                          max_draws))

@@ -6,6 +6,7 @@ from scipy import optimize, stats
 
 import bayesnn as bnn
 from bayesnn.inference.laplace import glm_predictive
+from bayesnn.posterior import DrawPredictive, LinearisedPredictive
 from bayesnn.testing import (
     assert_gaussian_matches,
     linear_model,
@@ -38,8 +39,8 @@ def linear():
 
 @pytest.fixture(scope="module")
 def full_post(linear):
-    method = bnn.Laplace(map_config=bnn.MAP(optimizer="sgd", learning_rate=0.1, epochs=500,
-                                            batch_size=None),
+    method = bnn.Laplace(init=bnn.MAP(optimizer="sgd", learning_rate=0.1, epochs=500,
+                                      batch_size=None),
                          subset="all", hessian="full", num_samples=4000, batch_size=16)
     return bnn.fit(_model(), linear, method, key=0)
 
@@ -174,7 +175,7 @@ def test_probit_predictive_lies_between_the_map_confidence_and_one_half():
     data = bnn.data.two_moons(n=80, noise=0.1, key=0)
     net = bnn.models.MLP(2, (16,), 1, activation="tanh", rngs=nnx.Rngs(0))
     model = bnn.BNN(net, bnn.priors.Normal(1.0), bnn.likelihoods.Bernoulli())
-    method = bnn.Laplace(map_config=bnn.MAP(learning_rate=0.05, epochs=100, batch_size=None),
+    method = bnn.Laplace(init=bnn.MAP(learning_rate=0.05, epochs=100, batch_size=None),
                          prior_precision="marglik", num_samples=10)
     post = bnn.fit(model, data, method, key=0)
     x = np.concatenate([np.asarray(data.x[:20]), np.array([[4.0, 4.0], [-5.0, 3.0]])])
@@ -188,6 +189,42 @@ def test_probit_predictive_lies_between_the_map_confidence_and_one_half():
                         num_samples=4000)
     np.testing.assert_allclose(mc.probs[:, 1], p, atol=0.05)  # probit ≈ MC within ~0.02
     assert np.all(np.asarray(mc.epistemic) >= 0)
+    # post.predict is the MC GLM predictive of the weight draws: the probit one within MC error
+    assert isinstance(post.predictive, LinearisedPredictive)
+    draws = post.predict(x, draw_batch_size=7)
+    np.testing.assert_allclose(draws.probs[:, 1], mc.probs[:, 1], atol=0.12)
+
+
+def test_mc_glm_predictive_of_the_draws_agrees_with_the_closed_form(mlp_regression):
+    model, data = mlp_regression
+    x = np.linspace(-2, 2, 15, dtype=np.float32)[:, None]
+    post = bnn.fit(model, data, bnn.Laplace(init="network", subset="all", hessian="full",
+                                            num_samples=3000), key=2)
+    exact = glm_predictive(model, post.info["map_position"], post.info["laplace"], x)
+    mc = post.predict(x, draw_batch_size=500)
+    error = np.abs(np.asarray(mc.mean) - np.asarray(exact.mean))
+    assert np.all(error <= 4 * np.asarray(exact.epistemic_std) / np.sqrt(3000) + 1e-5)
+    np.testing.assert_allclose(mc.epistemic_std, exact.epistemic_std, rtol=0.1)
+    # the network's own draws ("nn") are another predictive: curved, not linear in θ
+    nn = bnn.fit(model, data, bnn.Laplace(init="network", subset="all", hessian="full",
+                                          num_samples=3000, predictive="nn"), key=2)
+    assert isinstance(nn.predictive, DrawPredictive)
+    jax.tree.map(np.testing.assert_array_equal, nn.draws, post.draws)  # same draws
+    assert not np.allclose(nn.predict(x, draw_batch_size=500).mean, mc.mean, atol=1e-6)
+    # log density and the ArviZ export go through the same predictive
+    lpd = post.log_predictive_density(data.x, data.y)
+    assert np.all(np.isfinite(lpd))
+
+
+def test_linearised_predictive_survives_save_and_load(mlp_regression, tmp_path):
+    model, data = mlp_regression
+    post = bnn.fit(model, data, bnn.Laplace(init="network", num_samples=20), key=0)
+    post.save(tmp_path / "laplace.bnn")
+    back = bnn.Posterior.load(tmp_path / "laplace.bnn")
+    assert isinstance(back.predictive, LinearisedPredictive)
+    assert back.method == post.method
+    x = np.asarray(data.x[:9])
+    np.testing.assert_array_equal(back.predict(x).std, post.predict(x).std)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -198,6 +235,8 @@ def test_probit_predictive_lies_between_the_map_confidence_and_one_half():
     ({"prior_precision": -1.0}, "prior_precision"),
     ({"prior_precision": "evidence"}, "prior_precision"),
     ({"init": "prior"}, "init"),
+    ({"init": "random"}, "init"),
+    ({"predictive": "probit"}, "predictive"),
     ({"num_samples": 0}, "num_samples"),
     ({"rank": 1.5}, "rank"),
 ])

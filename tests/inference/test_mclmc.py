@@ -7,7 +7,7 @@ from flax import nnx
 
 import bayesnn as bnn
 from bayesnn.bnn import Batch
-from bayesnn.inference.mclmc import kept_steps
+from bayesnn.inference.driver import thinned_steps
 from bayesnn.testing import assert_gaussian_matches, linear_model, linear_posterior, linear_weights
 from bayesnn.tree import tree_size
 
@@ -98,7 +98,7 @@ def test_same_key_same_draws_and_thinning(linear):
     a, b = (bnn.fit(_model(), linear, method, key=5, progress=False) for _ in range(2))
     jax.tree.map(np.testing.assert_array_equal, a.draws, b.draws)
     assert a.num_draws == 6 and a.info["num_steps"] >= 18
-    np.testing.assert_array_equal(np.flatnonzero(kept_steps(3, 4)), [3, 7, 11])
+    np.testing.assert_array_equal(np.flatnonzero(thinned_steps(0, 3, 4)), [3, 7, 11])
 
 
 @pytest.mark.slow
