@@ -2,7 +2,7 @@
 
 For each :class:`bayesnn.data.Augment` setting (shifts, flip, rotation, zoom, all four),
 one epoch of MAP (:func:`bayesnn.inference.map.map_epoch`, Adam) and one epoch of SGLD
-(the :func:`~bayesnn.inference.sgmcmc.sgld` kernel stepped over shuffled minibatches, the
+(the :func:`~bayesnn.inference.sgld.sgld` kernel stepped over shuffled minibatches, the
 augmentation drawn per minibatch with its own key as :class:`~bayesnn.SGLD` does) on
 ``mnist_cnn()``, all jitted and timed in the same process. Each epoch function is compiled
 and run once, then timed ``--repeats`` times with all settings interleaved, so that every
@@ -31,7 +31,7 @@ from bayesnn.bnn import Batch
 from bayesnn.data import Augment, augment_batch, epoch_batches
 from bayesnn.inference.driver import scan_minibatches
 from bayesnn.inference.map import MAPState, make_optimizer, map_epoch
-from bayesnn.inference.sgmcmc import sgld
+from bayesnn.inference.sgld import sgld
 from benchmarks.common import flags, interleaved, machine, machine_line, save_results
 
 SETTINGS = {
@@ -55,7 +55,7 @@ def sgld_epoch(model, batch_size: int, step_size: float, augment, state, key, x,
             k, k_aug = jax.random.split(k)
             batch = augment_batch(augment, k_aug, batch)
         grad = jax.grad(model.logdensity_fn)(state.position, batch, n)
-        return kernel.step(k, state, grad, step_size), None
+        return kernel.step(k, state, grad, step_size)[0], None
 
     return scan_minibatches(step, state, k_steps, epoch_batches(k_batches, n, batch_size), (x, y))
 

@@ -8,7 +8,7 @@ that the hand-written loops of ``speed_sgmcmc.py`` do not have:
 - ``randint_batches``: uniform indices with replacement instead of shuffled epochs (whose
   reshuffle is a ``lax.cond`` at each epoch's first step);
 - ``other_store``: the draw buffer's store of the other backend (a ``lax.cond`` that skips
-  unkept steps on a GPU, a store at every step on CPU; ``sgmcmc._skip_unkept``);
+  unkept steps on a GPU, a store at every step on CPU; ``driver._skip_unkept``);
 - ``4_chains``: the unchanged driver with four chains under ``vmap``.
 
 Run it on a GPU, where launches and host round trips cost more than on a CPU. (Until
@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bayesnn.inference import sgmcmc
+from bayesnn.inference import driver, sgmcmc
+from bayesnn.inference.sgld import SGLD
 from benchmarks import speed_sgmcmc
 from benchmarks.common import flags, machine, machine_line, save_results
 
@@ -36,7 +37,7 @@ from benchmarks.common import flags, machine, machine_line, save_results
 def timed_fit(model, data, steps: int, chains: int) -> dict:
     """µs per step of one SGLD fit of ``steps`` warm-up steps, over its chunks after the
     first (timed by :func:`speed_sgmcmc.interleaved_seconds`, with no loop beside it)."""
-    method = sgmcmc.SGLD(1e-6, batch_size=128, num_samples=10, num_warmup=steps,
+    method = SGLD(1e-6, batch_size=128, num_samples=10, num_warmup=steps,
                          thinning=1, num_chains=chains)
     times, steps_per_chunk = speed_sgmcmc.interleaved_seconds(model, data, method, {})
     per_step = 1e6 * times["bayesnn"][:, 0] / steps_per_chunk
@@ -52,7 +53,7 @@ def _randint_batch(key, epoch, step, n, b):
 VARIANTS = {
     "as_is": {},
     "randint_batches": {(sgmcmc, "next_batch"): _randint_batch},
-    "other_store": {(sgmcmc, "_skip_unkept"): lambda: jax.default_backend() != "cpu"},
+    "other_store": {(driver, "_skip_unkept"): lambda: jax.default_backend() != "cpu"},
 }
 
 

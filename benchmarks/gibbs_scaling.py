@@ -1,6 +1,6 @@
 """Cost of Gibbs sampling a BNN, and what it buys.
 
-1. Seconds per :class:`~bayesnn.inference.gibbs.CoordinateGibbs` sweep of a one-hidden-layer
+1. Seconds per :class:`~bayesnn.CoordinateGibbs` sweep of a one-hidden-layer
    ReLU MLP as the number of weights P and of examples N grow (expected ∝ P · N): a table,
    a log-log plot and the least-squares exponents of ``seconds ~ P^a N^b``. Each cell times
    ``--sweeps`` jitted sweeps of one chain after compilation (best of ``--repeats``).
@@ -8,7 +8,7 @@
    ``--settings`` entry, the first the small default), the minimum effective sample size
    per second, over test inputs, of the student's predicted mean, for CoordinateGibbs,
    LatentGibbs (with and without collapsed unit weights), NUTS (if
-   ``bayesnn.inference.hmc`` exists) and SGLD (if ``bayesnn.inference.sgmcmc`` exists),
+   ``bayesnn.inference.hmc`` exists) and SGLD (if ``bayesnn.inference.sgld`` exists),
    all with the same warmup and number of draws. Seconds are those of the whole run
    (warmup and sampling) without compilation: each ``fit`` is timed on its second call,
    with JAX's persistent compilation cache on (a temporary folder). ESS is ArviZ's bulk
@@ -36,7 +36,8 @@ from flax import nnx
 
 import bayesnn as bnn
 from bayesnn.arviz import ess, rhat
-from bayesnn.inference.gibbs import CoordinateGibbs, LatentGibbs, coordinate_gibbs, num_coordinates
+from bayesnn.inference.coordinate_gibbs import CoordinateGibbs, coordinate_gibbs, num_coordinates
+from bayesnn.inference.latent_gibbs import LatentGibbs
 from benchmarks.common import flags, machine, machine_line, save_results
 
 
@@ -129,8 +130,8 @@ def methods(args) -> dict:
         from bayesnn.inference.hmc import NUTS
 
         out["NUTS"] = lambda s: NUTS(num_samples=s, init="random", **common)
-    if importlib.util.find_spec("bayesnn.inference.sgmcmc"):
-        from bayesnn.inference.sgmcmc import SGLD
+    if importlib.util.find_spec("bayesnn.inference.sgld"):
+        from bayesnn.inference.sgld import SGLD
 
         out["SGLD"] = lambda s: SGLD(args.sgld_step_size, batch_size=args.sgld_batch_size,
                                      num_samples=s, thinning=args.sgld_thinning, **common)

@@ -3,7 +3,7 @@
 All take one minibatch gradient of the same network per step, in the same process. The
 BlackJAX and optax loops are jitted ``lax.scan``s drawing a minibatch per step (uniform
 indices with replacement, the cheapest way). A fourth loop runs bayesnn's SGLD kernel
-(:func:`bayesnn.inference.sgmcmc.sgld`) in the same minimal loop: bayesnn ÷ that loop is
+(:func:`bayesnn.inference.sgld.sgld`) in the same minimal loop: bayesnn ÷ that loop is
 what the sampler's driver costs (minibatch shuffling, chains under ``vmap``, the draw
 buffer, finiteness checks), that loop ÷ SGD what the kernel, i.e. its Gaussian noise,
 costs.
@@ -37,8 +37,8 @@ from flax import nnx
 
 import bayesnn as bnn
 from bayesnn.bnn import Batch
-from bayesnn.inference import sgmcmc
-from bayesnn.inference.sgmcmc import SGLD
+from bayesnn.inference import driver
+from bayesnn.inference.sgld import SGLD
 from benchmarks.common import flags, machine, machine_line, save_results
 
 
@@ -82,7 +82,7 @@ def interleaved_seconds(model, data, method, loops: dict) -> tuple[dict, int]:
     one chunk of every loop ``loops[name](steps)`` (see :func:`loop`); and the steps per
     chunk."""
     times = {name: [] for name in ("bayesnn", *loops)}
-    chunks, last, steps, run_chunks = {}, [], [], sgmcmc.run_chunks
+    chunks, last, steps, run_chunks = {}, [], [], driver.run_chunks
 
     def callback(i, state, out):
         now = time.perf_counter(), time.process_time()
@@ -98,11 +98,11 @@ def interleaved_seconds(model, data, method, loops: dict) -> tuple[dict, int]:
         steps.append(kwargs["steps_per_chunk"])
         return run_chunks(*args, **kwargs, callback=callback)
 
-    sgmcmc.run_chunks = run_timed
+    driver.run_chunks = run_timed
     try:
         post = bnn.fit(model, data, method, key=0, progress=False)
     finally:
-        sgmcmc.run_chunks = run_chunks
+        driver.run_chunks = run_chunks
     return {k: np.array(v) for k, v in times.items()}, post.info["steps_per_chunk"]
 
 
@@ -122,10 +122,10 @@ def main(args) -> dict:
         updates, opt_state = tx.update(grads, opt_state, p)
         return optax.apply_updates(p, updates), opt_state
 
-    kernel = sgmcmc.sgld()
+    kernel = sgld()
 
     def kernel_step(p, k, batch):
-        return kernel.step(k, kernel.init(p), grad_fn(p, batch, n), eps).position
+        return kernel.step(k, kernel.init(p), grad_fn(p, batch, n), eps)[0].position
 
     sgd_init = (position, tx.init(position))
     loops = {
