@@ -14,7 +14,7 @@ posterior in deep neural networks really?*).
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import ClassVar, NamedTuple
 
 import jax
@@ -23,6 +23,8 @@ import numpy as np
 import numpyro.distributions as dist
 from jax.scipy.special import log_ndtr, ndtr, xlogy
 from numpyro.distributions.transforms import ExpTransform
+
+from bayesnn.validation import check_positive, check_range, config
 
 __all__ = [
     "Likelihood",
@@ -68,7 +70,7 @@ def _entropy(probs: jax.Array) -> jax.Array:
     return -jnp.sum(xlogy(probs, probs), axis=-1)
 
 
-@dataclass(frozen=True)
+@config
 class Likelihood(abc.ABC):
     """Base class for likelihoods.
 
@@ -83,8 +85,7 @@ class Likelihood(abc.ABC):
     temperature: float = field(default=1.0, kw_only=True)
 
     def __post_init__(self):
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        check_positive(temperature=self.temperature)
 
     @abc.abstractmethod
     def num_outputs(self, target_dim: int) -> int:
@@ -131,7 +132,7 @@ class Likelihood(abc.ABC):
         """Predictive summary from the mean and variance over draws of :meth:`draw_stats`."""
 
 
-@dataclass(frozen=True)
+@config
 class Gaussian(Likelihood):
     """Gaussian likelihood ``y ~ N(mu(x), sigma^2)`` over ``D`` independent targets.
 
@@ -162,11 +163,8 @@ class Gaussian(Likelihood):
         super().__post_init__()
         if self.learn_scale and self.heteroscedastic:
             raise ValueError("learn_scale and heteroscedastic are mutually exclusive")
-        for name in ("scale", "noise_prior_scale"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not self.min_scale >= 0:
-            raise ValueError(f"min_scale must be >= 0, got {self.min_scale}")
+        check_positive(scale=self.scale, noise_prior_scale=self.noise_prior_scale)
+        check_range("min_scale", self.min_scale, 0, closed="left")
 
     def num_outputs(self, target_dim):
         return 2 * target_dim if self.heteroscedastic else target_dim
@@ -249,7 +247,7 @@ def _class_labels(y, num_classes: int) -> np.ndarray:
     return y.astype(np.int32)
 
 
-@dataclass(frozen=True)
+@config
 class _Classification(Likelihood):
     """Shared predictive summaries for likelihoods over class labels."""
 
@@ -275,7 +273,7 @@ class _Classification(Likelihood):
         )
 
 
-@dataclass(frozen=True)
+@config
 class Categorical(_Classification):
     """Categorical likelihood on ``K`` logits; targets are integer labels in ``[0, K)``."""
 
@@ -292,7 +290,7 @@ class Categorical(_Classification):
         return _class_labels(y, num_outputs)
 
 
-@dataclass(frozen=True)
+@config
 class Bernoulli(_Classification):
     """Bernoulli likelihood on a single logit column; targets are labels in {0, 1}."""
 
@@ -312,7 +310,7 @@ class Bernoulli(_Classification):
         return _class_labels(y, 2)
 
 
-@dataclass(frozen=True)
+@config
 class Probit(Bernoulli):
     """Binary labels through a probit link: ``p(y = 1 | f) = Φ(f)`` on one output column.
 

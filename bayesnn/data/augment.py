@@ -13,13 +13,14 @@ about the image centre ``((H - 1) / 2, (W - 1) / 2)``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
 from functools import partial
 
 import jax
 import jax.numpy as jnp
+
+from bayesnn.validation import config
 
 __all__ = ["Augment", "affine_matrix", "augment_batch", "warp"]
 
@@ -147,7 +148,7 @@ def _check_range(name: str, value, upper: float, upper_name: str) -> None:
         raise ValueError(f"{name} must be >= 0 and < {upper_name}, got {value!r}")
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class Augment:
     """Random affine augmentation of image batches, drawn independently per image.
 

@@ -8,7 +8,6 @@ of a dense network cached and updated one unit's row at a time.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -31,6 +30,7 @@ from bayesnn.inference.map import MAP
 from bayesnn.inference.slice import slice_sample
 from bayesnn.posterior import Posterior
 from bayesnn.tree import flatten_paths, unflatten_paths
+from bayesnn.validation import config
 
 __all__ = [
     "CoordinateGibbs", "CoordinateGibbsInfo", "GibbsState", "coordinate_gibbs",
@@ -285,7 +285,7 @@ def coordinate_gibbs(
     return SamplingAlgorithm(init, step)
 
 
-@dataclass(frozen=True)
+@config
 class CoordinateGibbs:
     """Gibbs sampling one weight at a time, by slice sampling its full conditional.
 

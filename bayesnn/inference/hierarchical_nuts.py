@@ -7,7 +7,6 @@ NumPyro ``Gibbs`` kernel stepped by the driver.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
 
@@ -25,6 +24,7 @@ from bayesnn.inference.init import initial_positions
 from bayesnn.inference.map import MAP
 from bayesnn.posterior import Posterior
 from bayesnn.tree import flatten_paths
+from bayesnn.validation import check_range, config
 
 __all__ = ["HierarchicalNUTS", "HierarchicalNUTSInfo"]
 
@@ -50,7 +50,7 @@ class _ConjugateBlock(CustomGibbs):
         return state._replace(z=self._gibbs_fn(key, state.z, sites, *model_args), rng_key=rng_key)
 
 
-@dataclass(frozen=True)
+@config
 class HierarchicalNUTS:
     """NUTS for the weights, Gibbs for Gamma-distributed prior and noise precisions.
 
@@ -100,8 +100,7 @@ class HierarchicalNUTS:
 
     def __post_init__(self):
         check_gibbs_args(self)
-        if not 0 < self.target_accept_prob < 1:
-            raise ValueError(f"target_accept_prob must be in (0, 1), got {self.target_accept_prob}")
+        check_range("target_accept_prob", self.target_accept_prob, 0, 1)
 
     def run(
         self, model: BNN, data: Dataset, key, *, progress=None, checkpoint=None

@@ -31,8 +31,6 @@ Chen, T., Fox, E. B. & Guestrin, C. (2014). Stochastic gradient Hamiltonian Mont
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import jax
 import jax.numpy as jnp
 import numpyro
@@ -42,6 +40,7 @@ from bayesnn import likelihoods
 from bayesnn.bnn import BNN
 from bayesnn.inference.base import check_positive
 from bayesnn.tree import flatten_paths, unflatten_paths
+from bayesnn.validation import config
 
 __all__ = [
     "GammaPrecision", "Hierarchical", "gamma_conditional", "sample_precision",
@@ -51,7 +50,7 @@ __all__ = [
 NOISE = "noise"  # name of the noise precision among the precisions
 
 
-@dataclass(frozen=True)
+@config
 class GammaPrecision:
     """Gamma prior on a precision τ in Neal's parametrisation: shape α/2, rate α ω²/2.
 
@@ -114,7 +113,7 @@ def weight_groups(model: BNN, by: str = "layer") -> dict[str, tuple[str, ...]]:
     return {name: tuple(paths) for name, paths in groups.items()}
 
 
-@dataclass(frozen=True)
+@config
 class Hierarchical:
     """Gamma hyperpriors on each group's prior precision and on the noise precision.
 

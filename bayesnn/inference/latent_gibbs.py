@@ -8,7 +8,6 @@ conditional that :mod:`~bayesnn.inference.conditionals` draws exactly and in par
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
@@ -38,6 +37,7 @@ from bayesnn.inference.map import MAP
 from bayesnn.inference.slice import slice_sample
 from bayesnn.posterior import Posterior
 from bayesnn.tree import flatten_paths, unflatten_paths
+from bayesnn.validation import config
 
 __all__ = ["LatentGibbs", "LatentGibbsInfo", "LatentGibbsState", "latent_gibbs"]
 
@@ -286,7 +286,7 @@ def latent_gibbs(
     return SamplingAlgorithm(init, step)
 
 
-@dataclass(frozen=True)
+@config
 class LatentGibbs:
     """Gibbs sampling of a ReLU MLP with noisy activations as latent variables.
 

@@ -10,8 +10,6 @@ the NumPyro path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
@@ -24,6 +22,7 @@ from bayesnn.bnn import BNN, Batch
 from bayesnn.data import Dataset
 from bayesnn.inference.vi import PARAMETERS_DOC, RETURNS_DOC, ExpScale, GaussianVI, svi_update
 from bayesnn.posterior import Posterior
+from bayesnn.validation import config
 
 __all__ = ["MeanFieldVI", "local_reparam_loss", "noisy_matmul", "normal_kl"]
 
@@ -159,7 +158,7 @@ class _AutoNormal(ExpScale, AutoNormal):
     pass
 
 
-@dataclass(frozen=True)
+@config
 class MeanFieldVI(GaussianVI):
     __doc__ = (
         """Mean-field Gaussian VI, ``q(θ) = Π_j N(θ_j | μ_j, σ_j²)``.
@@ -202,8 +201,6 @@ class MeanFieldVI(GaussianVI):
 
     def __post_init__(self):
         super().__post_init__()
-        if not isinstance(self.local_reparam, bool):
-            raise TypeError(f"local_reparam must be a bool, got {self.local_reparam!r}")
         if self.local_reparam and self.elbo != "meanfield":
             raise ValueError(
                 "local_reparam computes the KL in closed form; use elbo='meanfield'"

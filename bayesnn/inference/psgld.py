@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
@@ -12,6 +11,7 @@ from bayesnn.inference.base import check_positive
 from bayesnn.inference.diffusions import preconditioned_langevin
 from bayesnn.inference.driver import EmptyInfo, SamplingAlgorithm
 from bayesnn.inference.sgmcmc import SGMCMC
+from bayesnn.validation import check_range, config
 
 __all__ = ["PSGLD", "PSGLDState", "psgld"]
 
@@ -54,7 +54,7 @@ def psgld(data_size: int, alpha: float = 0.99, eps: float = 1e-5) -> SamplingAlg
     return SamplingAlgorithm(init, step)
 
 
-@dataclass(frozen=True)
+@config
 class PSGLD(SGMCMC):
     """Preconditioned SGLD with an RMSprop preconditioner (Li et al. 2016, Alg. 1).
 
@@ -87,8 +87,7 @@ class PSGLD(SGMCMC):
     def __post_init__(self):
         super().__post_init__()
         check_positive(eps=self.eps)
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), got {self.alpha!r}")
+        check_range("alpha", self.alpha, 0, 1)
 
     def kernel(self, data_size: int) -> SamplingAlgorithm:
         return psgld(data_size, self.alpha, self.eps)

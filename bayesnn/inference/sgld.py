@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
@@ -10,6 +9,7 @@ import jax
 from bayesnn.inference.diffusions import preconditioned_langevin
 from bayesnn.inference.driver import EmptyInfo, SamplingAlgorithm
 from bayesnn.inference.sgmcmc import SGMCMC
+from bayesnn.validation import config
 
 __all__ = ["SGLD", "SGLDState", "sgld"]
 
@@ -46,7 +46,7 @@ def sgld() -> SamplingAlgorithm:
     return SamplingAlgorithm(init, step)
 
 
-@dataclass(frozen=True)
+@config
 class SGLD(SGMCMC):
     """Stochastic gradient Langevin dynamics (Welling & Teh 2011, eq. 4).
 
