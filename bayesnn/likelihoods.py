@@ -6,6 +6,13 @@ unconstrained) and their priors, checks targets on the host, and defines the per
 statistics a posterior averages to build a :class:`RegressionPrediction` or
 :class:`ClassificationPrediction`.
 
+Targets follow one shape convention. A likelihood with one target per example (every
+classification likelihood, a Gaussian on one output) takes ``y`` of shape ``(N,)`` or
+``(N, 1)``; a Gaussian over ``D`` targets takes ``(N, D)``. Class labels are integer
+indices (not one-hot rows) and come back from :meth:`Likelihood.validate_targets` as
+``(N,)`` ``int32``; regression targets as ``(N, D)`` floats. A heteroscedastic Gaussian
+needs two network outputs per target (mean and scale).
+
 ``temperature`` tempers the posterior: the total log-likelihood is divided by it, so
 ``temperature < 1`` gives a "cold" posterior (Wenzel et al. 2020, *How good is the Bayes
 posterior in deep neural networks really?*).
@@ -202,13 +209,19 @@ class Gaussian(Likelihood):
         y = y.astype(jax.dtypes.canonicalize_dtype(np.float64))  # float32 unless x64
         if not np.all(np.isfinite(y)):
             raise ValueError("regression targets contain NaN or inf")
+        if self.heteroscedastic and (num_outputs < 2 or num_outputs % 2):
+            raise ValueError(
+                "a heteroscedastic Gaussian needs a network with 2 outputs per target (mean "
+                f"and scale): 2 for one target, 2 D for D targets; this one has {num_outputs}"
+            )
         d = num_outputs // 2 if self.heteroscedastic else num_outputs
         if y.ndim == 1 and d == 1:
             y = y[:, None]
         if y.ndim != 2 or y.shape[1] != d:
+            scalar = " (or (N,))" if d == 1 else ""
             raise ValueError(
-                f"regression targets must have shape (N, {d}) for {num_outputs} network "
-                f"outputs, got {y.shape}"
+                f"regression targets must have shape (N, {d}){scalar} for {num_outputs} "
+                f"network outputs, got {y.shape}"
             )
         return y
 
@@ -228,12 +241,16 @@ class Gaussian(Likelihood):
 
 
 def _class_labels(y, num_classes: int) -> np.ndarray:
-    """Check integer class indices in ``[0, num_classes)`` and return them as int32."""
+    """Check integer class indices in ``[0, num_classes)``, of shape ``(N,)`` or ``(N, 1)``,
+    and return them as int32 ``(N,)``."""
     y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
     if y.ndim != 1:
+        onehot = y.ndim == 2 and y.shape[1] == num_classes
         raise ValueError(
-            f"class labels must be integer class indices of shape (N,), got shape {y.shape}"
-            + (" (one-hot?)" if y.ndim == 2 else "")
+            "class labels must be integer class indices of shape (N,) or (N, 1), got shape "
+            f"{y.shape}" + (" (one-hot rows? pass y.argmax(-1))" if onehot else "")
         )
     if np.issubdtype(y.dtype, np.floating):
         if not np.all(np.isfinite(y) & (y == np.round(y))):
@@ -287,12 +304,17 @@ class Categorical(_Classification):
         return dist.Categorical(logits=f)
 
     def validate_targets(self, y, num_outputs):
+        if num_outputs < 2:
+            raise ValueError(f"Categorical needs a network with one output per class (2 or "
+                             f"more), got {num_outputs}; for two classes on one output use "
+                             "Bernoulli")
         return _class_labels(y, num_outputs)
 
 
 @config
 class Bernoulli(_Classification):
-    """Bernoulli likelihood on a single logit column; targets are labels in {0, 1}."""
+    """Bernoulli likelihood on a single logit column; targets are labels in {0, 1}, of shape
+    ``(N,)`` or ``(N, 1)``."""
 
     def num_outputs(self, target_dim):
         return 1
@@ -306,7 +328,8 @@ class Bernoulli(_Classification):
 
     def validate_targets(self, y, num_outputs):
         if num_outputs != 1:
-            raise ValueError(f"{type(self).__name__} needs 1 network output, got {num_outputs}")
+            raise ValueError(f"{type(self).__name__} needs a network with 1 output (the "
+                             f"logit of class 1), got {num_outputs}")
         return _class_labels(y, 2)
 
 

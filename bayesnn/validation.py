@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import math
 import numbers
+import sys
 import types
 import typing
 from typing import Any, Literal, Union
@@ -186,11 +187,19 @@ def _describe(hint) -> str:
         return f"a sequence of {_short(args[0])}"
     if origin is collections.abc.Mapping:
         return f"a mapping of {_short(args[0])} to {_short(args[1])}"
-    name = hint.__name__
-    module = hint.__module__.partition(".")[0]
-    if module not in ("builtins", "bayesnn"):
-        name = f"{module}.{name}"
+    name = hint.__name__ if hint.__module__ == "builtins" else _public_name(hint)
     return ("an " if name[0].lower() in "aeiou" else "a ") + name
+
+
+def _public_name(cls: type) -> str:
+    """The shortest dotted path a user reaches ``cls`` by: ``bayesnn.MAP``,
+    ``bayesnn.data.Augment``, ``optax.GradientTransformation``."""
+    parts = cls.__module__.split(".")
+    for i in range(1, len(parts) + 1):
+        module = ".".join(parts[:i])
+        if getattr(sys.modules.get(module), cls.__name__, None) is cls:
+            return f"{module}.{cls.__name__}"
+    return f"{cls.__module__}.{cls.__name__}"
 
 
 def check_positive(**values) -> None:
