@@ -24,7 +24,7 @@ from bayesnn.inference.init import initial_positions
 from bayesnn.inference.map import MAP
 from bayesnn.posterior import Posterior
 from bayesnn.tree import flatten_paths
-from bayesnn.validation import check_range, config
+from bayesnn.validation import check_positive, check_range, config
 
 __all__ = ["HierarchicalNUTS", "HierarchicalNUTSInfo"]
 
@@ -101,6 +101,7 @@ class HierarchicalNUTS:
     def __post_init__(self):
         check_gibbs_args(self)
         check_range("target_accept_prob", self.target_accept_prob, 0, 1)
+        check_positive(max_tree_depth=self.max_tree_depth)
 
     def run(
         self, model: BNN, data: Dataset, key, *, progress=None, checkpoint=None
