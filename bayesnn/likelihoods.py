@@ -328,8 +328,8 @@ class Bernoulli(_Classification):
 
     def validate_targets(self, y, num_outputs):
         if num_outputs != 1:
-            raise ValueError(f"{type(self).__name__} needs a network with 1 output (the "
-                             f"logit of class 1), got {num_outputs}")
+            raise ValueError(f"{type(self).__name__} needs 1 network output (the score of "
+                             f"class 1), got {num_outputs}")
         return _class_labels(y, 2)
 
 
