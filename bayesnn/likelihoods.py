@@ -21,7 +21,7 @@ posterior in deep neural networks really?*).
 from __future__ import annotations
 
 import abc
-from dataclasses import field
+from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
 import jax
@@ -78,6 +78,7 @@ def _entropy(probs: jax.Array) -> jax.Array:
 
 
 @config
+@dataclass(frozen=True)
 class Likelihood(abc.ABC):
     """Base class for likelihoods.
 
@@ -140,6 +141,7 @@ class Likelihood(abc.ABC):
 
 
 @config
+@dataclass(frozen=True)
 class Gaussian(Likelihood):
     """Gaussian likelihood ``y ~ N(mu(x), sigma^2)`` over ``D`` independent targets.
 
@@ -265,6 +267,7 @@ def _class_labels(y, num_classes: int) -> np.ndarray:
 
 
 @config
+@dataclass(frozen=True)
 class _Classification(Likelihood):
     """Shared predictive summaries for likelihoods over class labels."""
 
@@ -291,6 +294,7 @@ class _Classification(Likelihood):
 
 
 @config
+@dataclass(frozen=True)
 class Categorical(_Classification):
     """Categorical likelihood on ``K`` logits; targets are integer labels in ``[0, K)``."""
 
@@ -312,6 +316,7 @@ class Categorical(_Classification):
 
 
 @config
+@dataclass(frozen=True)
 class Bernoulli(_Classification):
     """Bernoulli likelihood on a single logit column; targets are labels in {0, 1}, of shape
     ``(N,)`` or ``(N, 1)``."""
@@ -334,6 +339,7 @@ class Bernoulli(_Classification):
 
 
 @config
+@dataclass(frozen=True)
 class Probit(Bernoulli):
     """Binary labels through a probit link: ``p(y = 1 | f) = Φ(f)`` on one output column.
 

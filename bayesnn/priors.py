@@ -13,6 +13,7 @@ import abc
 import fnmatch
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -67,6 +68,7 @@ class Prior(abc.ABC):
 
 
 @config
+@dataclass(frozen=True)
 class Normal(Prior):
     """Isotropic Gaussian prior :math:`\\mathcal{N}(\\text{loc}, \\text{scale}^2)` on every leaf.
 
@@ -94,6 +96,7 @@ class Normal(Prior):
 
 
 @config
+@dataclass(frozen=True)
 class FanInNormal(Prior):
     """Zero-mean Gaussian with std ``scale / sqrt(fan_in)`` (He/LeCun-style scaling).
 
@@ -115,6 +118,7 @@ class FanInNormal(Prior):
 
 
 @config
+@dataclass(frozen=True)
 class Laplace(Prior):
     """Zero-mean Laplace prior with the given ``scale`` on every leaf."""
 
@@ -128,6 +132,7 @@ class Laplace(Prior):
 
 
 @config
+@dataclass(frozen=True)
 class StudentT(Prior):
     """Zero-mean Student-t prior (heavy-tailed) with ``df`` degrees of freedom on every leaf."""
 
@@ -142,6 +147,7 @@ class StudentT(Prior):
 
 
 @config
+@dataclass(frozen=True)
 class PerParameter(Prior):
     """Different priors for different parameters, selected by glob patterns on paths.
 

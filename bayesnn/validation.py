@@ -1,6 +1,6 @@
 """Argument checks shared by every configuration: clear errors naming the argument.
 
-:func:`config` makes a configuration class: a frozen dataclass whose construction checks
+:func:`config` makes a frozen dataclass a configuration class, whose construction checks
 every field against its type annotation (``TypeError`` naming the class, the field, what it
 accepts and what it got) before the class's own ``__post_init__`` checks ranges with
 :func:`check_positive` and :func:`check_range`. Annotations understood: ``Any``, ``bool``,
@@ -35,33 +35,45 @@ Optimizer = str | optax.GradientTransformation
 LearningRate = float | collections.abc.Callable | None
 
 
-def config(cls=None, /, **kwargs):
-    """Class decorator: ``dataclass(frozen=True, **kwargs)`` with its fields type-checked.
+def config(cls: type) -> type:
+    """Class decorator over ``@dataclass(frozen=True)``: type-check every field.
 
     On construction (and :func:`dataclasses.replace`) every field is checked against its
-    annotation by :func:`check_type`, then the class's own ``__post_init__`` runs, if it or
-    a base class has one. A subclass's fields are checked once, by its outermost
-    configuration class.
+    annotation by :func:`check_type`, then the class's own ``__post_init__`` runs (its
+    range checks), if it or a base class has one. A subclass's fields are checked once, by
+    its outermost configuration class. The dataclass decorator stays visible, for tools
+    that read it (type checkers, the API docs)::
+
+        @config
+        @dataclass(frozen=True)
+        class MAP: ...
     """
+    if not (dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen):
+        raise TypeError(f"config decorates a frozen dataclass; put @dataclass(frozen=True) "
+                        f"under it on {cls.__name__}")
+    if not hasattr(cls, "__post_init__"):  # its __init__ calls none: check after it
+        init = cls.__init__
 
-    def wrap(cls):
-        own = cls.__dict__.get("__post_init__")
+        @functools.wraps(init)
+        def __init__(self, *args, **kwargs):
+            init(self, *args, **kwargs)
+            check_fields(self)
 
-        def __post_init__(self):
-            if _outermost_config(type(self)) is cls:
-                check_fields(self)
-            if own is not None:
-                own(self)
-            else:
-                inherited = getattr(super(cls, self), "__post_init__", None)
-                if inherited is not None:
-                    inherited()
+        cls.__init__ = __init__
+        return cls
+    own = cls.__dict__.get("__post_init__")
 
-        __post_init__.config_class = cls
-        cls.__post_init__ = __post_init__
-        return dataclasses.dataclass(frozen=True, **kwargs)(cls)
+    def __post_init__(self):
+        if _outermost_config(type(self)) is cls:
+            check_fields(self)
+        if own is not None:
+            own(self)
+        else:
+            super(cls, self).__post_init__()
 
-    return wrap if cls is None else wrap(cls)
+    __post_init__.config_class = cls
+    cls.__post_init__ = __post_init__
+    return cls
 
 
 def _outermost_config(cls: type) -> type | None:

@@ -12,6 +12,7 @@ from bayesnn.validation import check_range, check_type, config
 
 
 @config
+@dataclasses.dataclass(frozen=True)
 class _Base:
     rate: float = 1.0
     count: int = 2
@@ -24,6 +25,7 @@ class _Base:
 
 
 @config
+@dataclasses.dataclass(frozen=True)
 class _Child(_Base):
     fn: Callable | None = None
     sizes: Sequence[int] = (1,)
@@ -69,6 +71,19 @@ def test_check_type_describes_unions_and_public_classes():
     with pytest.raises(TypeError, match="must be a bayesnn.data.Augment"):
         check_type("augment", "flip", bnn.data.Augment)
     check_type("init", bnn.MAP(), bnn.MAP | None)
+
+
+@config
+@dataclasses.dataclass(frozen=True)
+class _Plain:  # no __post_init__ anywhere
+    size: int = 1
+
+
+def test_a_config_without_post_init_is_checked_and_config_needs_a_frozen_dataclass():
+    with pytest.raises(TypeError, match="_Plain: size must be an int"):
+        _Plain(size="1")
+    with pytest.raises(TypeError, match="frozen dataclass"):
+        config(type("Loose", (), {}))
 
 
 def test_check_range_messages():

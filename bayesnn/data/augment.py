@@ -13,6 +13,7 @@ about the image centre ``((H - 1) / 2, (W - 1) / 2)``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from functools import partial
@@ -149,6 +150,7 @@ def _check_range(name: str, value, upper: float, upper_name: str) -> None:
 
 
 @config
+@dataclasses.dataclass(frozen=True)
 class Augment:
     """Random affine augmentation of image batches, drawn independently per image.
 

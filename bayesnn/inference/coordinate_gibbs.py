@@ -8,6 +8,7 @@ of a dense network cached and updated one unit's row at a time.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -286,6 +287,7 @@ def coordinate_gibbs(
 
 
 @config
+@dataclass(frozen=True)
 class CoordinateGibbs:
     """Gibbs sampling one weight at a time, by slice sampling its full conditional.
 

@@ -7,7 +7,7 @@ methods on the same footing.
 
 from __future__ import annotations
 
-from dataclasses import field
+from dataclasses import dataclass, field
 from functools import partial
 
 import jax
@@ -32,6 +32,7 @@ def member_keys(key, size: int) -> tuple[jax.Array, jax.Array]:
 
 
 @config
+@dataclass(frozen=True)
 class Ensemble:
     """Deep ensemble: ``size`` MAP networks from independent initialisations.
 
@@ -97,6 +98,7 @@ class Ensemble:
 
 
 @config
+@dataclass(frozen=True)
 class MCDropout:
     """Monte Carlo dropout: one network trained with dropout, predicting with dropout on.
 

@@ -7,6 +7,7 @@ NumPyro ``Gibbs`` kernel stepped by the driver.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
 
@@ -51,6 +52,7 @@ class _ConjugateBlock(CustomGibbs):
 
 
 @config
+@dataclass(frozen=True)
 class HierarchicalNUTS:
     """NUTS for the weights, Gibbs for Gamma-distributed prior and noise precisions.
 

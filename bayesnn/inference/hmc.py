@@ -13,6 +13,7 @@ import abc
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from typing import ClassVar
 
 import jax
@@ -45,7 +46,8 @@ _STATS = {
 }
 
 
-@config(kw_only=True)
+@config
+@dataclass(frozen=True, kw_only=True)
 class _MCMC(abc.ABC):
     """Fields, checks and the run shared by :class:`NUTS` and :class:`HMC`."""
 
@@ -139,7 +141,8 @@ def sample_stats(fields: dict, tree_depth: bool = False) -> dict[str, np.ndarray
     return stats
 
 
-@config(kw_only=True)
+@config
+@dataclass(frozen=True, kw_only=True)
 class NUTS(_MCMC):
     """The No-U-Turn sampler on the full data (NumPyro's iterative NUTS).
 
@@ -203,6 +206,7 @@ class NUTS(_MCMC):
 
 
 @config
+@dataclass(frozen=True)
 class HMC(_MCMC):
     """Hamiltonian Monte Carlo with a fixed number of leapfrog steps, on the full data.
 

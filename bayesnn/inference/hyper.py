@@ -31,6 +31,8 @@ Chen, T., Fox, E. B. & Guestrin, C. (2014). Stochastic gradient Hamiltonian Mont
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import jax
 import jax.numpy as jnp
 import numpyro
@@ -51,6 +53,7 @@ NOISE = "noise"  # name of the noise precision among the precisions
 
 
 @config
+@dataclass(frozen=True)
 class GammaPrecision:
     """Gamma prior on a precision τ in Neal's parametrisation: shape α/2, rate α ω²/2.
 
@@ -114,6 +117,7 @@ def weight_groups(model: BNN, by: str = "layer") -> dict[str, tuple[str, ...]]:
 
 
 @config
+@dataclass(frozen=True)
 class Hierarchical:
     """Gamma hyperpriors on each group's prior precision and on the noise precision.
 

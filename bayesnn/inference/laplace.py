@@ -27,7 +27,7 @@ import fnmatch
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import field
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -82,6 +82,7 @@ class LaplaceCovariance(NamedTuple):
 
 
 @config
+@dataclass(frozen=True)
 class Laplace:
     """Laplace approximation around a MAP fit or the network's own weights.
 

@@ -8,6 +8,7 @@ conditional that :mod:`~bayesnn.inference.conditionals` draws exactly and in par
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
@@ -287,6 +288,7 @@ def latent_gibbs(
 
 
 @config
+@dataclass(frozen=True)
 class LatentGibbs:
     """Gibbs sampling of a ReLU MLP with noisy activations as latent variables.
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from numpyro.infer.autoguide import AutoLowRankMultivariateNormal
 
 from bayesnn.inference.base import check_positive
@@ -17,6 +19,7 @@ class _AutoLowRank(ExpScale, AutoLowRankMultivariateNormal):
 
 
 @config
+@dataclass(frozen=True)
 class LowRankVI(GaussianVI):
     __doc__ = (
         """Gaussian VI with low-rank-plus-diagonal covariance ``Σ = D(W Wᵀ + I)D``.

@@ -9,6 +9,7 @@ and the prior acts as weight decay. Keras vocabulary: ``optimizer``, ``epochs``,
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -143,6 +144,7 @@ def _metric_name(model: BNN) -> str:
 
 
 @config
+@dataclass(frozen=True)
 class MAP:
     """Maximum a posteriori weights (a point-estimate network).
 

@@ -10,6 +10,8 @@ the NumPyro path.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
@@ -159,6 +161,7 @@ class _AutoNormal(ExpScale, AutoNormal):
 
 
 @config
+@dataclass(frozen=True)
 class MeanFieldVI(GaussianVI):
     __doc__ = (
         """Mean-field Gaussian VI, ``q(θ) = Π_j N(θ_j | μ_j, σ_j²)``.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
@@ -55,6 +56,7 @@ def psgld(data_size: int, alpha: float = 0.99, eps: float = 1e-5) -> SamplingAlg
 
 
 @config
+@dataclass(frozen=True)
 class PSGLD(SGMCMC):
     """Preconditioned SGLD with an RMSprop preconditioner (Li et al. 2016, Alg. 1).
 

@@ -11,6 +11,7 @@ inject noise and keep draws only in the sampling phase.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from fractions import Fraction
 
 import jax.numpy as jnp
@@ -22,6 +23,7 @@ __all__ = ["Constant", "PolynomialDecay", "Cyclical"]
 
 
 @config
+@dataclass(frozen=True)
 class Constant:
     """A constant step size: the factor is 1 at every step."""
 
@@ -30,6 +32,7 @@ class Constant:
 
 
 @config
+@dataclass(frozen=True)
 class PolynomialDecay:
     """Polynomially decaying step size, ``ε_t = a (b + t)^(-γ)`` (Welling & Teh 2011, §3).
 
@@ -64,6 +67,7 @@ class PolynomialDecay:
 
 
 @config
+@dataclass(frozen=True)
 class Cyclical:
     """Cyclical cosine step size of cyclical SG-MCMC (Zhang et al. 2020, eq. 1).
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
@@ -47,6 +48,7 @@ def sghmc(alpha: float = 0.1) -> SamplingAlgorithm:
 
 
 @config
+@dataclass(frozen=True)
 class SGHMC(SGMCMC):
     """Stochastic gradient Hamiltonian Monte Carlo (Chen et al. 2014, eq. 15).
 

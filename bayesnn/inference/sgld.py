@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
@@ -47,6 +48,7 @@ def sgld() -> SamplingAlgorithm:
 
 
 @config
+@dataclass(frozen=True)
 class SGLD(SGMCMC):
     """Stochastic gradient Langevin dynamics (Welling & Teh 2011, eq. 4).
 

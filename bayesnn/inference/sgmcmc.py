@@ -25,6 +25,7 @@ from __future__ import annotations
 import abc
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
@@ -75,6 +76,7 @@ def _hyper_step(key, hier: Hierarchical, model: BNN, old, new, precisions, epoch
 
 
 @config
+@dataclass(frozen=True)
 class SGMCMC(abc.ABC):
     """Fields, validation and the chain step shared by the SG-MCMC methods.
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import abc
 import sys
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -182,6 +183,7 @@ class ExpScale:
 
 
 @config
+@dataclass(frozen=True)
 class GaussianVI(abc.ABC):
     """Fields and fitting loop shared by :class:`~bayesnn.MeanFieldVI` and
     :class:`~bayesnn.LowRankVI`: a subclass gives its autoguide (``_guide``) and may replace
