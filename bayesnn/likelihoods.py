@@ -6,6 +6,13 @@ unconstrained) and their priors, checks targets on the host, and defines the per
 statistics a posterior averages to build a :class:`RegressionPrediction` or
 :class:`ClassificationPrediction`.
 
+Targets follow one shape convention. A likelihood with one target per example (every
+classification likelihood, a Gaussian on one output) takes ``y`` of shape ``(N,)`` or
+``(N, 1)``; a Gaussian over ``D`` targets takes ``(N, D)``. Class labels are integer
+indices (not one-hot rows) and come back from :meth:`Likelihood.validate_targets` as
+``(N,)`` ``int32``; regression targets as ``(N, D)`` floats. A heteroscedastic Gaussian
+needs two network outputs per target (mean and scale).
+
 ``temperature`` tempers the posterior: the total log-likelihood is divided by it, so
 ``temperature < 1`` gives a "cold" posterior (Wenzel et al. 2020, *How good is the Bayes
 posterior in deep neural networks really?*).
@@ -23,6 +30,8 @@ import numpy as np
 import numpyro.distributions as dist
 from jax.scipy.special import log_ndtr, ndtr, xlogy
 from numpyro.distributions.transforms import ExpTransform
+
+from bayesnn.validation import check_positive, check_range, config
 
 __all__ = [
     "Likelihood",
@@ -68,6 +77,7 @@ def _entropy(probs: jax.Array) -> jax.Array:
     return -jnp.sum(xlogy(probs, probs), axis=-1)
 
 
+@config
 @dataclass(frozen=True)
 class Likelihood(abc.ABC):
     """Base class for likelihoods.
@@ -83,8 +93,7 @@ class Likelihood(abc.ABC):
     temperature: float = field(default=1.0, kw_only=True)
 
     def __post_init__(self):
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        check_positive(temperature=self.temperature)
 
     @abc.abstractmethod
     def num_outputs(self, target_dim: int) -> int:
@@ -131,6 +140,7 @@ class Likelihood(abc.ABC):
         """Predictive summary from the mean and variance over draws of :meth:`draw_stats`."""
 
 
+@config
 @dataclass(frozen=True)
 class Gaussian(Likelihood):
     """Gaussian likelihood ``y ~ N(mu(x), sigma^2)`` over ``D`` independent targets.
@@ -162,11 +172,8 @@ class Gaussian(Likelihood):
         super().__post_init__()
         if self.learn_scale and self.heteroscedastic:
             raise ValueError("learn_scale and heteroscedastic are mutually exclusive")
-        for name in ("scale", "noise_prior_scale"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not self.min_scale >= 0:
-            raise ValueError(f"min_scale must be >= 0, got {self.min_scale}")
+        check_positive(scale=self.scale, noise_prior_scale=self.noise_prior_scale)
+        check_range("min_scale", self.min_scale, 0, closed="left")
 
     def num_outputs(self, target_dim):
         return 2 * target_dim if self.heteroscedastic else target_dim
@@ -204,13 +211,19 @@ class Gaussian(Likelihood):
         y = y.astype(jax.dtypes.canonicalize_dtype(np.float64))  # float32 unless x64
         if not np.all(np.isfinite(y)):
             raise ValueError("regression targets contain NaN or inf")
+        if self.heteroscedastic and (num_outputs < 2 or num_outputs % 2):
+            raise ValueError(
+                "a heteroscedastic Gaussian needs a network with 2 outputs per target (mean "
+                f"and scale): 2 for one target, 2 D for D targets; this one has {num_outputs}"
+            )
         d = num_outputs // 2 if self.heteroscedastic else num_outputs
         if y.ndim == 1 and d == 1:
             y = y[:, None]
         if y.ndim != 2 or y.shape[1] != d:
+            scalar = " (or (N,))" if d == 1 else ""
             raise ValueError(
-                f"regression targets must have shape (N, {d}) for {num_outputs} network "
-                f"outputs, got {y.shape}"
+                f"regression targets must have shape (N, {d}){scalar} for {num_outputs} "
+                f"network outputs, got {y.shape}"
             )
         return y
 
@@ -230,12 +243,16 @@ class Gaussian(Likelihood):
 
 
 def _class_labels(y, num_classes: int) -> np.ndarray:
-    """Check integer class indices in ``[0, num_classes)`` and return them as int32."""
+    """Check integer class indices in ``[0, num_classes)``, of shape ``(N,)`` or ``(N, 1)``,
+    and return them as int32 ``(N,)``."""
     y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
     if y.ndim != 1:
+        onehot = y.ndim == 2 and y.shape[1] == num_classes
         raise ValueError(
-            f"class labels must be integer class indices of shape (N,), got shape {y.shape}"
-            + (" (one-hot?)" if y.ndim == 2 else "")
+            "class labels must be integer class indices of shape (N,) or (N, 1), got shape "
+            f"{y.shape}" + (" (one-hot rows? pass y.argmax(-1))" if onehot else "")
         )
     if np.issubdtype(y.dtype, np.floating):
         if not np.all(np.isfinite(y) & (y == np.round(y))):
@@ -249,6 +266,7 @@ def _class_labels(y, num_classes: int) -> np.ndarray:
     return y.astype(np.int32)
 
 
+@config
 @dataclass(frozen=True)
 class _Classification(Likelihood):
     """Shared predictive summaries for likelihoods over class labels."""
@@ -275,6 +293,7 @@ class _Classification(Likelihood):
         )
 
 
+@config
 @dataclass(frozen=True)
 class Categorical(_Classification):
     """Categorical likelihood on ``K`` logits; targets are integer labels in ``[0, K)``."""
@@ -289,12 +308,18 @@ class Categorical(_Classification):
         return dist.Categorical(logits=f)
 
     def validate_targets(self, y, num_outputs):
+        if num_outputs < 2:
+            raise ValueError(f"Categorical needs a network with one output per class (2 or "
+                             f"more), got {num_outputs}; for two classes on one output use "
+                             "Bernoulli")
         return _class_labels(y, num_outputs)
 
 
+@config
 @dataclass(frozen=True)
 class Bernoulli(_Classification):
-    """Bernoulli likelihood on a single logit column; targets are labels in {0, 1}."""
+    """Bernoulli likelihood on a single logit column; targets are labels in {0, 1}, of shape
+    ``(N,)`` or ``(N, 1)``."""
 
     def num_outputs(self, target_dim):
         return 1
@@ -308,10 +333,12 @@ class Bernoulli(_Classification):
 
     def validate_targets(self, y, num_outputs):
         if num_outputs != 1:
-            raise ValueError(f"{type(self).__name__} needs 1 network output, got {num_outputs}")
+            raise ValueError(f"{type(self).__name__} needs 1 network output (the score of "
+                             f"class 1), got {num_outputs}")
         return _class_labels(y, 2)
 
 
+@config
 @dataclass(frozen=True)
 class Probit(Bernoulli):
     """Binary labels through a probit link: ``p(y = 1 | f) = Φ(f)`` on one output column.

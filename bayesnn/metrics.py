@@ -2,8 +2,14 @@
 
 Every function takes predictions first and targets second, accepts NumPy or JAX arrays and
 returns NumPy values. Classification inputs are class probabilities ``probs`` ``(N, K)`` and
-integer labels ``y`` ``(N,)``; regression inputs are predictive means, standard deviations or
-samples with the shape of the targets ``y`` ``(N,)`` or ``(N, D)``.
+integer labels ``y`` ``(N,)`` or ``(N, 1)``; regression inputs are predictive means, standard
+deviations or samples with the shape of the targets ``y`` ``(N,)`` or ``(N, D)``.
+
+Where a function takes probabilities or a predictive mean and std, it also takes the
+prediction object :meth:`~bayesnn.Posterior.predict` returns: ``ece(pred, y)`` reads
+``pred.probs`` of a :class:`~bayesnn.likelihoods.ClassificationPrediction`, and
+``gaussian_nll(pred, y)`` ``pred.mean`` and ``pred.std`` of a
+:class:`~bayesnn.likelihoods.RegressionPrediction`.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy.special import ndtr, ndtri
+
+from bayesnn.likelihoods import ClassificationPrediction, RegressionPrediction
 
 __all__ = [
     "categorical_nll",
@@ -40,14 +48,23 @@ _STRATEGIES = ("uniform", "quantile")
 
 
 def _probs_labels(probs, y) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities ``(N, K)`` and integer labels ``(N,)`` in ``[0, K)``, checked."""
+    """Probabilities ``(N, K)`` (or a classification prediction's) and integer labels ``(N,)``
+    or ``(N, 1)`` in ``[0, K)``, checked; labels come back ``(N,)``."""
+    if isinstance(probs, RegressionPrediction):
+        raise TypeError("probs: this metric needs a classification prediction, got a "
+                        "RegressionPrediction")
+    if isinstance(probs, ClassificationPrediction):
+        probs = probs.probs
     probs, y = np.asarray(probs, dtype=np.float64), np.asarray(y)
     if probs.ndim != 2:
         raise ValueError(f"probs must have shape (N, num_classes), got {probs.shape}")
     if probs.shape[0] == 0:
         raise ValueError("probs has no rows")
+    if y.shape == (probs.shape[0], 1):
+        y = y[:, 0]
     if y.shape != probs.shape[:1]:
-        raise ValueError(f"y must have shape ({probs.shape[0]},) to match probs, got {y.shape}")
+        raise ValueError(f"y must have shape ({probs.shape[0]},) or ({probs.shape[0]}, 1) to "
+                         f"match probs, got {y.shape}")
     if not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
         raise TypeError(f"class labels must be integers, got dtype {y.dtype}")
     if y.size and (y.min() < 0 or y.max() >= probs.shape[1]):
@@ -63,6 +80,35 @@ def _like(y, ref: np.ndarray, name: str = "y") -> np.ndarray:
             raise ValueError(f"{name} has shape {y.shape}, predictions have {ref.shape}")
         y = y.reshape(ref.shape)
     return y
+
+
+def _mean(mean) -> np.ndarray:
+    """A predictive mean, or a regression prediction's."""
+    if isinstance(mean, ClassificationPrediction):
+        raise TypeError("mean: this metric needs a regression prediction, got a "
+                        "ClassificationPrediction")
+    return np.asarray(mean.mean if isinstance(mean, RegressionPrediction) else mean, np.float64)
+
+
+def _mean_std(mean, std, y, fn: str, needs_y: bool = True):
+    """``(mean, std, y)``; with a regression prediction first, its mean and std, and ``y``
+    from the second argument (``fn(pred, y)``, or ``fn(pred)`` without ``needs_y``)."""
+    if isinstance(mean, RegressionPrediction):
+        extra = y if needs_y else std
+        if extra is not None:
+            raise TypeError(f"{fn}: the std comes from the RegressionPrediction; call "
+                            f"{fn}(pred{', y' if needs_y else ''})")
+        mean, std, y = mean.mean, mean.std, std
+    if std is None or (needs_y and y is None):
+        raise TypeError(f"{fn} needs (mean, std{', y' if needs_y else ''}) or "
+                        f"(pred{', y' if needs_y else ''}) with a RegressionPrediction")
+    return _mean(mean), np.asarray(std, np.float64), y
+
+
+def _std(std, field: str = "std") -> np.ndarray:
+    """A predictive std, or a regression prediction's ``field``."""
+    return np.asarray(getattr(std, field) if isinstance(std, RegressionPrediction) else std,
+                      np.float64)
 
 
 def _check_level(level: float) -> float:
@@ -83,9 +129,12 @@ def categorical_nll(probs, y, *, eps: float = 1e-12) -> float:
     return float(-np.mean(np.log(np.maximum(probs[np.arange(len(y)), y], eps))))
 
 
-def gaussian_nll(mean, std, y) -> float:
-    """Mean negative log density of ``y`` under ``N(mean, std²)``, summed over target columns."""
-    mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+def gaussian_nll(mean, std, y=None) -> float:
+    """Mean negative log density of ``y`` under ``N(mean, std²)``, summed over target columns.
+
+    Also ``gaussian_nll(pred, y)`` with a :class:`~bayesnn.likelihoods.RegressionPrediction`.
+    """
+    mean, std, y = _mean_std(mean, std, y, "gaussian_nll")
     y = _like(y, mean)
     if np.any(std <= 0):
         raise ValueError("std must be > 0")
@@ -101,8 +150,9 @@ def accuracy(probs, y) -> float:
 
 
 def rmse(mean, y) -> float:
-    """Root mean squared error over all rows and target columns."""
-    mean = np.asarray(mean, dtype=np.float64)
+    """Root mean squared error over all rows and target columns; ``mean`` may be a
+    :class:`~bayesnn.likelihoods.RegressionPrediction`."""
+    mean = _mean(mean)
     return float(np.sqrt(np.mean((_like(y, mean) - mean) ** 2)))
 
 
@@ -188,10 +238,14 @@ def ece(probs, y, *, num_bins: int = 15, strategy: str = "uniform") -> float:
 # -- regression intervals ---------------------------------------------------------------------
 
 
-def gaussian_interval(mean, std, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
-    """Central ``level`` interval ``mean ± z std`` of a Gaussian predictive."""
+def gaussian_interval(mean, std=None, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """Central ``level`` interval ``mean ± z std`` of a Gaussian predictive.
+
+    Also ``gaussian_interval(pred, level=0.9)`` with a
+    :class:`~bayesnn.likelihoods.RegressionPrediction`.
+    """
     z = ndtri(0.5 + _check_level(level) / 2)
-    mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+    mean, std, _ = _mean_std(mean, std, None, "gaussian_interval", needs_y=False)
     return mean - z * std, mean + z * std
 
 
@@ -213,13 +267,14 @@ def interval_coverage(interval, y) -> float:
     return float(np.mean((lower <= y) & (y <= upper)))
 
 
-def gaussian_pit(mean, std, y) -> np.ndarray:
+def gaussian_pit(mean, std, y=None) -> np.ndarray:
     """Probability integral transform ``Φ((y - mean) / std)``; uniform when calibrated.
 
+    Also ``gaussian_pit(pred, y)`` with a :class:`~bayesnn.likelihoods.RegressionPrediction`.
     (Dawid 1984; Gneiting, Balabdaoui & Raftery 2007, *Probabilistic forecasts, calibration
     and sharpness*, §2.)
     """
-    mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+    mean, std, y = _mean_std(mean, std, y, "gaussian_pit")
     return ndtr((_like(y, mean) - mean) / std)
 
 
@@ -231,20 +286,28 @@ def sample_pit(samples, y) -> np.ndarray:
 
 
 def gaussian_entropy(std) -> np.ndarray:
-    """Entropy in nats of ``N(·, std²)`` per row, summed over target columns."""
-    std = np.asarray(std, dtype=np.float64)
+    """Entropy in nats of ``N(·, std²)`` per row, summed over target columns; ``std`` may be
+    a :class:`~bayesnn.likelihoods.RegressionPrediction`."""
+    std = _std(std)
     h = 0.5 * np.log(2 * np.pi * np.e) + np.log(std)
     return h.reshape(len(h), -1).sum(-1)
 
 
-def gaussian_mutual_information(std, aleatoric_std) -> np.ndarray:
+def gaussian_mutual_information(std, aleatoric_std=None) -> np.ndarray:
     """Epistemic part of a Gaussian-approximated predictive entropy, per row.
 
     ``H[N(·, std²)] - H[N(·, aleatoric_std²)] = log(std / aleatoric_std)``, summed over
     target columns: the regression analogue of the mutual information between target and
     weights (Depeweg et al. 2018, *Decomposition of uncertainty in Bayesian deep learning*).
+    Also ``gaussian_mutual_information(pred)`` with a
+    :class:`~bayesnn.likelihoods.RegressionPrediction`.
     """
-    std = np.asarray(std, dtype=np.float64)
+    if isinstance(std, RegressionPrediction):
+        std, aleatoric_std = std.std, std.aleatoric_std
+    if aleatoric_std is None:
+        raise TypeError("gaussian_mutual_information needs (std, aleatoric_std) or a "
+                        "RegressionPrediction")
+    std = _std(std)
     mi = np.log(std) - np.log(np.asarray(aleatoric_std, dtype=np.float64))
     return mi.reshape(len(mi), -1).sum(-1)
 
@@ -282,12 +345,22 @@ def auroc(scores, labels) -> float:
     return float((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def _entropy_score(score):
+    if isinstance(score, ClassificationPrediction):
+        return score.entropy
+    if isinstance(score, RegressionPrediction):
+        return gaussian_entropy(score)
+    return score
+
+
 def ood_auroc(score_in, score_out) -> float:
     """AUROC of telling out-of-distribution inputs (positives) by a higher uncertainty score.
 
     Use predictive entropy for total uncertainty or mutual information (the epistemic part)
-    as the score; 0.5 is chance, 1 perfect separation.
+    as the score; 0.5 is chance, 1 perfect separation. A prediction object scores by its
+    total predictive entropy (``pred.entropy`` of a classification prediction,
+    :func:`gaussian_entropy` of a regression one).
     """
-    score_in, score_out = np.ravel(score_in), np.ravel(score_out)
+    score_in, score_out = np.ravel(_entropy_score(score_in)), np.ravel(_entropy_score(score_out))
     labels = np.concatenate([np.zeros(len(score_in)), np.ones(len(score_out))])
     return auroc(np.concatenate([score_in, score_out]), labels)

@@ -21,14 +21,9 @@ import jax.numpy as jnp
 import numpyro.distributions as dist
 
 from bayesnn.tree import flatten_paths, unflatten_paths
+from bayesnn.validation import check_positive, config
 
 __all__ = ["Prior", "Normal", "FanInNormal", "Laplace", "StudentT", "PerParameter"]
-
-
-def _check_positive(**values: float) -> None:
-    for name, value in values.items():
-        if not value > 0:
-            raise ValueError(f"{name} must be > 0, got {value}")
 
 
 class Prior(abc.ABC):
@@ -72,6 +67,7 @@ class Prior(abc.ABC):
         return unflatten_paths(named, params)
 
 
+@config
 @dataclass(frozen=True)
 class Normal(Prior):
     """Isotropic Gaussian prior :math:`\\mathcal{N}(\\text{loc}, \\text{scale}^2)` on every leaf.
@@ -89,7 +85,7 @@ class Normal(Prior):
     loc: Any = 0.0
 
     def __post_init__(self):
-        _check_positive(scale=self.scale)
+        check_positive(scale=self.scale)
 
     def leaf_distribution(self, path, value):
         locs = flatten_paths(self.loc)
@@ -99,6 +95,7 @@ class Normal(Prior):
         return dist.Normal(loc, self.scale).expand(jnp.shape(value))
 
 
+@config
 @dataclass(frozen=True)
 class FanInNormal(Prior):
     """Zero-mean Gaussian with std ``scale / sqrt(fan_in)`` (He/LeCun-style scaling).
@@ -112,7 +109,7 @@ class FanInNormal(Prior):
     scale: float = 1.0
 
     def __post_init__(self):
-        _check_positive(scale=self.scale)
+        check_positive(scale=self.scale)
 
     def leaf_distribution(self, path, value):
         shape = jnp.shape(value)
@@ -120,6 +117,7 @@ class FanInNormal(Prior):
         return dist.Normal(0.0, self.scale / math.sqrt(fan_in)).expand(shape)
 
 
+@config
 @dataclass(frozen=True)
 class Laplace(Prior):
     """Zero-mean Laplace prior with the given ``scale`` on every leaf."""
@@ -127,12 +125,13 @@ class Laplace(Prior):
     scale: float = 1.0
 
     def __post_init__(self):
-        _check_positive(scale=self.scale)
+        check_positive(scale=self.scale)
 
     def leaf_distribution(self, path, value):
         return dist.Laplace(0.0, self.scale).expand(jnp.shape(value))
 
 
+@config
 @dataclass(frozen=True)
 class StudentT(Prior):
     """Zero-mean Student-t prior (heavy-tailed) with ``df`` degrees of freedom on every leaf."""
@@ -141,12 +140,13 @@ class StudentT(Prior):
     scale: float = 1.0
 
     def __post_init__(self):
-        _check_positive(df=self.df, scale=self.scale)
+        check_positive(df=self.df, scale=self.scale)
 
     def leaf_distribution(self, path, value):
         return dist.StudentT(self.df, 0.0, self.scale).expand(jnp.shape(value))
 
 
+@config
 @dataclass(frozen=True)
 class PerParameter(Prior):
     """Different priors for different parameters, selected by glob patterns on paths.

@@ -1,7 +1,17 @@
 """Malformed input, many kinds at once: each gives a ValueError/TypeError raised by bayesnn's
 own checks, before anything reaches JAX."""
 
+import dataclasses
+import importlib
+import inspect
+import pkgutil
+import types
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -70,7 +80,6 @@ def test_malformed_data(x, y, message):
         lambda: bnn.MeanFieldVI(init_scale=-1.0),
         lambda: bnn.NUTS(num_samples=0),
         lambda: bnn.NUTS(target_accept_prob=1.5),
-        lambda: bnn.CoordinateGibbs(batch_size=10),
         lambda: bnn.Ensemble(bnn.MAP(), size=0),
         lambda: bnn.MCDropout(bnn.MAP(), num_samples=0),
         lambda: bnn.priors.Normal(-1.0),
@@ -104,3 +113,120 @@ def test_batch_larger_than_data_and_bad_prediction_inputs():
         post.log_predictive_density(nan, LABELS)
     with pytest.raises(ValueError, match="labels must lie"):
         post.log_predictive_density(X, LABELS + 3)
+
+
+# -- every field of every configuration, with wrong values ---------------------------------
+
+_PACKAGE = Path(bnn.__file__).parent
+_CONFIG_MODULES = ("bayesnn.priors", "bayesnn.likelihoods", "bayesnn.data.augment",
+                   *(f"bayesnn.inference.{m.name}" for m in
+                     pkgutil.iter_modules(bnn.inference.__path__)))
+# what a field needs where no default is given
+_REQUIRED = {"SGLD": {"step_size": 1e-3}, "PSGLD": {"step_size": 1e-3},
+             "SGHMC": {"step_size": 1e-3}, "Cyclical": {"cycle_length": 10},
+             "PerParameter": {"rules": {"*": bnn.priors.Normal()}}}
+# what the fields annotated Any accept (checked in their __post_init__)
+_ANY = {"optimizer": str | optax.GradientTransformation,
+        "learning_rate": float | Callable | None, "subset": str | Sequence[str],
+        "prior_precision": float | str | None, "loc": None}
+# numeric fields where a negative value is meaningful: none
+_NEGATIVE_OK: set[tuple[str, str]] = set()
+# free-text str fields, where any str is fine
+_ANY_STR = {("MAP", "checkpoint_path")}
+
+
+def _frozen_dataclasses():
+    for name in _CONFIG_MODULES:
+        module = importlib.import_module(name)
+        for cls in vars(module).values():
+            if (isinstance(cls, type) and cls.__module__ == name
+                    and dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen):
+                yield cls
+
+
+def _configs():
+    return sorted((c for c in _frozen_dataclasses() if not inspect.isabstract(c)
+                   and not c.__name__.startswith("_")), key=lambda c: c.__name__)
+
+
+def _kinds(hint) -> set[str]:
+    """What kinds of value an annotation admits."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return set().union(*map(_kinds, typing.get_args(hint)))
+    simple = {int: "int", float: "float", bool: "bool", str: "str", type(None): "none",
+              None: "none"}
+    if hint in simple:
+        return {simple[hint]}
+    if hint is Callable or typing.get_origin(hint) is Callable:
+        return {"callable"}
+    return {"sequence"} if typing.get_origin(hint) is Sequence else {"object"}
+
+
+def _wrong_values(owner: str, name: str, hint):
+    """``(value, error)`` pairs the field must refuse."""
+    kinds = _kinds(hint)
+    numeric = kinds & {"int", "float"}
+    cases = []
+    if "str" not in kinds:
+        cases.append(("1", TypeError))
+    elif (owner, name) not in _ANY_STR:
+        cases.append(("bogus", ValueError))
+    if "bool" not in kinds:
+        cases.append((True, TypeError))
+    if "bool" in kinds or "int" not in kinds and "float" not in kinds:
+        cases.append((1, TypeError))
+    if "none" not in kinds:
+        cases.append((None, TypeError))
+    if "int" in kinds and "float" not in kinds:
+        cases.append((2.5, TypeError))
+    if numeric and (owner, name) not in _NEGATIVE_OK:
+        cases.append((-1, ValueError))
+    if "float" in kinds:
+        cases += [(float("nan"), ValueError), (float("inf"), ValueError)]
+    return cases
+
+
+def _field_cases():
+    cases = []
+    for cls in _configs():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            hint = _ANY.get(f.name, hints[f.name]) if hints[f.name] is typing.Any else hints[f.name]
+            if hint is None:
+                continue
+            for value, error in _wrong_values(cls.__name__, f.name, hint):
+                cases.append(pytest.param(cls, f.name, value, error,
+                                          id=f"{cls.__name__}.{f.name}={value!r}"))
+    return cases
+
+
+def _in_bayesnn(excinfo) -> bool:
+    return Path(excinfo.traceback[-1].path).is_relative_to(_PACKAGE)
+
+
+def test_every_configuration_class_checks_its_fields():
+    """Every frozen dataclass of these modules is made by ``validation.config``, and every
+    method exported by bayesnn is among the configurations fuzzed below."""
+    plain = [c.__name__ for c in _frozen_dataclasses()
+             if not (hasattr(getattr(c, "__post_init__", None), "config_class")
+                     or hasattr(c.__init__, "__wrapped__"))]
+    assert plain == []
+    names = {c.__name__ for c in _configs()}
+    methods = {n for n in bnn.__all__ if isinstance(getattr(bnn, n), type)
+               and dataclasses.is_dataclass(getattr(bnn, n)) and hasattr(getattr(bnn, n), "run")}
+    assert methods <= names and {"MAP", "NUTS", "SGLD", "Gaussian", "Normal"} <= names
+
+
+def test_unknown_argument_is_named():
+    with pytest.raises(TypeError, match="unexpected keyword argument 'batch_size'"):
+        bnn.CoordinateGibbs(batch_size=10)
+
+
+@pytest.mark.parametrize("cls, name, value, error", _field_cases())
+def test_every_field_refuses_wrong_values_naming_it(cls, name, value, error):
+    kwargs = {**_REQUIRED.get(cls.__name__, {}), name: value}
+    with pytest.raises(error, match=rf"\b{name}\b") as excinfo:
+        cls(**kwargs)
+    assert _in_bayesnn(excinfo), excinfo.traceback[-1]
+    if error is TypeError:
+        assert str(excinfo.value).startswith(f"{cls.__name__}: {name} must be ")

@@ -214,3 +214,28 @@ def test_classification_summarize_from_draws():
     np.testing.assert_allclose(pred.entropy, stats.entropy(mean_p, axis=-1), rtol=1e-5)
     np.testing.assert_allclose(pred.aleatoric, stats.entropy(p, axis=-1).mean(0), rtol=1e-5)
     assert np.all(pred.epistemic >= 0)
+
+
+def test_one_shape_convention_for_scalar_targets():
+    """Every likelihood with one target per example takes y as (N,) or (N, 1)."""
+    labels = np.array([0, 1, 1, 0])
+    for lik, outputs in ((lk.Bernoulli(), 1), (lk.Probit(), 1), (lk.Categorical(), 2)):
+        for y in (labels, labels[:, None]):
+            out = lik.validate_targets(y, outputs)
+            assert out.shape == (4,) and out.dtype == np.int32 and out.tolist() == [0, 1, 1, 0]
+    for y in (labels, labels[:, None]):
+        assert lk.Gaussian().validate_targets(y, 1).shape == (4, 1)
+        assert lk.Gaussian(heteroscedastic=True).validate_targets(y, 2).shape == (4, 1)
+    with pytest.raises(ValueError, match=r"one-hot rows\? pass y.argmax"):
+        lk.Categorical().validate_targets(np.eye(3)[[0, 1, 2, 0]], 3)
+    with pytest.raises(ValueError, match=r"shape \(N,\) or \(N, 1\), got shape \(4, 3\)$"):
+        lk.Bernoulli().validate_targets(np.zeros((4, 3)), 1)
+
+
+def test_output_count_errors_say_what_the_network_needs():
+    with pytest.raises(ValueError, match=r"2 outputs per target \(mean and scale\).* has 1"):
+        lk.Gaussian(heteroscedastic=True).validate_targets(np.zeros(4), 1)
+    with pytest.raises(ValueError, match="has 3"):
+        lk.Gaussian(heteroscedastic=True).validate_targets(np.zeros((4, 1)), 3)
+    with pytest.raises(ValueError, match="one output per class.*use Bernoulli"):
+        lk.Categorical().validate_targets(np.array([0, 1]), 1)

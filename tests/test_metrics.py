@@ -4,6 +4,7 @@ from scipy import stats
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from bayesnn import metrics
+from bayesnn.likelihoods import ClassificationPrediction, RegressionPrediction
 
 PROBS = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.25, 0.5, 0.25], [0.9, 0.05, 0.05]])
 LABELS = np.array([0, 1, 1, 2])
@@ -133,3 +134,29 @@ def test_bad_inputs_are_named():
         metrics.auroc([0.1, 0.2], [1, 1])
     with pytest.raises(ValueError, match="shape"):
         metrics.rmse(np.zeros((3, 2)), np.zeros(4))
+
+
+def test_metrics_take_the_prediction_objects():
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(3), size=20)
+    labels = rng.integers(0, 3, size=20)
+    cls = ClassificationPrediction(probs, np.zeros(20), np.zeros(20), np.zeros(20))
+    for fn in (metrics.ece, metrics.accuracy, metrics.brier, metrics.categorical_nll):
+        assert fn(cls, labels) == fn(probs, labels) == fn(probs, labels[:, None])
+    assert metrics.reliability_curve(cls, labels).count.sum() == 20
+    mean, std, y = rng.normal(size=(20, 1)), rng.uniform(0.5, 2, (20, 1)), rng.normal(size=20)
+    reg = RegressionPrediction(mean, std, 0.5 * std, np.sqrt(0.75) * std)
+    assert metrics.gaussian_nll(reg, y) == metrics.gaussian_nll(mean, std, y)
+    assert metrics.rmse(reg, y) == metrics.rmse(mean, y)
+    np.testing.assert_array_equal(metrics.gaussian_pit(reg, y), metrics.gaussian_pit(mean, std, y))
+    np.testing.assert_array_equal(metrics.gaussian_interval(reg, level=0.8),
+                                  metrics.gaussian_interval(mean, std, 0.8))
+    np.testing.assert_array_equal(metrics.gaussian_entropy(reg), metrics.gaussian_entropy(std))
+    np.testing.assert_allclose(metrics.gaussian_mutual_information(reg), np.log(2.0))
+    assert metrics.ood_auroc(cls, cls._replace(entropy=np.ones(20))) == 1.0
+    with pytest.raises(TypeError, match="needs a classification prediction"):
+        metrics.ece(reg, labels)
+    with pytest.raises(TypeError, match="needs a regression prediction"):
+        metrics.rmse(cls, y)
+    with pytest.raises(TypeError, match=r"call gaussian_interval\(pred\)"):
+        metrics.gaussian_interval(reg, 0.9)

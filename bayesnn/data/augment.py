@@ -21,6 +21,8 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from bayesnn.validation import config
+
 __all__ = ["Augment", "affine_matrix", "augment_batch", "warp"]
 
 FILL_MODES = ("constant", "nearest")
@@ -147,6 +149,7 @@ def _check_range(name: str, value, upper: float, upper_name: str) -> None:
         raise ValueError(f"{name} must be >= 0 and < {upper_name}, got {value!r}")
 
 
+@config
 @dataclasses.dataclass(frozen=True)
 class Augment:
     """Random affine augmentation of image batches, drawn independently per image.

@@ -31,6 +31,7 @@ from bayesnn.inference.map import MAP
 from bayesnn.inference.slice import slice_sample
 from bayesnn.posterior import Posterior
 from bayesnn.tree import flatten_paths, unflatten_paths
+from bayesnn.validation import config
 
 __all__ = [
     "CoordinateGibbs", "CoordinateGibbsInfo", "GibbsState", "coordinate_gibbs",
@@ -285,6 +286,7 @@ def coordinate_gibbs(
     return SamplingAlgorithm(init, step)
 
 
+@config
 @dataclass(frozen=True)
 class CoordinateGibbs:
     """Gibbs sampling one weight at a time, by slice sampling its full conditional.

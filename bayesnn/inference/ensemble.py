@@ -20,17 +20,9 @@ from bayesnn.inference.map import MAP, train_members
 from bayesnn.inference.sharding import num_chain_devices
 from bayesnn.posterior import DropoutPredictive, Posterior
 from bayesnn.tree import save_tree
-from bayesnn.validation import check_positive
+from bayesnn.validation import check_positive, config
 
 __all__ = ["Ensemble", "MCDropout", "member_keys"]
-
-
-def _check_config(map_config, count_name: str, count) -> None:
-    if not isinstance(map_config, MAP):
-        raise TypeError(f"map_config must be a bayesnn.MAP, got {map_config!r}")
-    if isinstance(count, bool) or not isinstance(count, int):
-        raise TypeError(f"{count_name} must be an int, got {count!r}")
-    check_positive(**{count_name: count})
 
 
 def member_keys(key, size: int) -> tuple[jax.Array, jax.Array]:
@@ -39,6 +31,7 @@ def member_keys(key, size: int) -> tuple[jax.Array, jax.Array]:
     return keys[:, 0], keys[:, 1]
 
 
+@config
 @dataclass(frozen=True)
 class Ensemble:
     """Deep ensemble: ``size`` MAP networks from independent initialisations.
@@ -76,7 +69,7 @@ class Ensemble:
     size: int = 5
 
     def __post_init__(self):
-        _check_config(self.map_config, "size", self.size)
+        check_positive(size=self.size)
 
     def run(self, model: BNN, data: Dataset, key, *, progress=None, checkpoint=None) -> Posterior:
         if model.stats:
@@ -104,6 +97,7 @@ class Ensemble:
         return Posterior(model, jax.tree.map(lambda a: a[:, None], position), self, info)
 
 
+@config
 @dataclass(frozen=True)
 class MCDropout:
     """Monte Carlo dropout: one network trained with dropout, predicting with dropout on.
@@ -137,7 +131,7 @@ class MCDropout:
     num_samples: int = 100
 
     def __post_init__(self):
-        _check_config(self.map_config, "num_samples", self.num_samples)
+        check_positive(num_samples=self.num_samples)
 
     def run(self, model: BNN, data: Dataset, key, *, progress=None, checkpoint=None) -> Posterior:
         k_check, k_fit, k_dropout = jax.random.split(key, 3)

@@ -25,6 +25,7 @@ from bayesnn.inference.init import initial_positions
 from bayesnn.inference.map import MAP
 from bayesnn.posterior import Posterior
 from bayesnn.tree import flatten_paths
+from bayesnn.validation import check_positive, check_range, config
 
 __all__ = ["HierarchicalNUTS", "HierarchicalNUTSInfo"]
 
@@ -50,6 +51,7 @@ class _ConjugateBlock(CustomGibbs):
         return state._replace(z=self._gibbs_fn(key, state.z, sites, *model_args), rng_key=rng_key)
 
 
+@config
 @dataclass(frozen=True)
 class HierarchicalNUTS:
     """NUTS for the weights, Gibbs for Gamma-distributed prior and noise precisions.
@@ -100,8 +102,8 @@ class HierarchicalNUTS:
 
     def __post_init__(self):
         check_gibbs_args(self)
-        if not 0 < self.target_accept_prob < 1:
-            raise ValueError(f"target_accept_prob must be in (0, 1), got {self.target_accept_prob}")
+        check_range("target_accept_prob", self.target_accept_prob, 0, 1)
+        check_positive(max_tree_depth=self.max_tree_depth)
 
     def run(
         self, model: BNN, data: Dataset, key, *, progress=None, checkpoint=None

@@ -29,7 +29,7 @@ from bayesnn.inference.init import check_init, initial_positions
 from bayesnn.inference.map import MAP
 from bayesnn.inference.sharding import numpyro_chain_method
 from bayesnn.posterior import Posterior
-from bayesnn.validation import check_chain_args, check_positive
+from bayesnn.validation import check_chain_args, check_positive, check_range, config
 
 __all__ = ["NUTS", "HMC"]
 
@@ -46,6 +46,7 @@ _STATS = {
 }
 
 
+@config
 @dataclass(frozen=True, kw_only=True)
 class _MCMC(abc.ABC):
     """Fields, checks and the run shared by :class:`NUTS` and :class:`HMC`."""
@@ -64,8 +65,7 @@ class _MCMC(abc.ABC):
     def __post_init__(self):
         check_chain_args(num_samples=self.num_samples, num_warmup=self.num_warmup,
                          num_chains=self.num_chains, thinning=self.thinning)
-        if not 0 < self.target_accept_prob < 1:
-            raise ValueError(f"target_accept_prob must be in (0, 1), got {self.target_accept_prob}")
+        check_range("target_accept_prob", self.target_accept_prob, 0, 1)
         check_init(self.init)
         if self.chain_method not in CHAIN_METHODS:
             raise ValueError(
@@ -141,6 +141,7 @@ def sample_stats(fields: dict, tree_depth: bool = False) -> dict[str, np.ndarray
     return stats
 
 
+@config
 @dataclass(frozen=True, kw_only=True)
 class NUTS(_MCMC):
     """The No-U-Turn sampler on the full data (NumPyro's iterative NUTS).
@@ -194,8 +195,6 @@ class NUTS(_MCMC):
 
     def __post_init__(self):
         super().__post_init__()
-        if isinstance(self.max_tree_depth, bool) or not isinstance(self.max_tree_depth, int):
-            raise TypeError(f"max_tree_depth must be an int, got {self.max_tree_depth!r}")
         check_positive(max_tree_depth=self.max_tree_depth)
 
     def _kernel(self, numpyro_model, init_strategy):
@@ -206,6 +205,7 @@ class NUTS(_MCMC):
         )
 
 
+@config
 @dataclass(frozen=True)
 class HMC(_MCMC):
     """Hamiltonian Monte Carlo with a fixed number of leapfrog steps, on the full data.
@@ -241,8 +241,6 @@ class HMC(_MCMC):
 
     def __post_init__(self):
         super().__post_init__()
-        if isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int):
-            raise TypeError(f"num_steps must be an int, got {self.num_steps!r}")
         check_positive(step_size=self.step_size, num_steps=self.num_steps)
 
     def _kernel(self, numpyro_model, init_strategy):

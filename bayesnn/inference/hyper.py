@@ -42,6 +42,7 @@ from bayesnn import likelihoods
 from bayesnn.bnn import BNN
 from bayesnn.inference.base import check_positive
 from bayesnn.tree import flatten_paths, unflatten_paths
+from bayesnn.validation import config
 
 __all__ = [
     "GammaPrecision", "Hierarchical", "gamma_conditional", "sample_precision",
@@ -51,6 +52,7 @@ __all__ = [
 NOISE = "noise"  # name of the noise precision among the precisions
 
 
+@config
 @dataclass(frozen=True)
 class GammaPrecision:
     """Gamma prior on a precision τ in Neal's parametrisation: shape α/2, rate α ω²/2.
@@ -114,6 +116,7 @@ def weight_groups(model: BNN, by: str = "layer") -> dict[str, tuple[str, ...]]:
     return {name: tuple(paths) for name, paths in groups.items()}
 
 
+@config
 @dataclass(frozen=True)
 class Hierarchical:
     """Gamma hyperpriors on each group's prior precision and on the noise precision.

@@ -28,6 +28,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
@@ -60,6 +61,7 @@ from bayesnn.inference.map import MAP
 from bayesnn.likelihoods import ClassificationPrediction, Gaussian, Probit
 from bayesnn.posterior import DrawPredictive, LinearisedPredictive, Posterior, map_rows
 from bayesnn.tree import flatten_paths, unflatten_paths
+from bayesnn.validation import check_types, config
 
 __all__ = [
     "Laplace", "LaplaceCovariance", "glm_predictive", "select_subset", "last_dense_layer",
@@ -83,6 +85,7 @@ class LaplaceCovariance(NamedTuple):
         return jnp.linalg.inv(h + self.prior_precision * jnp.eye(h.shape[0], dtype=h.dtype))
 
 
+@config
 @dataclass(frozen=True)
 class Laplace:
     """Laplace approximation around a MAP fit or the network's own weights.
@@ -144,12 +147,12 @@ class Laplace:
     batch_size: int = 256
 
     def __post_init__(self):
+        check_types(self, subset=str | Sequence[str], prior_precision=float | str | None)
         check_init(self.init, ("network", "map"))
         if self.predictive not in PREDICTIVES:
             raise ValueError(f"predictive must be one of {PREDICTIVES}, got {self.predictive!r}")
         if self.subset not in ("all", "last_layer"):
-            if isinstance(self.subset, str) or not all(isinstance(p, str) for p in self.subset) \
-                    or not self.subset:
+            if isinstance(self.subset, str) or not self.subset:
                 raise ValueError("subset must be 'all', 'last_layer' or a non-empty sequence of "
                                  f"parameter-path glob patterns, got {self.subset!r}")
             object.__setattr__(self, "subset", tuple(self.subset))
@@ -163,10 +166,7 @@ class Laplace:
                                  f"{self.prior_precision!r}")
         else:
             check_positive(prior_precision=self.prior_precision)
-        for name in ("num_samples", "rank", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        check_positive(num_samples=self.num_samples, rank=self.rank, batch_size=self.batch_size)
 
     def run(self, model: BNN, data: Dataset, key, *, progress=None, checkpoint=None) -> Posterior:
         _check_model(model, self.prior_precision)

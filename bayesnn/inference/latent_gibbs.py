@@ -38,6 +38,7 @@ from bayesnn.inference.map import MAP
 from bayesnn.inference.slice import slice_sample
 from bayesnn.posterior import Posterior
 from bayesnn.tree import flatten_paths, unflatten_paths
+from bayesnn.validation import config
 
 __all__ = ["LatentGibbs", "LatentGibbsInfo", "LatentGibbsState", "latent_gibbs"]
 
@@ -286,6 +287,7 @@ def latent_gibbs(
     return SamplingAlgorithm(init, step)
 
 
+@config
 @dataclass(frozen=True)
 class LatentGibbs:
     """Gibbs sampling of a ReLU MLP with noisy activations as latent variables.

@@ -9,6 +9,7 @@ from numpyro.infer.autoguide import AutoLowRankMultivariateNormal
 
 from bayesnn.inference.base import check_positive
 from bayesnn.inference.vi import PARAMETERS_DOC, RETURNS_DOC, ExpScale, GaussianVI
+from bayesnn.validation import config
 
 __all__ = ["LowRankVI"]
 
@@ -17,6 +18,7 @@ class _AutoLowRank(ExpScale, AutoLowRankMultivariateNormal):
     pass
 
 
+@config
 @dataclass(frozen=True)
 class LowRankVI(GaussianVI):
     __doc__ = (
@@ -46,8 +48,6 @@ class LowRankVI(GaussianVI):
 
     def __post_init__(self):
         super().__post_init__()
-        if isinstance(self.rank, bool) or not isinstance(self.rank, int):
-            raise TypeError(f"rank must be an int, got {self.rank!r}")
         check_positive(rank=self.rank)
 
     def _guide(self, model_fn, init_loc_fn):

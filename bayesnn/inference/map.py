@@ -34,6 +34,7 @@ from bayesnn.inference.driver import run_chunks, scan_minibatches
 from bayesnn.inference.sharding import shard_chains
 from bayesnn.posterior import Posterior
 from bayesnn.tree import save_tree
+from bayesnn.validation import LearningRate, Optimizer, check_range, check_types, config
 
 __all__ = [
     "MAP", "MAPState", "Members", "OPTIMIZERS", "Tracker", "evaluate", "make_optimizer",
@@ -142,6 +143,7 @@ def _metric_name(model: BNN) -> str:
     return "accuracy" if model.likelihood.task == "classification" else "rmse"
 
 
+@config
 @dataclass(frozen=True)
 class MAP:
     """Maximum a posteriori weights (a point-estimate network).
@@ -187,13 +189,13 @@ class MAP:
     augment: Augment | None = None
 
     def __post_init__(self):
+        check_types(self, optimizer=Optimizer, learning_rate=LearningRate)
         make_optimizer(self.optimizer, self.learning_rate)
-        check_batch_size(self.batch_size, sys.maxsize)  # type and sign; size is checked at fit
+        check_batch_size(self.batch_size, sys.maxsize)  # sign; size is checked at fit
         check_positive(epochs=self.epochs, early_stopping_patience=self.early_stopping_patience)
-        if isinstance(self.learning_rate, (int, float)):
+        if not callable(self.learning_rate):
             check_positive(learning_rate=self.learning_rate)
-        if not 0.0 <= self.validation_split < 1.0:
-            raise ValueError(f"validation_split must be in [0, 1), got {self.validation_split}")
+        check_range("validation_split", self.validation_split, 0, 1, closed="left")
 
     def run(self, model: BNN, data: Dataset, key, *, progress=None, checkpoint=None) -> Posterior:
         first = partial(jax.tree.map, lambda a: a[0])

@@ -24,6 +24,7 @@ from bayesnn.bnn import BNN, Batch
 from bayesnn.data import Dataset
 from bayesnn.inference.vi import PARAMETERS_DOC, RETURNS_DOC, ExpScale, GaussianVI, svi_update
 from bayesnn.posterior import Posterior
+from bayesnn.validation import config
 
 __all__ = ["MeanFieldVI", "local_reparam_loss", "noisy_matmul", "normal_kl"]
 
@@ -159,6 +160,7 @@ class _AutoNormal(ExpScale, AutoNormal):
     pass
 
 
+@config
 @dataclass(frozen=True)
 class MeanFieldVI(GaussianVI):
     __doc__ = (
@@ -202,8 +204,6 @@ class MeanFieldVI(GaussianVI):
 
     def __post_init__(self):
         super().__post_init__()
-        if not isinstance(self.local_reparam, bool):
-            raise TypeError(f"local_reparam must be a bool, got {self.local_reparam!r}")
         if self.local_reparam and self.elbo != "meanfield":
             raise ValueError(
                 "local_reparam computes the KL in closed form; use elbo='meanfield'"

@@ -12,6 +12,7 @@ from bayesnn.inference.base import check_positive
 from bayesnn.inference.diffusions import preconditioned_langevin
 from bayesnn.inference.driver import EmptyInfo, SamplingAlgorithm
 from bayesnn.inference.sgmcmc import SGMCMC
+from bayesnn.validation import check_range, config
 
 __all__ = ["PSGLD", "PSGLDState", "psgld"]
 
@@ -54,6 +55,7 @@ def psgld(data_size: int, alpha: float = 0.99, eps: float = 1e-5) -> SamplingAlg
     return SamplingAlgorithm(init, step)
 
 
+@config
 @dataclass(frozen=True)
 class PSGLD(SGMCMC):
     """Preconditioned SGLD with an RMSprop preconditioner (Li et al. 2016, Alg. 1).
@@ -87,8 +89,7 @@ class PSGLD(SGMCMC):
     def __post_init__(self):
         super().__post_init__()
         check_positive(eps=self.eps)
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), got {self.alpha!r}")
+        check_range("alpha", self.alpha, 0, 1)
 
     def kernel(self, data_size: int) -> SamplingAlgorithm:
         return psgld(data_size, self.alpha, self.eps)

@@ -11,16 +11,18 @@ inject noise and keep draws only in the sampling phase.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from fractions import Fraction
 
 import jax.numpy as jnp
 import optax
 
+from bayesnn.validation import check_positive, check_range, config
+
 __all__ = ["Constant", "PolynomialDecay", "Cyclical"]
 
 
+@config
 @dataclass(frozen=True)
 class Constant:
     """A constant step size: the factor is 1 at every step."""
@@ -29,6 +31,7 @@ class Constant:
         return jnp.ones(jnp.shape(t), jnp.float32)
 
 
+@config
 @dataclass(frozen=True)
 class PolynomialDecay:
     """Polynomially decaying step size, ``ε_t = a (b + t)^(-γ)`` (Welling & Teh 2011, §3).
@@ -56,15 +59,14 @@ class PolynomialDecay:
     gamma: float = 0.55
 
     def __post_init__(self):
-        if not self.b > 0:
-            raise ValueError(f"b must be > 0, got {self.b!r}")
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"gamma must be in (0, 1], got {self.gamma!r}")
+        check_positive(b=self.b)
+        check_range("gamma", self.gamma, 0, 1, closed="right")
 
     def __call__(self, t):
         return (1.0 + jnp.asarray(t, jnp.float32) / self.b) ** -self.gamma
 
 
+@config
 @dataclass(frozen=True)
 class Cyclical:
     """Cyclical cosine step size of cyclical SG-MCMC (Zhang et al. 2020, eq. 1).
@@ -92,15 +94,11 @@ class Cyclical:
     exploration: float = 0.5
 
     def __post_init__(self):
-        L = self.cycle_length
-        if isinstance(L, bool) or not isinstance(L, numbers.Integral) or L < 1:
-            raise ValueError(f"cycle_length must be a positive int, got {L!r}")
-        if not 0 <= self.exploration < 1:
-            raise ValueError(f"exploration must be in [0, 1), got {self.exploration!r}")
-        if self.exploration_steps >= L:
-            raise ValueError(
-                f"a cycle of {L} steps with exploration={self.exploration} has no sampling step"
-            )
+        check_positive(cycle_length=self.cycle_length)
+        check_range("exploration", self.exploration, 0, 1, closed="left")
+        if self.exploration_steps >= self.cycle_length:
+            raise ValueError(f"a cycle of {self.cycle_length} steps with "
+                             f"exploration={self.exploration} has no sampling step")
 
     @property
     def exploration_steps(self) -> int:

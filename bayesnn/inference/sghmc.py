@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from bayesnn.inference.diffusions import sghmc_dynamics
 from bayesnn.inference.driver import EmptyInfo, SamplingAlgorithm
 from bayesnn.inference.sgmcmc import SGMCMC
+from bayesnn.validation import check_range, config
 
 __all__ = ["SGHMC", "SGHMCState", "sghmc"]
 
@@ -46,6 +47,7 @@ def sghmc(alpha: float = 0.1) -> SamplingAlgorithm:
     return SamplingAlgorithm(init, step)
 
 
+@config
 @dataclass(frozen=True)
 class SGHMC(SGMCMC):
     """Stochastic gradient Hamiltonian Monte Carlo (Chen et al. 2014, eq. 15).
@@ -74,8 +76,7 @@ class SGHMC(SGMCMC):
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0 < self.alpha <= 1:
-            raise ValueError(f"alpha must be in (0, 1], got {self.alpha!r}")
+        check_range("alpha", self.alpha, 0, 1, closed="right")
 
     def kernel(self, data_size: int) -> SamplingAlgorithm:
         return sghmc(self.alpha)

@@ -10,6 +10,7 @@ import jax
 from bayesnn.inference.diffusions import preconditioned_langevin
 from bayesnn.inference.driver import EmptyInfo, SamplingAlgorithm
 from bayesnn.inference.sgmcmc import SGMCMC
+from bayesnn.validation import config
 
 __all__ = ["SGLD", "SGLDState", "sgld"]
 
@@ -46,6 +47,7 @@ def sgld() -> SamplingAlgorithm:
     return SamplingAlgorithm(init, step)
 
 
+@config
 @dataclass(frozen=True)
 class SGLD(SGMCMC):
     """Stochastic gradient Langevin dynamics (Welling & Teh 2011, eq. 4).

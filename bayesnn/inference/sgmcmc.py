@@ -44,6 +44,7 @@ from bayesnn.inference.schedules import Constant, Cyclical
 from bayesnn.inference.sharding import data_mesh, num_chain_devices, shard_rows
 from bayesnn.posterior import Posterior
 from bayesnn.tree import flatten_paths
+from bayesnn.validation import check_range, config
 
 __all__ = ["SGMCMC"]
 
@@ -74,6 +75,7 @@ def _hyper_step(key, hier: Hierarchical, model: BNN, old, new, precisions, epoch
     return jax.lax.cond(epoch_end, update, lambda: (new, precisions))
 
 
+@config
 @dataclass(frozen=True)
 class SGMCMC(abc.ABC):
     """Fields, validation and the chain step shared by the SG-MCMC methods.
@@ -150,12 +152,7 @@ class SGMCMC(abc.ABC):
         check_chain_args(num_samples=self.num_samples, num_warmup=self.num_warmup,
                          num_chains=self.num_chains, thinning=self.thinning)
         check_batch_size(self.batch_size, sys.maxsize)
-        if not self.temperature >= 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature!r}")
-        if self.schedule is not None and not callable(self.schedule):
-            raise TypeError(f"schedule must be a function of the step, got {self.schedule!r}")
-        if self.hyper is not None and not isinstance(self.hyper, Hierarchical):
-            raise TypeError(f"hyper must be a bayesnn.Hierarchical or None, got {self.hyper!r}")
+        check_range("temperature", self.temperature, 0, closed="left")
         check_init(self.init)
         if isinstance(self.schedule, Cyclical):
             sampling = self.schedule.cycle_length - self.schedule.exploration_steps

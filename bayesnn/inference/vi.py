@@ -53,6 +53,7 @@ from bayesnn.inference.driver import run_chunks, scan_minibatches
 from bayesnn.inference.init import check_init, initial_positions
 from bayesnn.inference.map import MAP, make_optimizer
 from bayesnn.posterior import Posterior
+from bayesnn.validation import LearningRate, Optimizer, check_types, config
 
 __all__ = ["ELBOS", "GaussianVI", "kl_weight", "svi_update", "vi_epoch", "weight_sites"]
 
@@ -181,6 +182,7 @@ class ExpScale:
     scale_constraint = constraints.positive
 
 
+@config
 @dataclass(frozen=True)
 class GaussianVI(abc.ABC):
     """Fields and fitting loop shared by :class:`~bayesnn.MeanFieldVI` and
@@ -200,23 +202,18 @@ class GaussianVI(abc.ABC):
     augment: Augment | None = None
 
     def __post_init__(self):
+        check_types(self, optimizer=Optimizer, learning_rate=LearningRate)
         make_optimizer(self.optimizer, self.learning_rate)
-        for name in ("epochs", "num_samples", "num_particles", "kl_warmup"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise TypeError(f"{name} must be an int, got {value!r}")
         check_positive(
             epochs=self.epochs, num_samples=self.num_samples, num_particles=self.num_particles,
             init_scale=self.init_scale, kl_warmup=self.kl_warmup,
         )
-        if isinstance(self.learning_rate, (int, float)):
+        if not callable(self.learning_rate):
             check_positive(learning_rate=self.learning_rate)
         check_batch_size(self.batch_size, sys.maxsize)
         if self.elbo not in ELBOS:
             raise ValueError(f"unknown elbo {self.elbo!r}; use one of {sorted(ELBOS)}")
         check_init(self.init, ("network", "map"))
-        if self.augment is not None and not isinstance(self.augment, Augment):
-            raise TypeError(f"augment must be a bayesnn.data.Augment, got {self.augment!r}")
 
     @abc.abstractmethod
     def _guide(self, model_fn, init_loc_fn):

@@ -408,7 +408,7 @@ def test_bad_configuration(make, match):
 
 
 def test_bad_schedule_type_and_batch_larger_than_the_data(gap):
-    with pytest.raises(TypeError, match="schedule must be a function of the step"):
+    with pytest.raises(TypeError, match="schedule must be a callable or None"):
         SGLD(1e-3, schedule="cosine")
     model, data = gap
     with pytest.raises(ValueError, match=r"batch_size \(64\) is larger than the dataset \(40"):
