@@ -37,6 +37,7 @@ from bayesnn.inference.map import MAP
 from bayesnn.inference.sharding import num_chain_devices
 from bayesnn.posterior import Posterior
 from bayesnn.tree import flatten_paths, tree_size
+from bayesnn.validation import config
 
 __all__ = ["MCLMC", "Chains", "tune", "ensemble_step"]
 
@@ -102,6 +103,7 @@ def ensemble_step(logdensity_fn):
     return step
 
 
+@config
 @dataclass(frozen=True)
 class MCLMC:
     """Microcanonical Langevin ensemble (MILE): MCLMC chains from deep-ensemble members.

@@ -52,7 +52,7 @@ from bayesnn.inference.map import MAP
 from bayesnn.inference.schedules import Constant
 from bayesnn.inference.sharding import num_chain_devices, shard_chains
 from bayesnn.posterior import Posterior
-from bayesnn.validation import check_positive
+from bayesnn.validation import check_positive, config
 
 __all__ = ["SWAG", "SWAGMoments", "SWAGState", "collect", "covariance", "init_moments",
            "sample"]
@@ -139,6 +139,7 @@ def covariance(moments: SWAGMoments) -> jax.Array:
     return 0.5 * jnp.diag(diag) + dev.T @ dev / (2.0 * jnp.maximum(k - 1, 1))
 
 
+@config
 @dataclass(frozen=True)
 class SWAG:
     """SWA-Gaussian: the moments of SGD iterates around a trained network.
