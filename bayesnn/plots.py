@@ -92,23 +92,30 @@ def plot_reliability(
 ) -> Figure:
     """Reliability diagram: accuracy against top-class confidence per bin, with the ECE.
 
-    Bars span each bin, dots mark its mean confidence and accuracy (empty bins are left
-    out); a calibrated model's dots lie on the diagonal. ``probs`` may be a
+    Bars span each bin, labelled at their foot with the bin's row count; dots mark its
+    mean confidence and accuracy (empty bins are left out); a calibrated model's dots lie
+    on the diagonal. The legend sits below the axes, off the data. ``probs`` may be a
     ``ClassificationPrediction``.
     """
     probs = getattr(probs, "probs", probs)
     curve = metrics.reliability_curve(probs, y, num_bins=num_bins, strategy=strategy)
     error = metrics.ece(probs, y, num_bins=num_bins, strategy=strategy)
     full = curve.count > 0
-    fig, ax = _axes(ax, figsize=(4.0, 4.0))
-    ax.bar(curve.edges[:-1][full], curve.accuracy[full], width=np.diff(curve.edges)[full],
-           align="edge", color="C0", alpha=0.35, edgecolor="C0", label="accuracy per bin")
+    fig, ax = _axes(ax, figsize=(4.0, 4.6))
+    left, width = curve.edges[:-1][full], np.diff(curve.edges)[full]
+    ax.bar(left, curve.accuracy[full], width=width, align="edge", color="C0", alpha=0.35,
+           edgecolor="C0", label="accuracy per bin")
+    for x, count in zip(left + width / 2, curve.count[full], strict=True):
+        ax.annotate(str(int(count)), (x, 0.0), xytext=(0, 2), textcoords="offset points",
+                    ha="center", va="bottom", fontsize="xx-small", rotation=90)
     ax.plot(curve.confidence[full], curve.accuracy[full], "o-", color="C0", markersize=3,
             label="(mean confidence, accuracy)")
     ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="calibrated")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
            title=f"{title + ': ' if title else ''}ECE {error:.3f}")
-    ax.legend(loc="upper left", fontsize="small")
+    # below the axes, off the data; the numbers at the bars' feet are the rows per bin
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize="x-small",
+              frameon=False, title="numbers: rows per bin", title_fontsize="x-small")
     return fig
 
 
@@ -187,23 +194,57 @@ def plot_comparison(
     table: Mapping[str, Mapping[str, float]],
     metric: str,
     *,
+    reference: float | None = None,
     ax=None,
     title: str | None = None,
 ) -> Figure:
     """Bar chart of one ``metric`` per method from ``{method: {metric: value}}``.
 
-    Methods without a finite value are shown empty, labelled "n/a".
+    The axis spans the values (and ``reference``), not 0: bars rise from its lower limit,
+    so that close values look apart, and their labels carry as many significant digits
+    as it takes to tell distinct values apart (at least 3). ``reference`` draws a dashed
+    line at a nominal value (0.9 for a 90% interval's coverage). Methods without a finite
+    value are shown empty, labelled "n/a".
     """
     methods = list(table)
     values = np.array([float(table[m].get(metric, np.nan)) for m in methods])
     fig, ax = _axes(ax, figsize=(max(3.0, 0.9 * len(methods) + 1.5), 3.0))
     positions = np.arange(len(methods))
-    ax.bar(positions, np.nan_to_num(values), color=[f"C{i % 10}" for i in positions])
-    for pos, value in zip(positions, values, strict=True):
-        finite, up = bool(np.isfinite(value)), not value < 0
-        ax.annotate(f"{value:.3g}" if finite else "n/a", (pos, value if finite else 0.0),
-                    xytext=(0, 2 if up else -2), textcoords="offset points", ha="center",
-                    va="bottom" if up else "top", fontsize="small")
+    finite = np.isfinite(values)
+    shown = np.append(values[finite], [] if reference is None else [reference])
+    lo, hi = _span(shown)
+    ax.bar(positions, np.where(finite, values - lo, 0.0), bottom=lo,
+           color=[f"C{i % 10}" for i in positions])
+    digits = _digits(values[finite])
+    for pos, value, ok in zip(positions, values, finite, strict=True):
+        ax.annotate(f"{value:.{digits}g}" if ok else "n/a", (pos, value if ok else lo),
+                    xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
+                    fontsize="small")
+    if reference is not None:
+        ax.axhline(reference, color="k", linestyle="--", linewidth=1)
+        ax.annotate(f"nominal {reference:g}", (1.0, reference), xycoords=("axes fraction", "data"),
+                    xytext=(-2, 2), textcoords="offset points", ha="right", va="bottom",
+                    fontsize="x-small")
+    ax.set_ylim(lo, hi)
     ax.set_xticks(positions, methods, rotation=30 if len(methods) > 4 else 0)
     ax.set(ylabel=metric, title=title or metric)
     return fig
+
+
+def _span(values: np.ndarray) -> tuple[float, float]:
+    """Axis limits around ``values``: their range with a margin below and room above for
+    the labels (a tenth of the values' size where they are all equal)."""
+    if values.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(values.min()), float(values.max())
+    width = hi - lo or (abs(hi) / 10 or 1.0)
+    return lo - 0.25 * width, hi + 0.35 * width
+
+
+def _digits(values: np.ndarray, least: int = 3, most: int = 8) -> int:
+    """Significant digits that print distinct ``values`` distinctly."""
+    distinct = np.unique(values)
+    for digits in range(least, most):
+        if len({f"{v:.{digits}g}" for v in distinct}) == len(distinct):
+            return digits
+    return most

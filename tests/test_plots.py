@@ -69,3 +69,28 @@ def test_trace_and_rank_plots(plot, tree, tmp_path):
     fig = plot(tree, ["net.layers.0.kernel", "net.layers.1.bias"], max_coords=2)
     assert len(fig.axes) >= 3  # kernel cut to (1, 2) entries plus the bias
     assert _png(fig, tmp_path / "arviz.png") > 1000
+
+
+def test_comparison_axis_shows_close_values_apart_with_their_digits():
+    table = {"MAP": {"nll": 1.195}, "SGLD": {"nll": 1.196}}
+    ax = plots.plot_comparison(table, "nll").axes[0]
+    lo, hi = ax.get_ylim()
+    assert 1.19 < lo < 1.195 and 1.196 < hi < 1.2  # not from 0
+    assert {t.get_text() for t in ax.texts} == {"1.195", "1.196"}
+
+
+def test_comparison_reference_line_is_within_the_axis():
+    table = {"MAP": {"coverage_90": 0.62}, "SGLD": {"coverage_90": 0.71}}
+    ax = plots.plot_comparison(table, "coverage_90", reference=0.9).axes[0]
+    assert [line.get_ydata()[0] for line in ax.get_lines()] == [0.9]
+    assert ax.get_ylim()[0] < 0.62 and ax.get_ylim()[1] > 0.9
+    assert "nominal 0.9" in {t.get_text() for t in ax.texts}
+
+
+def test_reliability_diagram_shows_bin_counts_and_its_legend_below_the_axes():
+    probs = RNG.dirichlet(np.ones(3), 300)
+    y = RNG.integers(0, 3, 300)
+    ax = plots.plot_reliability(probs, y, num_bins=5, strategy="quantile").axes[0]
+    assert sorted(int(t.get_text()) for t in ax.texts) == [60] * 5
+    anchor = ax.get_legend().get_bbox_to_anchor().transformed(ax.transAxes.inverted())
+    assert anchor.y1 < 0  # below the axes

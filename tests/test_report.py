@@ -107,3 +107,17 @@ def test_bad_inputs():
         report.compare({"a": post, "b": object()}, data)
     with pytest.raises(TypeError, match="non-empty"):
         report.compare({}, data)
+
+
+def test_seconds_count_every_fit_a_method_needs():
+    assert report.fit_seconds({"seconds": 2.5, "map_info": {"seconds": 2.25}}) == 4.75
+    assert report.fit_seconds({"seconds": 1.0, "map_info": {"seconds": 0.5,
+                                                           "map_info": {"seconds": 0.25}}}) == 1.75
+    assert report.fit_seconds({"seconds": 1.0}) == 1.0
+    assert np.isnan(report.fit_seconds({}))
+
+
+def test_comparison_figure_marks_nominal_coverage(regression):
+    fig = regression.figures()["comparison"]
+    coverage = next(ax for ax in fig.axes if ax.get_title() == "coverage_90")
+    assert [line.get_ydata()[0] for line in coverage.get_lines()] == [0.9]

@@ -7,10 +7,16 @@ pairs. Below it, a method supplies a pure ``chunk_fn(state, key, chunk_index, *a
 (state, out)`` that advances its state by a fixed number of steps inside one ``lax.scan``;
 :func:`run_chunks` jits it once and calls it chunk after chunk; between chunks, on the
 host, it checks that the state is finite (a flag computed inside the jitted chunk),
-fetches the outputs the method keeps, updates the progress bar, and hands the chunk to a
-callback (validation, early stopping, checkpoints). Chunk ``i`` draws its randomness from
-``fold_in(key, i)``, so a run's result depends only on its key, never on how it was split
-into calls.
+fetches the outputs the method keeps, reports progress
+(:mod:`~bayesnn.inference.progress`), and hands the chunk to a callback (validation, early
+stopping, checkpoints). Chunk ``i`` draws its randomness from ``fold_in(key, i)``, so a
+run's result depends only on its key, never on how it was split into calls.
+
+Compiled once per program: the key, the state and the data are arguments of the jitted
+chunk, and a run given a ``cache_key`` (:func:`~bayesnn.inference.programs.program_key` of
+what its chunk closes over) reuses the program of an earlier run with the same key, chunk
+length, state and data shapes and device layout (:mod:`~bayesnn.inference.programs`), so a
+second fit of the same architecture and method does not compile.
 
 A state placed across devices (:func:`bayesnn.inference.sharding.shard_chains`) stays so:
 every chunk returns it with the shardings it came in with, and jit partitions the work
@@ -22,9 +28,8 @@ from __future__ import annotations
 import json
 import math
 import sys
-import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -33,15 +38,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
-from tqdm.auto import tqdm
 
 from bayesnn import serialization
 from bayesnn.bnn import Batch
+from bayesnn.inference.programs import all_finite, chunk_program, kept_shapes
+from bayesnn.inference.progress import Progress
 from bayesnn.inference.sharding import shard_chains
 
 __all__ = [
     "Checkpoint", "EmptyInfo", "NonFiniteError", "RunResult", "SamplingAlgorithm", "Samples",
-    "all_finite", "run_chunks", "sample_chains", "scan_minibatches", "thinned_steps",
+    "all_finite", "latest_epoch", "run_chunks", "sample_chains", "scan_minibatches",
+    "thinned_steps",
 ]
 
 CHUNKS_PER_RUN = 20  # chunks of a sampling run: its progress updates and finiteness checks
@@ -78,12 +85,6 @@ class EmptyInfo(NamedTuple):
     """The ``Info`` of a step that records nothing (SGLD: nothing is accepted or rejected)."""
 
 
-def all_finite(tree) -> jax.Array:
-    """True when every floating-point leaf of ``tree`` is finite."""
-    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else True
-
-
 def _first_bad_step(out, chunk_index: int, steps_per_chunk: int) -> int | None:
     """The first step whose per-step outputs (leading axis = steps) are non-finite."""
     per_step = [
@@ -113,6 +114,8 @@ def run_chunks(
     progress: bool | None = None,
     checkpoint: Checkpoint | None = None,
     hint: str = "try a smaller step size or learning rate",
+    cache_key: Hashable | None = None,
+    metrics: Callable[[int, Any], Mapping] | None = None,
 ) -> RunResult:
     """Run ``num_chunks`` jitted chunks of a method.
 
@@ -143,7 +146,9 @@ def run_chunks(
         non-finite, for chunks whose own outputs do not (a per-step check has a cost on
         every step). Run, from the chunk's start, only when a chunk fails.
     progress
-        Show a tqdm bar (it appears only once a run has lasted 2 s). None: on a terminal only.
+        False: silent. True or None: ``desc: compiling…`` while the program compiles, the
+        steps and ``metrics``, and a summary line at the end; a live line on a terminal,
+        plain lines (one per tenth of the run) elsewhere.
     checkpoint
         Write the state, the outputs so far and the chunk counter to ``checkpoint.path``
         every ``checkpoint.every`` chunks; if the file exists, resume from it. Chunk ``i``
@@ -151,6 +156,15 @@ def run_chunks(
         was never interrupted.
     hint
         Advice appended to the non-finite error.
+    cache_key
+        What ``chunk_fn`` closes over, by value
+        (:func:`~bayesnn.inference.programs.program_key`): a later run with an
+        equal key, the same ``chunk_fn`` code, chunk length, state and argument shapes and
+        dtypes, and device layout reuses this run's compiled program. None: compile for
+        this run only. A key must change whenever a value the chunk closes over changes.
+    metrics
+        ``metrics(chunk_index, out) -> {name: value}`` of a chunk's kept outputs (on the
+        host), shown with the progress (``loss``, ``val_loss``).
 
     Returns
     -------
@@ -164,13 +178,8 @@ def run_chunks(
         When the state turns NaN or infinite, naming the step.
     """
     shardings = _placement(state)
-    chunk_fn = _keep_placement(chunk_fn, shardings)
-
-    @jax.jit
-    def jitted(state, i, *args):
-        state, out = chunk_fn(state, jax.random.fold_in(key, i), i, *args)
-        return state, out, all_finite(state)
-
+    jitted = chunk_program(_keep_placement(chunk_fn, shardings), cache_key, chunk_fn,
+                           steps_per_chunk, state, args, shardings)
     outputs, start = [], 0
     if checkpoint is not None and Path(checkpoint.path).exists():
         state, outputs, start = _restore(checkpoint, state, key, num_chunks, desc=desc,
@@ -178,44 +187,55 @@ def run_chunks(
         state = state if shardings is None else jax.device_put(state, shardings)
     done = start
     interrupted = False
-    t0 = time.perf_counter()
-    bar = tqdm(
-        total=num_chunks * steps_per_chunk, initial=start * steps_per_chunk, desc=desc,
-        unit="step", delay=2.0, disable=None if progress is None else not progress, leave=False,
-    )
-    try:
-        for i in range(start, num_chunks):
-            new_state, out, finite = jitted(state, np.int32(i), *args)
-            if not finite:
-                if locate is not None:
-                    out = jax.jit(locate)(state, jax.random.fold_in(key, i), np.int32(i), *args)[1]
-                step = _first_bad_step(out, i, steps_per_chunk)
-                where = (
-                    f"at step {step}" if step is not None
-                    else f"during steps {i * steps_per_chunk}-{(i + 1) * steps_per_chunk - 1}"
-                )
-                raise NonFiniteError(f"{desc or 'run'}: the state became NaN or infinite {where}; "
-                                     f"{hint}")
-            state = new_state
-            outputs.append(_fetch(out if select is None else select(i, out)))
-            done = i + 1
-            bar.update(steps_per_chunk)
-            stop = callback is not None and callback(i, state, out)
-            if checkpoint is not None and (stop or done % checkpoint.every == 0
-                                           or done == num_chunks):
-                _save(checkpoint, state, outputs, done, key, num_chunks)
-            if stop:
-                break
-    except KeyboardInterrupt:
-        interrupted = True
-        warnings.warn(
-            f"{desc or 'run'} interrupted after {done * steps_per_chunk} steps; "
-            "returning what was computed so far",
-            stacklevel=2,
-        )
-    finally:
-        bar.close()
-    return RunResult(state, outputs, done, interrupted, time.perf_counter() - t0)
+    report = Progress(desc, num_chunks * steps_per_chunk, initial=start * steps_per_chunk,
+                      enabled=progress)
+    with report:
+        try:
+            for i in range(start, num_chunks):
+                new_state, out, finite = jitted(state, key, np.int32(i), *args)
+                if not finite:
+                    if locate is not None:
+                        out = jax.jit(locate)(state, jax.random.fold_in(key, i), np.int32(i),
+                                              *args)[1]
+                    step = _first_bad_step(out, i, steps_per_chunk)
+                    where = (
+                        f"at step {step}" if step is not None
+                        else f"during steps {i * steps_per_chunk}-{(i + 1) * steps_per_chunk - 1}"
+                    )
+                    raise NonFiniteError(f"{desc or 'run'}: the state became NaN or infinite "
+                                         f"{where}; {hint}")
+                state = new_state
+                outputs.append(_fetch(out if select is None else select(i, out)))
+                done = i + 1
+                report.update(steps_per_chunk,
+                              None if metrics is None else metrics(i, outputs[-1]))
+                stop = callback is not None and callback(i, state, out)
+                if checkpoint is not None and (stop or done % checkpoint.every == 0
+                                               or done == num_chunks):
+                    _save(checkpoint, state, outputs, done, key, num_chunks)
+                if stop:
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+            warnings.warn(
+                f"{desc or 'run'} interrupted after {done * steps_per_chunk} steps; "
+                "returning what was computed so far",
+                stacklevel=2,
+            )
+        report.finish(interrupted=interrupted)
+    return RunResult(state, outputs, done, interrupted, report.seconds)
+
+
+def latest_epoch(chunk_index: int, rows: dict) -> dict:
+    """Progress metrics of epoch-based training, from a chunk's history ``rows`` (name →
+    ``(epochs, members)``, with a boolean ``"ran"``): the epoch count and every value of
+    the chunk's last epoch run (``loss``, ``val_loss``, ...), averaged over members."""
+    ran = np.asarray(rows["ran"]).any(axis=1)
+    if not ran.any():
+        return {}
+    last = int(np.flatnonzero(ran)[-1])
+    return {"epoch": chunk_index * len(ran) + last + 1} | {
+        k: float(np.mean(v[last])) for k, v in rows.items() if k != "ran"}
 
 
 def thinned_steps(num_warmup: int, num_samples: int, thinning: int) -> np.ndarray:
@@ -253,6 +273,8 @@ def sample_chains(
     progress: bool | None = None,
     checkpoint: Checkpoint | None = None,
     hint: str = "try a smaller step size",
+    cache_key: Hashable | None = None,
+    metrics: Callable[[int, Any], Mapping] | None = None,
 ) -> Samples:
     """Run every chain for ``len(keep)`` steps and keep the draws at the steps ``keep`` marks.
 
@@ -283,6 +305,15 @@ def sample_chains(
         with a leading chain axis. The step's ``info`` is kept alongside.
     desc, progress, checkpoint, hint
         As for :func:`run_chunks`; ``desc`` names the method in messages.
+    cache_key
+        As for :func:`run_chunks`, for what ``step_fn`` and ``store`` close over; the
+        shapes of a step's info are kept with the program, so a run that reuses it traces
+        nothing.
+    metrics
+        ``metrics(t, infos) -> {name: value}`` after the chunk that ends at step ``t``,
+        from the infos of its kept steps (on the host, leading ``(draw, chain)`` axes):
+        shown with the progress after the draws kept so far (``step_size``, a running
+        log-likelihood).
 
     Returns
     -------
@@ -297,10 +328,12 @@ def sample_chains(
     """
     keep = np.asarray(keep, bool)
     state = shard_chains(state)
+    if cache_key is not None:
+        cache_key = (cache_key, getattr(step_fn, "__code__", step_fn),
+                     getattr(store, "__code__", store))
     # jitted, so that the shape probe's trace is the one the chunk reuses (traced once)
     step_fn = jax.jit(step_fn)
-    info_like = jax.eval_shape(step_fn, key, state, np.int32(0), *args)[1]
-    kept_like = (jax.eval_shape(store, state), info_like)
+    kept_like = kept_shapes(step_fn, store, state, key, args, cache_key)
     steps = _steps_per_chunk(keep, sum(a.size * a.dtype.itemsize
                                        for a in jax.tree.leaves(kept_like)))
     num_chunks = -(-len(keep) // steps)
@@ -327,11 +360,18 @@ def sample_chains(
             body, (state, buffer, jnp.int32(0)), (ts, jax.random.split(key, steps)))
         return state, (bad if trace else buffer)
 
+    total = int(kept_per_chunk.sum())
+
+    def shown(i, out):
+        kept = {"draws": f"{int(kept_per_chunk[: i + 1].sum())}/{total}"}
+        return kept if metrics is None else kept | dict(metrics((i + 1) * steps - 1, out[1]))
+
     res = run_chunks(
         chunk, state, key, num_chunks, jnp.asarray(keep), *args, steps_per_chunk=steps,
         desc=desc, progress=progress, checkpoint=checkpoint, hint=hint,
         select=lambda i, out: _first_rows(out, kept_per_chunk[i]),
-        locate=partial(chunk, trace=True),
+        locate=partial(chunk, trace=True), metrics=shown,
+        cache_key=None if cache_key is None else (cache_key, slots),
     )
     if not any(kept_per_chunk[: res.num_chunks_done]):
         raise RuntimeError(f"{desc} was interrupted before its first draw")

@@ -30,7 +30,8 @@ from bayesnn.data import (
     validation_split,
 )
 from bayesnn.inference.base import check_positive
-from bayesnn.inference.driver import run_chunks, scan_minibatches
+from bayesnn.inference.driver import latest_epoch, run_chunks, scan_minibatches
+from bayesnn.inference.programs import program_key
 from bayesnn.inference.sharding import shard_chains
 from bayesnn.posterior import Posterior
 from bayesnn.tree import save_tree
@@ -292,6 +293,7 @@ def train_members(
         chunk, shard_chains(jax.vmap(init)(positions)), keys[0], -(-method.epochs // per_chunk),
         x, y, val, keys, steps_per_chunk=per_chunk * steps, callback=after_chunk, desc=desc,
         progress=progress, checkpoint=checkpoint, hint="try a smaller learning_rate",
+        cache_key=program_key(method, model), metrics=latest_epoch,
     )
     names = _history_names(model, val) + ["ran"]
     rows = (

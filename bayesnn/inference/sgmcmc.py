@@ -40,6 +40,7 @@ from bayesnn.inference.driver import SamplingAlgorithm, sample_chains, thinned_s
 from bayesnn.inference.hyper import NOISE, Hierarchical, gibbs_hyper_update
 from bayesnn.inference.init import check_init, initial_positions
 from bayesnn.inference.map import MAP
+from bayesnn.inference.programs import program_key
 from bayesnn.inference.schedules import Constant, Cyclical
 from bayesnn.inference.sharding import data_mesh, num_chain_devices, shard_rows
 from bayesnn.posterior import Posterior
@@ -245,6 +246,8 @@ class SGMCMC(abc.ABC):
             step, _Chain(jax.vmap(kernel.init)(positions), epoch, precisions), k_run,
             self.kept_steps(), x, y, store=lambda c: (c.kernel.position, c.precisions),
             desc=name, progress=progress, checkpoint=checkpoint, hint="try a smaller step_size",
+            cache_key=program_key(self, model, rows),
+            metrics=lambda t, _: {"step_size": self.step_size * float(schedule(t))},
         )
         draws, precisions = res.draws
         step_sizes = self.step_size * np.asarray(schedule(res.kept_steps), np.float64)

@@ -52,6 +52,7 @@ from bayesnn.inference.base import check_positive, classic_threefry
 from bayesnn.inference.driver import run_chunks, scan_minibatches
 from bayesnn.inference.init import check_init, initial_positions
 from bayesnn.inference.map import MAP, make_optimizer
+from bayesnn.inference.programs import program_key
 from bayesnn.posterior import Posterior
 from bayesnn.validation import LearningRate, Optimizer, check_types, config
 
@@ -268,7 +269,10 @@ class GaussianVI(abc.ABC):
             _chunk_fn(epoch, steps, per_chunk, self.epochs), state, k_fit,
             -(-self.epochs // per_chunk), x, y, steps_per_chunk=per_chunk * steps,
             desc=type(self).__name__, progress=progress, checkpoint=checkpoint,
-            hint="try a smaller learning_rate",
+            hint="try a smaller learning_rate", cache_key=program_key(self, model),
+            metrics=lambda i, out: {  # the chunk's last epoch run: its mean loss
+                "epoch": (e := min((i + 1) * per_chunk, self.epochs)),
+                "loss": float(np.mean(out[(e - 1 - i * per_chunk) * steps:][:steps]))},
         )
         params = svi.get_params(result.state)
         draws = _draw(model, guide, self.num_samples, k_draws, params)
