@@ -42,7 +42,7 @@ PROBLEM = textwrap.dedent(
 RUN = PROBLEM + textwrap.dedent(
     """
     import sys
-    post = bnn.fit(model, (x, y), method, key=7, checkpoint=sys.argv[1], progress=False)
+    post = bnn.fit(model, (x, y), method, key=7, checkpoint=sys.argv[1])
     if len(sys.argv) > 2:
         post.save(sys.argv[2])
     """
