@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from bayesnn.inference.base import check_positive
 from bayesnn.inference.diffusions import preconditioned_langevin
 from bayesnn.inference.driver import EmptyInfo, SamplingAlgorithm
+from bayesnn.inference.sgld import STEP_CURVATURE
 from bayesnn.inference.sgmcmc import SGMCMC
 
 __all__ = ["PSGLD", "PSGLDState", "psgld"]
@@ -63,10 +64,20 @@ class PSGLD(SGMCMC):
     Bayesian linear regression that mixes within ~50 steps, ``alpha = 0.99`` inflates the
     posterior variance by 10–30% while ``alpha = 0.999`` is within a few percent.
 
+    ``V`` starts at ``mean_k (ĝ_k / N)²`` over the whole minibatches ``k`` of the first
+    :func:`~bayesnn.inference.step_size.curvature_rows` rows at the chain's start (the
+    paper's 0 would make ``G = 1/λ`` at the first steps, far from the preconditioner the
+    average settles to).
+
     Parameters
     ----------
-    step_size : float
-        ε of Li et al.: the drift is ``(ε/2) G ĝ`` and the noise ``N(0, T ε G)``.
+    step_size : float or None
+        ε of Li et al.: the drift is ``(ε/2) G ĝ`` and the noise ``N(0, T ε G)``. None
+        (the default): ``ε = 0.2 / λ_max(G^½ H G^½)`` per chain, SGLD's rule
+        (:class:`~bayesnn.SGLD`) on the preconditioned curvature, which is what the
+        preconditioned step sees (:func:`~bayesnn.inference.step_size.
+        preconditioned_curvature`), with ``G`` from the starting ``V`` and again from the
+        ``V`` at the end of warm-up.
     alpha : float
         Decay of the running average of squared gradients, in (0, 1).
     eps : float
@@ -92,3 +103,14 @@ class PSGLD(SGMCMC):
 
     def kernel(self, data_size: int) -> SamplingAlgorithm:
         return psgld(data_size, self.alpha, self.eps)
+
+    def stable_step_size(self, curvature):
+        return STEP_CURVATURE / curvature
+
+    def preconditioner(self, state: PSGLDState):
+        return jax.tree.map(lambda v: 1 / (self.eps + jnp.sqrt(v)), state.square_avg)
+
+    def start_state(self, kernel, position, minibatch_grads, data_size):
+        square = jax.tree.map(lambda g: jnp.mean((g / data_size) ** 2, axis=0),
+                              minibatch_grads())
+        return kernel.init(position)._replace(square_avg=square)

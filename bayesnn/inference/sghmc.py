@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from bayesnn.inference.diffusions import sghmc_dynamics
 from bayesnn.inference.driver import EmptyInfo, SamplingAlgorithm
+from bayesnn.inference.sgld import STEP_CURVATURE
 from bayesnn.inference.sgmcmc import SGMCMC
 
 __all__ = ["SGHMC", "SGHMCState", "sghmc"]
@@ -53,10 +54,20 @@ class SGHMC(SGMCMC):
     See :func:`sghmc`: SGD with momentum ``1 - alpha`` and learning rate ``step_size``,
     plus noise that leaves the posterior invariant.
 
+    On a Gaussian target of precision λ the step (:func:`~bayesnn.inference.diffusions.
+    sghmc_dynamics`) is a linear AR(2) recursion, stable while ``η λ < 2 (2 − α)``, whose
+    stationary variance is exactly ``1 / (λ (1 − η λ / (2 (2 − α))))`` (the Lyapunov
+    equation of the recursion; with ``α = 1`` it is SGLD's ``1 / (λ (1 − ε λ / 4))`` at
+    ``ε = 2 η``).
+
     Parameters
     ----------
-    step_size : float
-        η, the learning rate of Chen et al. (ε² in Hamiltonian units).
+    step_size : float or None
+        η, the learning rate of Chen et al. (ε² in Hamiltonian units). None (the default):
+        ``η = 0.2 (2 − α) / (2 λ_max)`` per chain, which gives the variance excess of
+        :class:`~bayesnn.SGLD`'s rule (``η λ_max / (2 (2 − α)) = 0.05``, about 5% along the
+        stiffest direction) and is 20 times below the stability bound; ``λ_max`` as for
+        :class:`~bayesnn.SGLD`.
     alpha : float
         Friction: the momentum decays by the factor ``1 - alpha`` per step, in (0, 1].
         ``alpha = 1`` is SGLD with ``ε = 2 η``.
@@ -79,3 +90,6 @@ class SGHMC(SGMCMC):
 
     def kernel(self, data_size: int) -> SamplingAlgorithm:
         return sghmc(self.alpha)
+
+    def stable_step_size(self, curvature):
+        return STEP_CURVATURE * (2 - self.alpha) / (2 * curvature)
