@@ -64,10 +64,12 @@ class PSGLD(SGMCMC):
     Bayesian linear regression that mixes within ~50 steps, ``alpha = 0.99`` inflates the
     posterior variance by 10–30% while ``alpha = 0.999`` is within a few percent.
 
-    ``V`` starts at ``mean_k (ĝ_k / N)²`` over the whole minibatches ``k`` of the first
-    :func:`~bayesnn.inference.step_size.curvature_rows` rows at the chain's start (the
-    paper's 0 would make ``G = 1/λ`` at the first steps, far from the preconditioner the
-    average settles to).
+    ``V`` starts at the variance of ``ḡ = ĝ_k / N`` over the whole minibatches ``k`` of
+    the first :func:`~bayesnn.inference.step_size.curvature_rows` rows at the chain's start
+    (``ḡ²`` where they make one minibatch): the level the average settles to near a mode,
+    where the gradient noise dominates ``E[ḡ²]``. The paper's 0 makes ``G = 1/λ`` at the
+    first steps, and a start at ``E[ḡ²]`` far from a mode makes ``G`` tiny for
+    ``~1/(1 − α)`` steps.
 
     Parameters
     ----------
@@ -111,6 +113,9 @@ class PSGLD(SGMCMC):
         return jax.tree.map(lambda v: 1 / (self.eps + jnp.sqrt(v)), state.square_avg)
 
     def start_state(self, kernel, position, minibatch_grads, data_size):
-        square = jax.tree.map(lambda g: jnp.mean((g / data_size) ** 2, axis=0),
-                              minibatch_grads())
-        return kernel.init(position)._replace(square_avg=square)
+        def noise(g):  # the variance of ḡ over minibatches; ḡ² with a single one
+            g = g / data_size
+            return jnp.var(g, axis=0, ddof=1) if g.shape[0] > 1 else g[0] ** 2
+
+        return kernel.init(position)._replace(
+            square_avg=jax.tree.map(noise, minibatch_grads()))
