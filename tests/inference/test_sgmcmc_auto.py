@@ -39,14 +39,14 @@ def test_the_chosen_step_size_follows_the_curvature_over_orders_of_magnitude(met
     config = method(num_samples=20, num_warmup=100, thinning=5, init="random", batch_size=25)
     post = bnn.fit(model, data, config, key=0)
     eps = post.info["step_size"]
-    # the curvature rows are all 100 rows and the Hessian is constant: λ_max is exact
-    np.testing.assert_allclose(post.info["curvature"]["start"], lam_max, rtol=2e-3)
+    # The curvature rows are all 100 rows and the Hessian is constant; with s = 1 the
+    # three eigenvalues are within 15% of each other, so power iteration stops between them.
+    np.testing.assert_allclose(post.info["curvature"]["start"], lam_max, rtol=0.02)
     product = eps * lam_max
-    if method is SGLD:
-        np.testing.assert_allclose(product, STEP_CURVATURE, rtol=5e-3)  # ε λ < 4 is stable
-    else:  # η λ < 2 (2 − α) is stable; the rule keeps η λ / (2 (2 − α)) = 0.05
-        np.testing.assert_allclose(product / (2 * (2 - config.alpha)), STEP_CURVATURE / 4,
-                                   rtol=5e-3)
+    if method is SGLD:  # stable for ε λ < 4
+        np.testing.assert_allclose(product, STEP_CURVATURE, rtol=0.02)
+    else:  # stable for η λ < 2 (2 − α); the rule sets η λ / (2 α) = SGLD's ε λ / 4
+        np.testing.assert_allclose(product / (2 * config.alpha), STEP_CURVATURE / 4, rtol=0.02)
     assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(post.draws))
 
 
@@ -57,12 +57,12 @@ def test_the_defaults_recover_the_linear_regression_posterior(method):
     config = method(batch_size=25, num_warmup=500, num_samples=500, thinning=25)
     post = bnn.fit(model, data, config, key=0)
     eps = post.info["step_size"].max()
-    # Euler and minibatch excess of the variance, as in test_sgmcmc: (ελ/4) N/b for SGLD;
-    # SGHMC's η λ / (2 (2 − α)) is the same Euler excess, its minibatch noise no larger.
-    euler = eps * lam_max / 4 if method is SGLD else eps * lam_max / (2 * (2 - config.alpha))
+    # Euler and minibatch excess of the variance, as in test_sgmcmc: (ελ/4) N/b for SGLD,
+    # (ηλ/(2α)) N/b for SGHMC (its Euler excess ηλ/(2(2 − α)) is smaller still).
+    excess = eps * lam_max / 4 if method is SGLD else eps * lam_max / (2 * config.alpha)
     samples = linear_weights(post.draws)
     assert samples.shape == (4, 500, 3)
-    assert_gaussian_matches(samples, mean, cov, min_ess=300, var_bias=euler * 100 / 25)
+    assert_gaussian_matches(samples, mean, cov, min_ess=300, var_bias=excess * 100 / 25)
     assert post.info["diagnostics"]["rhat"] < 1.05
 
 
