@@ -18,6 +18,12 @@ fresh shuffle of the data for each chain and epoch drawn inside the jitted scan,
 ``num_warmup`` burn-in steps, then one draw every ``thinning`` steps (:meth:`SGMCMC.
 kept_steps`). With ``hyper``, a hierarchical prior's precisions are part of each chain's
 state and are redrawn by Gibbs sampling once per epoch (Neal 1996; Chen et al. 2014, §4).
+Each chain carries its own step size in its state. Left at None, it is chosen from the
+curvature (:mod:`~bayesnn.inference.step_size`; each method's :meth:`SGMCMC.
+stable_step_size`), and warm-up and sampling are two driver runs, so that the curvature
+can be measured again between them; a run fails over to half the step size while it is
+warming up, and the draws are checked afterwards
+(:mod:`~bayesnn.inference.diagnostics`).
 """
 
 from __future__ import annotations
