@@ -100,7 +100,8 @@ def _backing_off(name: str, attempt: Callable, step_sizes, in_warmup: Callable, 
     """``attempt(step_sizes)``; while it fails during warm-up (``in_warmup(error)``), warn
     and try again with half the step sizes, at most :data:`MAX_BACKOFFS` times. A
     checkpoint of the failed attempt is removed, as it holds the old step size."""
-    for tries in range(MAX_BACKOFFS + 1):
+    tries = 0
+    while True:
         try:
             return attempt(step_sizes)
         except NonFiniteError as err:
@@ -109,16 +110,15 @@ def _backing_off(name: str, attempt: Callable, step_sizes, in_warmup: Callable, 
             if tries == MAX_BACKOFFS:
                 raise NonFiniteError(f"{err} (warm-up was restarted {MAX_BACKOFFS} times, "
                                      "the step size halved each time)") from err
-            if checkpoint is not None:
-                Path(checkpoint.path).unlink(missing_ok=True)
-            old = float(jnp.max(step_sizes))
-            warnings.warn(
-                f"{name}: the state became NaN or infinite during warm-up; restarting warm-up "
-                f"from the start with half the step size ({old:.3g} -> {old / 2:.3g})",
-                UserWarning, stacklevel=4,
-            )
-            step_sizes = step_sizes / 2
-    raise AssertionError("unreachable")
+        if checkpoint is not None:
+            Path(checkpoint.path).unlink(missing_ok=True)
+        old = float(jnp.max(step_sizes))
+        warnings.warn(
+            f"{name}: the state became NaN or infinite during warm-up; restarting warm-up "
+            f"from the start with half the step size ({old:.3g} -> {old / 2:.3g})",
+            UserWarning, stacklevel=4,
+        )
+        step_sizes, tries = step_sizes / 2, tries + 1
 
 
 def _drift_warnings(name: str, model: BNN, start, end, probe: Batch, y, data_size: int) -> None:
