@@ -7,12 +7,13 @@ import jax.numpy as jnp
 
 from bayesnn.bnn import BNN
 from bayesnn.data import Dataset
-from bayesnn.inference.map import MAP
+from bayesnn.inference.ensemble import member_keys
+from bayesnn.inference.map import MAP, train_members
 from bayesnn.tree import flatten_paths, unflatten_paths
 
 __all__ = ["INITS", "check_init", "initial_positions"]
 
-INITS = ("network", "random", "prior", "map")
+INITS = ("network", "random", "prior", "map", "ensemble")
 
 
 def check_init(init, allowed: tuple[str, ...] = INITS) -> None:
@@ -29,16 +30,30 @@ def initial_positions(key, model: BNN, data: Dataset, init, num_chains: int, *, 
     ``"network"``: the network's own weights for every chain; ``"random"``: a fresh
     :meth:`~bayesnn.BNN.init_params` per chain; ``"prior"``: a draw from the prior per chain
     (likelihood parameters from their priors); ``"map"`` or a :class:`MAP` config: every
-    chain at the weights of one MAP fit (``"map"`` uses ``MAP()``). Weights without a prior
+    chain at the weights of one MAP fit (``"map"`` uses ``MAP()``); ``"ensemble"``: each
+    chain at its own ``MAP()`` fit from its own :meth:`~bayesnn.BNN.init_params`, trained in
+    parallel as the members of a :class:`~bayesnn.Ensemble` (deep-ensemble initialisation:
+    Sommer et al. 2024, 2025), so that the chains start in different modes and R̂ across
+    them means something. Weights without a prior
     (a :class:`~bayesnn.priors.PerParameter` prior without a default) keep the network's
     values under ``"random"`` and ``"prior"``: they are not sampled.
 
     Returns
     -------
     positions, map_info
-        ``map_info`` is the MAP fit's ``info``, or None without one.
+        ``map_info`` is the MAP fit's ``info``, or None without one; for ``"ensemble"``
+    ``best_epoch`` and ``epochs_run`` per chain and ``seconds``.
+
+    References
+    ----------
+    Sommer, E. et al. (2024). Connecting the dots: is mode-connectedness the key to
+    feasible sample-based inference in Bayesian neural networks? *ICML*.
+    Sommer, E. et al. (2025). Microcanonical Langevin ensembles: advancing the sampling of
+    Bayesian neural networks. *ICLR*.
     """
     check_init(init)
+    if init == "ensemble":
+        return _ensemble(key, model, data, num_chains, progress)
     if init in ("random", "prior"):
         draw = model.init_params if init == "random" else _prior_draw(model)
         fresh = jax.vmap(draw)(jax.random.split(key, num_chains))
@@ -51,6 +66,20 @@ def initial_positions(key, model: BNN, data: Dataset, init, num_chains: int, *, 
         fitted = (MAP() if init == "map" else init).run(model, data, key, progress=progress)
         position, map_info = fitted.point(), fitted.info
     return _broadcast(position, num_chains), map_info
+
+
+def _ensemble(key, model: BNN, data: Dataset, num_chains: int, progress):
+    """Each chain's own MAP fit from its own initialisation, trained in parallel."""
+    init_keys, train_keys = member_keys(key, num_chains)
+    method = MAP()
+    fitted = train_members(method, model, data, train_keys,
+                           jax.vmap(model.init_params)(init_keys), desc="ensemble init",
+                           progress=progress)
+    state, tracker = fitted.carry
+    position = tracker.best_position if method.save_best_only else state.position
+    info = {"best_epoch": jax.device_get(tracker.best_epoch),
+            "epochs_run": jax.device_get(tracker.epoch), "seconds": fitted.seconds}
+    return position, info
 
 
 def _broadcast(position, n: int):

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from bayesnn.inference.base import check_positive
 from bayesnn.inference.diffusions import preconditioned_langevin
 from bayesnn.inference.driver import EmptyInfo, SamplingAlgorithm
+from bayesnn.inference.sgld import STEP_CURVATURE
 from bayesnn.inference.sgmcmc import SGMCMC
 from bayesnn.validation import check_range, config
 
@@ -65,10 +66,22 @@ class PSGLD(SGMCMC):
     Bayesian linear regression that mixes within ~50 steps, ``alpha = 0.99`` inflates the
     posterior variance by 10–30% while ``alpha = 0.999`` is within a few percent.
 
+    ``V`` starts at the variance of ``ḡ = ĝ_k / N`` over the whole minibatches ``k`` of
+    the first :func:`~bayesnn.inference.step_size.curvature_rows` rows at the chain's start
+    (``ḡ²`` where they make one minibatch): the level the average settles to near a mode,
+    where the gradient noise dominates ``E[ḡ²]``. The paper's 0 makes ``G = 1/λ`` at the
+    first steps, and a start at ``E[ḡ²]`` far from a mode makes ``G`` tiny for
+    ``~1/(1 − α)`` steps.
+
     Parameters
     ----------
-    step_size : float
-        ε of Li et al.: the drift is ``(ε/2) G ĝ`` and the noise ``N(0, T ε G)``.
+    step_size : float or None
+        ε of Li et al.: the drift is ``(ε/2) G ĝ`` and the noise ``N(0, T ε G)``. None
+        (the default): ``ε = 0.2 / λ_max(G^½ H G^½)`` per chain, SGLD's rule
+        (:class:`~bayesnn.SGLD`) on the preconditioned curvature, which is what the
+        preconditioned step sees (:func:`~bayesnn.inference.step_size.
+        preconditioned_curvature`), with ``G`` from the starting ``V`` and again from the
+        ``V`` at the end of warm-up.
     alpha : float
         Decay of the running average of squared gradients, in (0, 1).
     eps : float
@@ -93,3 +106,17 @@ class PSGLD(SGMCMC):
 
     def kernel(self, data_size: int) -> SamplingAlgorithm:
         return psgld(data_size, self.alpha, self.eps)
+
+    def stable_step_size(self, curvature):
+        return STEP_CURVATURE / curvature
+
+    def preconditioner(self, state: PSGLDState):
+        return jax.tree.map(lambda v: 1 / (self.eps + jnp.sqrt(v)), state.square_avg)
+
+    def start_state(self, kernel, position, minibatch_grads, data_size):
+        def noise(g):  # the variance of ḡ over minibatches; ḡ² with a single one
+            g = g / data_size
+            return jnp.var(g, axis=0, ddof=1) if g.shape[0] > 1 else g[0] ** 2
+
+        return kernel.init(position)._replace(
+            square_avg=jax.tree.map(noise, minibatch_grads()))

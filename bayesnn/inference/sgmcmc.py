@@ -18,14 +18,23 @@ fresh shuffle of the data for each chain and epoch drawn inside the jitted scan,
 ``num_warmup`` burn-in steps, then one draw every ``thinning`` steps (:meth:`SGMCMC.
 kept_steps`). With ``hyper``, a hierarchical prior's precisions are part of each chain's
 state and are redrawn by Gibbs sampling once per epoch (Neal 1996; Chen et al. 2014, §4).
+Each chain carries its own step size in its state. Left at None, it is chosen from the
+curvature (:mod:`~bayesnn.inference.step_size`; each method's :meth:`SGMCMC.
+stable_step_size`), and warm-up and sampling are two driver runs, so that the curvature
+can be measured again between them; a run fails over to half the step size while it is
+warming up, and the draws are checked afterwards
+(:mod:`~bayesnn.inference.diagnostics`).
 """
 
 from __future__ import annotations
 
 import abc
+import re
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -36,24 +45,31 @@ from bayesnn.bnn import BNN, Batch
 from bayesnn.data import Augment, Dataset, augment_batch, check_batch_size, num_batches
 from bayesnn.data.batching import next_batch
 from bayesnn.inference.base import check_chain_args, check_positive
-from bayesnn.inference.driver import SamplingAlgorithm, sample_chains, thinned_steps
+from bayesnn.inference.diagnostics import prediction_diagnostics
+from bayesnn.inference.driver import NonFiniteError, SamplingAlgorithm, sample_chains, thinned_steps
 from bayesnn.inference.hyper import NOISE, Hierarchical, gibbs_hyper_update
 from bayesnn.inference.init import check_init, initial_positions
 from bayesnn.inference.map import MAP
 from bayesnn.inference.programs import program_key
 from bayesnn.inference.schedules import Constant, Cyclical
 from bayesnn.inference.sharding import data_mesh, num_chain_devices, shard_rows
+from bayesnn.inference.step_size import curvature_rows, preconditioned_curvature
 from bayesnn.posterior import Posterior
 from bayesnn.tree import flatten_paths
 from bayesnn.validation import check_range, config
 
-__all__ = ["SGMCMC"]
+__all__ = ["MAX_BACKOFFS", "MIN_THINNING", "MIN_WARMUP", "SGMCMC", "WARMUP_EPOCHS"]
+
+MAX_BACKOFFS = 5  # warm-up restarts, each with half the step size, before giving up
+WARMUP_EPOCHS, MIN_WARMUP = 10, 1000  # num_warmup=None: 10 epochs, at least 1000 steps
+MIN_THINNING = 10  # thinning=None: one epoch's steps, at least 10
 
 
 class _Chain(NamedTuple):
     kernel: Any  # the kernel's state
     epoch: Any  # this epoch's minibatch indices (num_batches, batch_size); () for full batch
     precisions: Any  # {group: τ} of a hierarchical prior; {} without one
+    step_size: Any  # this chain's step size, before the schedule's factor
 
 
 def _hyper_step(key, hier: Hierarchical, model: BNN, old, new, precisions, epoch_end, data):
@@ -76,6 +92,70 @@ def _hyper_step(key, hier: Hierarchical, model: BNN, old, new, precisions, epoch
     return jax.lax.cond(epoch_end, update, lambda: (new, precisions))
 
 
+def _failed_step(err: NonFiniteError) -> int | None:
+    """The step a :class:`NonFiniteError` of the driver names (its first, for a range)."""
+    found = re.search(r"at step (\d+)|during steps (\d+)-", str(err))
+    return None if found is None else int(found.group(1) or found.group(2))
+
+
+def _backing_off(name: str, attempt: Callable, step_sizes, in_warmup: Callable, checkpoint):
+    """``attempt(step_sizes)``; while it fails during warm-up (``in_warmup(error)``), warn
+    and try again with half the step sizes, at most :data:`MAX_BACKOFFS` times. A
+    checkpoint of the failed attempt is removed, as it holds the old step size."""
+    tries = 0
+    while True:
+        try:
+            return attempt(step_sizes)
+        except NonFiniteError as err:
+            if not in_warmup(err):
+                raise
+            if tries == MAX_BACKOFFS:
+                raise NonFiniteError(f"{err} (warm-up was restarted {MAX_BACKOFFS} times, "
+                                     "the step size halved each time)") from err
+        if checkpoint is not None:
+            Path(checkpoint.path).unlink(missing_ok=True)
+        old = float(jnp.max(step_sizes))
+        warnings.warn(
+            f"{name}: the state became NaN or infinite during warm-up; restarting warm-up "
+            f"from the start with half the step size ({old:.3g} -> {old / 2:.3g})",
+            UserWarning, stacklevel=4,
+        )
+        step_sizes, tries = step_sizes / 2, tries + 1
+
+
+def _drift_warnings(name: str, model: BNN, start, end, probe: Batch, y, data_size: int) -> None:
+    """Warn, naming the chains, where the mean log-likelihood per example on ``probe`` fell
+    by more than ``2 + p / (2N)`` nats from ``start`` to ``end`` (the positions of every
+    chain; a Gaussian posterior's typical set lies ``p / 2`` nats in all below its mode, for
+    ``p`` parameters), or where a learned Gaussian noise std ``lik/log_scale`` exceeds the
+    standard deviation of the training targets (the network then explains nothing)."""
+    def mean_loglik(position):
+        return jnp.mean(model.log_prob_per_example(position, probe.x, probe.y))
+
+    before, after = (np.asarray(jax.jit(jax.vmap(mean_loglik))(p)) for p in (start, end))
+    num_params = sum(np.size(a) for a in jax.tree.leaves(start)) // len(before)
+    limit = 2 + num_params / (2 * data_size)
+    fell = np.flatnonzero(~(before - after <= limit))
+    if fell.size:
+        warnings.warn(
+            f"{name}: chain(s) {fell.tolist()}: the mean log-likelihood per training example "
+            f"fell from {before[fell].round(3).tolist()} at the start to "
+            f"{after[fell].round(3).tolist()}, by more than {limit:.3g} nats; the sampler may "
+            "be unstable at this step size", UserWarning, stacklevel=4,
+        )
+    if "log_scale" in end["lik"]:
+        scale = np.exp(np.asarray(end["lik"]["log_scale"], np.float64))
+        scale = scale.reshape(len(before), -1).max(axis=1)
+        target = float(np.max(np.std(np.asarray(y, np.float64), axis=0)))
+        away = np.flatnonzero(~(scale <= target))
+        if away.size:
+            warnings.warn(
+                f"{name}: chain(s) {away.tolist()}: the noise scale lik/log_scale ran away to "
+                f"{scale[away].round(4).tolist()}, above the standard deviation of the training "
+                f"targets ({target:.4g})", UserWarning, stacklevel=4,
+            )
+
+
 @config
 @dataclass(frozen=True)
 class SGMCMC(abc.ABC):
@@ -83,20 +163,30 @@ class SGMCMC(abc.ABC):
 
     Parameters
     ----------
-    step_size : float
-        The kernel's step size (see each method).
+    step_size : float or None
+        The kernel's step size (see each method). None (the default) chooses it per chain
+        from the problem: from the largest curvature ``λ_max`` of the minibatch-scaled
+        ``−log p(θ | D)`` (:func:`~bayesnn.inference.step_size.preconditioned_curvature`,
+        power iteration on Hessian-vector products) on the first
+        :func:`~bayesnn.inference.step_size.curvature_rows` rows of the data, at the
+        chains' starting points, by each method's stability rule (its
+        :meth:`stable_step_size`); at the end of warm-up the curvature is measured again
+        and the sampling phase runs with the smaller of the two step sizes.
     batch_size : int or None
         Minibatch size; None uses all the data at every step. Each chain draws a fresh
         shuffle of the data for every epoch; a partial last batch is masked.
     num_samples : int
         Draws kept per chain (after thinning).
-    num_warmup : int
-        Burn-in steps, discarded.
-    thinning : int
-        Keep one draw every ``thinning`` steps (steps, not epochs).
+    num_warmup : int or None
+        Burn-in steps, discarded. None: :data:`WARMUP_EPOCHS` (10) epochs of the data, at
+        least :data:`MIN_WARMUP` (1000) steps.
+    thinning : int or None
+        Keep one draw every ``thinning`` steps (steps, not epochs). None: one draw per
+        epoch, at least every :data:`MIN_THINNING` (10) steps.
     num_chains : int
         Independent chains (vectorised with ``vmap``), each with its own noise and
-        minibatch order.
+        minibatch order. With 2 or more, R̂ and ESS of the predictions are checked after
+        the run (:func:`~bayesnn.inference.diagnostics.prediction_diagnostics`).
     temperature : float
         T, scales the injected noise variance: the chain targets ``p(θ | D)^(1/T)``
         (T < 1: a cold posterior, Wenzel et al. 2020; T = 0: stochastic optimisation).
@@ -105,11 +195,13 @@ class SGMCMC(abc.ABC):
         default constant. With :class:`~bayesnn.inference.schedules.Cyclical`, the
         exploration phase of each cycle injects no noise and draws are kept only in the
         sampling phase (Zhang et al. 2020).
-    init : {"random", "network", "prior", "map"} or MAP
-        Where chains start (:func:`~bayesnn.inference.init.initial_positions`): a fresh
-        :meth:`~bayesnn.BNN.init_params` per chain, the network's own weights (every
-        chain), a prior draw per chain, or the weights of one MAP fit (``"map"``:
-        ``MAP()``; or the given config), a common warm start for SG-MCMC.
+    init : {"ensemble", "random", "network", "prior", "map"} or MAP
+        Where chains start (:func:`~bayesnn.inference.init.initial_positions`); default
+        ``"ensemble"``: each chain at its own MAP fit from its own random initialisation
+        (deep-ensemble initialisation, Sommer et al. 2024). ``"random"``: a fresh
+        :meth:`~bayesnn.BNN.init_params` per chain; ``"network"``: the network's own
+        weights (every chain); ``"prior"``: a prior draw per chain; ``"map"`` (``MAP()``)
+        or a MAP config: every chain at the weights of one MAP fit.
     augment : bayesnn.data.Augment, optional
         Random image transformations of every minibatch (each step its own key). The chain
         then samples the posterior of the augmented-data likelihood, as is usual in
@@ -128,38 +220,68 @@ class SGMCMC(abc.ABC):
 
     Notes
     -----
+    **No silent failure.** When a state turns NaN or infinite during warm-up, warm-up
+    restarts from the starting points with half the step size, with a warning, at most
+    :data:`MAX_BACKOFFS` (5) times; after warm-up it is a
+    :class:`~bayesnn.NonFiniteError` naming the step. After the run a warning names any
+    chain whose mean log-likelihood per example (on the curvature rows) fell far below its
+    start, or whose learned noise std ``lik/log_scale`` exceeds the targets' standard
+    deviation, and, with several chains, a warning reports R̂ > 1.05 or ESS < 100 of the
+    predictions at 64 training inputs.
+
+    **Checkpoints.** With a chosen step size (``step_size=None``) warm-up and sampling are
+    two runs; the checkpoint is that of the sampling run, and resuming re-runs warm-up (the
+    same key gives the same warm-up, so the resumed draws are those of an uninterrupted
+    run). A given step size runs warm-up and sampling as one checkpointed run.
+
     :func:`~bayesnn.fit` returns a :class:`~bayesnn.Posterior` with draws of shape
     ``(num_chains, num_samples, ...)``; its ``info`` holds ``seconds``, ``interrupted``,
-    ``num_steps``, ``steps_per_chunk``, ``sample_stats`` (``step_size`` of each draw),
-    with ``hyper`` the precisions of each draw in ``hyperparameters`` (``{group: (chain,
-    draw)}``, as for :class:`~bayesnn.HierarchicalNUTS`) and, with a MAP start,
-    ``map_info``.
+    ``num_steps``, ``steps_per_chunk``, ``step_size`` (each chain's sampling step size,
+    before the schedule), ``sample_stats`` (``step_size`` of each draw), with a chosen step
+    size ``warmup_step_size`` and ``curvature`` (``start`` and ``warmup_end``, per chain),
+    with several chains ``diagnostics`` (``rhat``, ``ess``, ``num_rows``), with ``hyper``
+    the precisions of each draw in ``hyperparameters`` (``{group: (chain, draw)}``, as for
+    :class:`~bayesnn.HierarchicalNUTS`) and, with a MAP or ensemble start, ``map_info``.
+
+    References
+    ----------
+    Sommer, E., Wimmer, L., Papamarkou, T., Bothmann, L., Bischl, B. & Rügamer, D. (2024).
+    Connecting the dots: is mode-connectedness the key to feasible sample-based inference
+    in Bayesian neural networks? *ICML*.
+    Vehtari, A., Gelman, A., Simpson, D., Carpenter, B. & Bürkner, P.-C. (2021).
+    Rank-normalization, folding, and localization: an improved R̂. *Bayesian Analysis*.
     """
 
-    step_size: float
+    step_size: float | None = None
     batch_size: int | None = 32
     num_samples: int = 200
-    num_warmup: int = 1000
-    thinning: int = 10
-    num_chains: int = 1
+    num_warmup: int | None = None
+    thinning: int | None = None
+    num_chains: int = 4
     temperature: float = 1.0
     schedule: Callable | None = None
-    init: str | MAP = "random"
+    init: str | MAP = "ensemble"
     augment: Augment | None = None
     hyper: Hierarchical | None = None
 
     def __post_init__(self):
-        check_positive(step_size=self.step_size)
-        check_chain_args(num_samples=self.num_samples, num_warmup=self.num_warmup,
-                         num_chains=self.num_chains, thinning=self.thinning)
+        if self.step_size is not None:
+            check_positive(step_size=self.step_size)
+        check_chain_args(num_samples=self.num_samples, num_chains=self.num_chains,
+                         num_warmup=0 if self.num_warmup is None else self.num_warmup,
+                         thinning=1 if self.thinning is None else self.thinning)
         check_batch_size(self.batch_size, sys.maxsize)
         check_range("temperature", self.temperature, 0, closed="left")
         check_init(self.init)
+        if self.thinning is not None:
+            self._check_cycle(self.thinning)
+
+    def _check_cycle(self, thinning: int) -> None:
         if isinstance(self.schedule, Cyclical):
             sampling = self.schedule.cycle_length - self.schedule.exploration_steps
-            if sampling < self.thinning:
+            if sampling < thinning:
                 raise ValueError(
-                    f"thinning ({self.thinning}) exceeds the {sampling} sampling steps per "
+                    f"thinning ({thinning}) exceeds the {sampling} sampling steps per "
                     "cycle of the cyclical schedule: no cycle would yield a draw"
                 )
 
@@ -167,21 +289,56 @@ class SGMCMC(abc.ABC):
     def kernel(self, data_size: int) -> SamplingAlgorithm:
         """The method's kernel for a data set of ``data_size`` examples."""
 
-    def kept_steps(self) -> np.ndarray:
+    @abc.abstractmethod
+    def stable_step_size(self, curvature):
+        """The step size chosen for a largest curvature ``curvature`` (of the
+        preconditioned target, see :meth:`preconditioner`)."""
+
+    def preconditioner(self, state):
+        """The diagonal preconditioner ``G`` of a kernel state (a pytree like its
+        position), or None for ``G = 1``."""
+        return None
+
+    def start_state(self, kernel: SamplingAlgorithm, position, minibatch_grads: Callable,
+                    data_size: int):
+        """The kernel's state at ``position``; ``minibatch_grads()`` gives the gradients of
+        the minibatch-scaled log posterior on the whole minibatches of the curvature rows,
+        stacked (for kernels whose state estimates gradient moments)."""
+        return kernel.init(position)
+
+    def budget(self, data_size: int | None = None) -> tuple[int, int]:
+        """``(num_warmup, thinning)``, those left at None derived from ``data_size``:
+        warm-up :data:`WARMUP_EPOCHS` epochs but at least :data:`MIN_WARMUP` steps,
+        thinning one epoch's steps but at least :data:`MIN_THINNING`."""
+        if self.num_warmup is not None and self.thinning is not None:
+            return self.num_warmup, self.thinning
+        if data_size is None:
+            raise ValueError("num_warmup or thinning is None, so the run's length depends on "
+                             "the data: pass data_size")
+        epoch = num_batches(data_size, check_batch_size(self.batch_size, data_size))
+        warmup = self.num_warmup
+        warmup = max(WARMUP_EPOCHS * epoch, MIN_WARMUP) if warmup is None else warmup
+        thinning = max(epoch, MIN_THINNING) if self.thinning is None else self.thinning
+        return warmup, thinning
+
+    def kept_steps(self, data_size: int | None = None) -> np.ndarray:
         """Boolean mask over the steps of a run: True where the new position is a draw.
 
         After ``num_warmup`` steps, every ``thinning``-th step; with a :class:`Cyclical`
         schedule, every ``thinning``-th step of each cycle's sampling phase. The mask
         ends at the last kept step, so its length is the number of steps of the run.
+        ``data_size`` is needed when ``num_warmup`` or ``thinning`` is None
+        (:meth:`budget`).
         """
+        num_warmup, thinning = self.budget(data_size)
+        self._check_cycle(thinning)
         if not isinstance(self.schedule, Cyclical):
-            return thinned_steps(self.num_warmup, self.num_samples, self.thinning)
-        per_cycle = (self.schedule.cycle_length - self.schedule.exploration_steps) // (
-            self.thinning)
+            return thinned_steps(num_warmup, self.num_samples, thinning)
+        per_cycle = (self.schedule.cycle_length - self.schedule.exploration_steps) // thinning
         cycles = -(-self.num_samples // per_cycle) + 1  # + 1: warm-up may end mid-cycle
-        t = np.arange(self.num_warmup + cycles * self.schedule.cycle_length)
-        phase = np.where(t >= self.num_warmup, self.schedule.sampling_step(t), -1)
-        keep = (phase >= 0) & ((phase + 1) % self.thinning == 0)
+        t = np.arange(num_warmup + cycles * self.schedule.cycle_length)
+        phase = np.where(t >= num_warmup, self.schedule.sampling_step(t), -1)
+        keep = (phase >= 0) & ((phase + 1) % thinning == 0)
         return keep[: np.flatnonzero(keep)[self.num_samples - 1] + 1]
 
     def run(self, model: BNN, data: Dataset, key, *, progress=None, checkpoint=None) -> Posterior:
@@ -198,6 +355,8 @@ class SGMCMC(abc.ABC):
         x, y = jnp.asarray(data.x), jnp.asarray(data.y)
         n = x.shape[0]
         b = check_batch_size(self.batch_size, n)
+        keep = self.kept_steps(n)
+        num_warmup = self.budget(n)[0]
         rows = data_mesh(b, self.num_chains)
         epoch_len = num_batches(n, b)
         chains, kernel = self.num_chains, self.kernel(n)
@@ -223,47 +382,102 @@ class SGMCMC(abc.ABC):
             if hier is not None:
                 k_step, k_hyper = jax.random.split(k_step)
             grad = jax.grad(logdensity)(chain.kernel.position, batch, chain.precisions)
-            step_size = self.step_size * schedule(t)
+            step_size = chain.step_size * schedule(t)
             temperature = self.temperature * sampling(t)  # no noise while exploring
             state, info = kernel.step(k_step, chain.kernel, grad, step_size, temperature)
             precisions = chain.precisions
             if hier is not None:
                 state, precisions = _hyper_step(k_hyper, hier, model, chain.kernel, state,
                                                 precisions, (t + 1) % epoch_len == 0, (x, y))
-            return _Chain(state, epoch, precisions), info
+            return _Chain(state, epoch, precisions, chain.step_size), info
 
-        def step(key, chains_, t, x, y):
+        def step(key, chains_, t, x, y, t0):
             keys = jax.random.split(key, (chains, 2))
-            return jax.vmap(chain_step, (0, 0, None, None, None))(keys, chains_, t, x, y)
+            return jax.vmap(chain_step, (0, 0, None, None, None))(keys, chains_, t + t0, x, y)
 
-        k_init, k_run = jax.random.split(key)
+        def sample(start: _Chain, keep, t0: int, key, checkpoint):
+            return sample_chains(
+                step, start, key, keep, x, y, jnp.int32(t0),
+                store=lambda c: (c.kernel.position, c.precisions), desc=name,
+                progress=progress, checkpoint=checkpoint, hint="try a smaller step_size",
+                cache_key=program_key(self, model, rows),
+                metrics=None if self.step_size is None else
+                lambda t, _: {"step_size": self.step_size * float(schedule(t))},
+            )
+
+        m = curvature_rows(n, b)
+        probe = Batch(x[:m], y[:m])
+        whole = m // b  # whole minibatches among the curvature rows
+        batches = Batch(x[: whole * b].reshape(whole, b, *x.shape[1:]),
+                        y[: whole * b].reshape(whole, b, *y.shape[1:]))
+
+        def start_state(position, precisions):
+            grads = lambda: jax.vmap(  # noqa: E731
+                lambda bx, by: jax.grad(logdensity)(position, Batch(bx, by), precisions)
+            )(batches.x, batches.y)
+            return self.start_state(kernel, position, grads, n)
+
+        @jax.jit
+        def choose(key, states, precisions):
+            def one(k, state, tau):
+                lam = preconditioned_curvature(k, lambda p: logdensity(p, probe, tau),
+                                               state.position, self.preconditioner(state))
+                return self.stable_step_size(lam), lam
+
+            return jax.vmap(one)(jax.random.split(key, chains), states, precisions)
+
+        k_init, k_curve, k_warm, k_run = jax.random.split(key, 4)
         positions, map_info = initial_positions(
             k_init, model, data, self.init, chains, progress=progress
         )
-        epoch = () if b == n else jnp.zeros((chains, epoch_len, b), jnp.int32)
         positions, precisions = self._init_precisions(model, positions)
-        res = sample_chains(
-            step, _Chain(jax.vmap(kernel.init)(positions), epoch, precisions), k_run,
-            self.kept_steps(), x, y, store=lambda c: (c.kernel.position, c.precisions),
-            desc=name, progress=progress, checkpoint=checkpoint, hint="try a smaller step_size",
-            cache_key=program_key(self, model, rows),
-            metrics=lambda t, _: {"step_size": self.step_size * float(schedule(t))},
-        )
+        states = jax.jit(jax.vmap(start_state))(positions, precisions)
+        epoch = () if b == n else jnp.zeros((chains, epoch_len, b), jnp.int32)
+        info = {}
+        if self.step_size is None:
+            eps, lam = choose(jax.random.fold_in(k_curve, 0), states, precisions)
+            info["curvature"] = {"start": np.asarray(lam)}
+        else:
+            eps = jnp.full((chains,), self.step_size, jnp.result_type(float))
+        start = _Chain(states, epoch, precisions, eps)
+        if self.step_size is None and num_warmup > 0:
+            warm_keep = np.arange(num_warmup) == num_warmup - 1  # keeps only the last state
+            warm = _backing_off(name, lambda e: sample(start._replace(step_size=e), warm_keep,
+                                                       0, k_warm, None),
+                                eps, lambda err: True, None)
+            chain = warm.state
+            eps_new, lam = choose(jax.random.fold_in(k_curve, 1), chain.kernel, chain.precisions)
+            info["curvature"]["warmup_end"] = np.asarray(lam)
+            info["warmup_step_size"] = np.asarray(chain.step_size)
+            chain = chain._replace(step_size=jnp.minimum(chain.step_size, eps_new))
+            res = sample(chain, keep[num_warmup:], num_warmup, k_run, checkpoint)
+            offset, seconds = num_warmup, warm.seconds
+        else:
+            res = _backing_off(
+                name, lambda e: sample(start._replace(step_size=e), keep, 0, k_run, checkpoint),
+                eps, lambda err: (_failed_step(err) or 0) < num_warmup, checkpoint,
+            )
+            offset, seconds = 0, 0.0
         draws, precisions = res.draws
-        step_sizes = self.step_size * np.asarray(schedule(res.kept_steps), np.float64)
-        info = {
-            "seconds": res.seconds,
+        eps = np.asarray(res.state.step_size, np.float64)
+        factors = np.asarray(schedule(res.kept_steps + offset), np.float64)
+        info.update({
+            "seconds": seconds + res.seconds,
             "interrupted": res.interrupted,
-            "num_steps": res.num_steps,
+            "num_steps": offset + res.num_steps,
             "steps_per_chunk": res.steps_per_chunk,
             "num_devices": rows.size if rows is not None else num_chain_devices(res.state),
-            "sample_stats": {"step_size": np.broadcast_to(step_sizes,
-                                                          (chains, len(res.kept_steps)))},
-        }
+            "step_size": eps,
+            "sample_stats": {"step_size": eps[:, None] * np.broadcast_to(
+                factors, (len(res.kept_steps),))[None]},
+        })
         if hier is not None:
             info["hyperparameters"] = precisions
         if map_info is not None:
             info["map_info"] = map_info
+        _drift_warnings(name, model, positions, res.state.kernel.position, probe, y, n)
+        if chains >= 2 and len(res.kept_steps) >= 4:
+            info["diagnostics"] = prediction_diagnostics(model, draws, x, name)
         return Posterior(model, jax.tree.map(jnp.asarray, draws), self, info)
 
     def _init_precisions(self, model: BNN, positions):

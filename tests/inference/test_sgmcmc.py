@@ -162,7 +162,8 @@ def _fit(linear, method):
 # 4 chains x (1000 warm-up + 1000 draws x 25 steps); ESS ~ 600-900 for SGLD. On a Gaussian
 # target the drift is linear, so the stationary mean is exact: the discretisation and the
 # minibatch noise inflate the covariance only (var_bias).
-RUN = {"num_chains": 4, "num_warmup": 1000, "num_samples": 1000, "thinning": 25}
+RUN = {"num_chains": 4, "num_warmup": 1000, "num_samples": 1000, "thinning": 25,
+       "init": "random"}
 
 
 def test_full_batch_sgld_recovers_the_linear_regression_posterior(linear):
@@ -289,7 +290,7 @@ def gap():
 # 0.1), well inside SGLD's stability limit ε λ < 4 for every key (1e-3, ε λ ≈ 15 at the
 # start, diverged for some keys and CPUs).
 CYCLIC = SGLD(1e-5, batch_size=16, num_samples=6, num_warmup=5, thinning=3, num_chains=2,
-              schedule=Cyclical(cycle_length=20, exploration=0.5))
+              schedule=Cyclical(cycle_length=20, exploration=0.5), init="random")
 
 
 @pytest.fixture(scope="module")
@@ -379,7 +380,8 @@ def test_init_network_starts_every_chain_at_the_networks_weights(linear):
 
 def test_a_huge_step_size_names_the_step(gap):
     model, data = gap
-    method = SGLD(1e3, batch_size=None, num_samples=20, num_warmup=20)
+    method = SGLD(1e3, batch_size=None, num_samples=20, num_warmup=20, num_chains=1,
+                  init="random")
     with pytest.raises(bnn.NonFiniteError,
                        match=r"SGLD: .* at step [0-9]+; try a smaller step_size"):
         bnn.fit(model, data, method, key=0)

@@ -1,0 +1,75 @@
+"""Convergence checks that run after a sampler, on its draws: R̂ and ESS of predictions.
+
+Weight-space R̂ of a neural network says little (its posterior is symmetric under
+permutations of hidden units, so chains that agree on every prediction disagree on the
+weights); the network's outputs on a few training inputs are what the draws are used for,
+and they are cheap to evaluate. :func:`prediction_diagnostics` computes rank-normalised
+split-R̂ and bulk ESS of each output (Vehtari et al. 2021) and warns, naming the method,
+when the worst R̂ exceeds 1.05 or the smallest ESS is under 100, the thresholds that paper
+recommends.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bayesnn.bnn import BNN
+
+__all__ = ["ESS_MIN", "NUM_ROWS", "RHAT_MAX", "prediction_diagnostics"]
+
+NUM_ROWS = 64  # training inputs whose predictions are checked
+RHAT_MAX = 1.05
+ESS_MIN = 100
+
+
+def prediction_diagnostics(model: BNN, draws, x, method: str, *, stacklevel: int = 4) -> dict:
+    """R̂ and ESS of the network's outputs on the first :data:`NUM_ROWS` rows of ``x``.
+
+    Parameters
+    ----------
+    model : BNN
+    draws : pytree
+        Positions with leading ``(chain, draw)`` axes, at least 2 chains of 4 draws.
+    x : array
+        Training inputs.
+    method : str
+        Named in the warning.
+
+    Returns
+    -------
+    dict
+        ``rhat`` (the largest R̂ over outputs), ``ess`` (the smallest bulk ESS) and
+        ``num_rows``. A ``UserWarning`` says when ``rhat > 1.05`` or ``ess < 100``.
+
+    References
+    ----------
+    Vehtari, A., Gelman, A., Simpson, D., Carpenter, B. & Bürkner, P.-C. (2021).
+    Rank-normalization, folding, and localization: an improved R̂ for assessing
+    convergence of MCMC. *Bayesian Analysis* 16(2), 667–718.
+    """
+    from bayesnn.arviz import ess, rhat  # the ArviZ layer, loaded only when a run ends
+
+    rows = jnp.asarray(x[:NUM_ROWS])
+    chains, num_draws = jax.tree.leaves(draws)[0].shape[:2]
+    flat = jax.tree.map(lambda a: jnp.reshape(jnp.asarray(a), (-1, *a.shape[2:])), draws)
+    outputs = jax.jit(lambda p: jax.lax.map(lambda q: model.apply(q, rows), p))(flat)
+    f = np.concatenate([np.asarray(o, np.float64).reshape(chains, num_draws, -1)
+                        for o in jax.tree.leaves(outputs)], axis=-1)
+    worst_rhat = float(np.nanmax(rhat(f)))
+    least_ess = float(np.nanmin(ess(f)))
+    problems = []
+    if not worst_rhat <= RHAT_MAX:
+        problems.append(f"R-hat up to {worst_rhat:.3g} (> {RHAT_MAX})")
+    if not least_ess >= ESS_MIN:
+        problems.append(f"ESS down to {least_ess:.3g} (< {ESS_MIN})")
+    if problems:
+        warnings.warn(
+            f"{method}: the {chains} chains have not converged: {' and '.join(problems)} on "
+            f"the predictions at {rows.shape[0]} training inputs; run longer (num_warmup, "
+            "num_samples, thinning) or check the step size", UserWarning, stacklevel=stacklevel,
+        )
+    return {"rhat": worst_rhat, "ess": least_ess, "num_rows": int(rows.shape[0])}
