@@ -38,7 +38,7 @@ def timed_fit(model, data, steps: int, chains: int) -> dict:
     """µs per step of one SGLD fit of ``steps`` warm-up steps, over its chunks after the
     first (timed by :func:`speed_sgmcmc.interleaved_seconds`, with no loop beside it)."""
     method = SGLD(1e-6, batch_size=128, num_samples=10, num_warmup=steps,
-                         thinning=1, num_chains=chains)
+                         thinning=1, num_chains=chains, init="random")
     times, steps_per_chunk = speed_sgmcmc.interleaved_seconds(model, data, method, {})
     per_step = 1e6 * times["bayesnn"][:, 0] / steps_per_chunk
     return {"steps_per_chunk": steps_per_chunk,

@@ -134,7 +134,8 @@ def methods(args) -> dict:
         from bayesnn.inference.sgld import SGLD
 
         out["SGLD"] = lambda s: SGLD(args.sgld_step_size, batch_size=args.sgld_batch_size,
-                                     num_samples=s, thinning=args.sgld_thinning, **common)
+                                     num_samples=s, thinning=args.sgld_thinning, **common,
+                                     init="random")
     return out
 
 

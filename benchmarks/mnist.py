@@ -92,7 +92,8 @@ def configs(s: dict, train_size: int) -> dict:
     sampling = round(s["sgmcmc_epochs"] * steps)
     thinning = max(1, sampling // s["num_samples"])
     chain = dict(batch_size=s["batch_size"], num_warmup=round(s["warmup_epochs"] * steps),
-                 num_samples=max(1, sampling // thinning), thinning=thinning, init="network")
+                 num_samples=max(1, sampling // thinning), thinning=thinning, init="network",
+                 num_chains=1)
     fixed = dict(epochs=s["map_epochs"], batch_size=s["batch_size"],
                  validation_split=s["val_fraction"], early_stopping_patience=s["patience"] or None)
     return {

@@ -26,7 +26,8 @@ from benchmarks.common import flags, machine, machine_line, save_results
 GOAL = 0.35
 METHODS = {
     "MAP": bnn.MAP(epochs=200, batch_size=32, validation_split=0.2),
-    "SGLD": bnn.SGLD(step_size=1e-5, batch_size=32, num_samples=200, num_warmup=2000),
+    "SGLD": bnn.SGLD(step_size=1e-5, batch_size=32, num_samples=200, num_warmup=2000,
+                     num_chains=1, init="random"),
 }
 
 

@@ -134,7 +134,8 @@ def main(args) -> dict:
         "optax_sgd": lambda steps: loop(sgd_step, sgd_init, steps, n, b, xj, yj),
         "sgld_kernel": lambda steps: loop(kernel_step, position, steps, n, b, xj, yj),
     }
-    method = SGLD(eps, batch_size=b, num_samples=10, num_warmup=args.steps, thinning=1)
+    method = SGLD(eps, batch_size=b, num_samples=10, num_warmup=args.steps, thinning=1,
+                  num_chains=1, init="random")
     repeats = [per_step(*interleaved_seconds(model, (x, y), method, loops))
                for _ in range(args.repeats)]
     us, median, cpu = ({k: float(np.median([r[i][k] for r in repeats])) for k in repeats[0][i]}

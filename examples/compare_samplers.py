@@ -25,7 +25,7 @@ def methods(args) -> dict:
     """Every method, with its size flags."""
     s, c = args.samples, args.chains
     sgmcmc = dict(batch_size=args.batch_size, num_warmup=args.sgmcmc_warmup, num_samples=s,
-                  thinning=args.thinning, num_chains=c)
+                  thinning=args.thinning, num_chains=c, init="random")
     mapc = bnn.MAP(learning_rate=1e-2, epochs=args.epochs, batch_size=None)
     return {
         "MAP": mapc,

@@ -54,7 +54,7 @@ def main(args) -> dict:
         "MAP": bnn.fit(model, train, map_config, key=args.seed, progress=args.progress),
         "SGLD": bnn.fit(model, train, bnn.SGLD(
             step_size=args.sgld_step, batch_size=args.batch_size, num_warmup=args.sgld_warmup,
-            num_samples=args.samples, thinning=args.thinning, init=map_config,
+            num_samples=args.samples, thinning=args.thinning, init=map_config, num_chains=1
         ), key=args.seed, progress=args.progress),
     }
     rep = report.compare(posteriors, test, ood=ood_inputs(test, args.seed))

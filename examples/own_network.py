@@ -52,7 +52,7 @@ def main(args) -> dict:
     }
     sgld = bnn.SGLD(step_size=args.sgld_step, batch_size=args.batch_size,
                     num_warmup=args.sgld_warmup, num_samples=args.samples,
-                    thinning=args.thinning, init=map_config)
+                    thinning=args.thinning, init=map_config, num_chains=1)
     fitted["SGLD"] = bnn.fit(model, train, sgld, key=args.seed, progress=args.progress)
 
     summary = {}

@@ -30,7 +30,7 @@ def methods(args) -> dict:
         ),
         "SGLD": bnn.SGLD(
             step_size=args.sgld_step, batch_size=args.batch_size, num_warmup=args.sgld_warmup,
-            num_samples=args.samples, thinning=args.thinning, num_chains=args.chains,
+            num_samples=args.samples, thinning=args.thinning, num_chains=args.chains, init="random"
         ),
         "NUTS": bnn.NUTS(
             num_warmup=args.nuts_warmup, num_samples=args.samples // args.chains,

@@ -58,7 +58,7 @@ def main(args) -> report.Report:
                                             progress=args.progress)
         posteriors[f"{case} SGLD"] = bnn.fit(model, few, bnn.SGLD(
             step_size=args.sgld_step, batch_size=32, num_warmup=args.sgld_warmup,
-            num_samples=args.samples, thinning=args.thinning, init=map_config,
+            num_samples=args.samples, thinning=args.thinning, init=map_config, num_chains=1
         ), key=args.seed, progress=args.progress)
     rep = report.compare(posteriors, target_test)
     rep.save(out)

@@ -125,7 +125,7 @@ def test_the_fingerprint_is_the_same_in_a_new_process():
         model = bnn.BNN(net, likelihood=bnn.likelihoods.Gaussian(0.5))
         data, _ = bnn.data.linear_regression(n=32, num_features=2, noise=0.5, key=0)
         method = bnn.SGLD(1e-4, schedule=optax.linear_schedule(1.0, 0.1, 100),
-                          init=bnn.MAP(optimizer=optax.adamw(1e-3, weight_decay=0.1)))
+                          init=bnn.MAP(optimizer=optax.adamw(1e-3, weight_decay=0.1)), num_chains=1)
         print(_fingerprint(model, data, method))
         """
     )

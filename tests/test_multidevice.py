@@ -55,7 +55,7 @@ def _fit_all(out: str, process_id: int | None = None, port: int | None = None) -
     methods = {
         "sgld": bnn.SGLD(step_size=1e-3, batch_size=16, thinning=5, **chains),
         "sgld_one_chain": bnn.SGLD(step_size=1e-3, batch_size=16, thinning=5,
-                                   **(chains | {"num_chains": 1})),
+                                   **(chains | {"num_chains": 1}), init="random"),
         "ensemble": bnn.Ensemble(bnn.MAP(epochs=5, batch_size=16), size=4),
         "latent_gibbs": bnn.LatentGibbs(**chains),
     }

@@ -91,7 +91,7 @@ def test_nnx_linear_under_sgld_recovers_the_linear_posterior():
     lam_max = 1 / np.linalg.eigvalsh(cov).min()
     eps = 0.04 / lam_max
     method = bnn.SGLD(eps, batch_size=None, num_chains=4, num_warmup=500, num_samples=500,
-                      thinning=25)
+                      thinning=25, init="random")
     post = bnn.fit(model, data, method, key=0)
     # Euler bias only (full batch): a relative variance excess of about ελ/4.
     assert_gaussian_matches(linear_weights(post.draws, ("net",)), mean, cov, min_ess=300,
@@ -183,7 +183,8 @@ def test_batch_norm_statistics_train_with_map_and_stay_fixed_when_sampling(toy):
     assert rmse[0] < rmse[1]
 
     sgld = bnn.fit(post.model, (x, y), bnn.SGLD(1e-4, batch_size=16, num_samples=20,
-                                                num_warmup=20), key=0, progress=False)
+                                                num_warmup=20, num_chains=1, init="random"),
+                   key=0, progress=False)
     assert sgld.model is post.model  # statistics held fixed
     assert np.all(np.isfinite(sgld.predict(x).mean))
 
@@ -276,7 +277,8 @@ def test_models_networks_give_the_numbers_of_before(name):
     net = bnn.models.MLP(3, (16, 16), 1, dropout=0.1, rngs=nnx.Rngs(0))
     model = bnn.BNN(net, bnn.priors.Normal(1.0), bnn.likelihoods.Gaussian(0.3))
     method = {"MAP": bnn.MAP(epochs=5, batch_size=16),
-              "SGLD": bnn.SGLD(step_size=1e-4, batch_size=16, num_samples=20, num_warmup=20)}
+              "SGLD": bnn.SGLD(step_size=1e-4, batch_size=16, num_samples=20, num_warmup=20,
+                               num_chains=1, init="random")}
     post = bnn.fit(model, _old_data(), method[name], key=3, progress=False)
     total = sum(np.asarray(a, np.float64).sum() for a in jax.tree.leaves(post.draws))
     np.testing.assert_allclose(total, BEFORE[name], rtol=1e-4)

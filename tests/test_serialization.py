@@ -44,7 +44,8 @@ def test_values_round_trip_exactly():
 
 def test_configurations_are_rebuilt_and_code_is_only_described():
     configs = [
-        bnn.SGLD(1e-4, schedule=bnn.inference.schedules.Cyclical(50), init=bnn.MAP(epochs=3)),
+        bnn.SGLD(1e-4, schedule=bnn.inference.schedules.Cyclical(50), init=bnn.MAP(epochs=3),
+                 num_chains=1),
         bnn.Ensemble(bnn.MAP(optimizer="sgd", learning_rate=0.1), size=3),
         bnn.priors.PerParameter({"*/bias": bnn.priors.Laplace(0.3)}, bnn.priors.Normal(2.0)),
         bnn.likelihoods.Gaussian(0.2, learn_scale=True, temperature=0.5),
@@ -137,7 +138,8 @@ METHODS = {
     "MCDropout": (_model, bnn.MCDropout(_MAP, num_samples=3)),
     "Ensemble": (_model, bnn.Ensemble(_MAP, size=2)),
     "MeanFieldVI": (_model, bnn.MeanFieldVI(epochs=2, batch_size=16, num_samples=3)),
-    "SGLD": (_model, bnn.SGLD(1e-4, batch_size=16, thinning=1, **_SAMPLES)),
+    "SGLD": (_model, bnn.SGLD(1e-4, batch_size=16, thinning=1, **_SAMPLES, num_chains=1,
+                              init="random")),
     "NUTS": (_model, bnn.NUTS(**_SAMPLES)),
     "CoordinateGibbs": (lambda: _model(bnn.models.MLP(2, (3,), 1, rngs=nnx.Rngs(0))),
                         bnn.CoordinateGibbs(**_SAMPLES)),

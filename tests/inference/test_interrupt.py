@@ -12,7 +12,7 @@ from bayesnn.inference.schedules import PolynomialDecay
 
 # 40 steps in 20 chunks of 2: chunks 0-9 warm up, then every chunk keeps one draw.
 SGLD = bnn.SGLD(1e-4, batch_size=16, num_warmup=20, num_samples=10, thinning=2,
-                num_chains=2, schedule=PolynomialDecay(b=5.0))
+                num_chains=2, schedule=PolynomialDecay(b=5.0), init="random")
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,8 @@ def traces(monkeypatch):
 
 METHODS = [
     bnn.MAP(epochs=30, batch_size=16, validation_split=0.25),
-    bnn.SGLD(step_size=1e-4, batch_size=16, num_samples=20, num_warmup=40, num_chains=2),
+    bnn.SGLD(step_size=1e-4, batch_size=16, num_samples=20, num_warmup=40, num_chains=2,
+             init="random"),
 ]
 
 
@@ -66,12 +67,12 @@ def test_other_shapes_or_config_compile_again(traces):
 
 
 def test_program_key_tells_apart_what_a_program_bakes_in():
-    method = bnn.SGLD(step_size=1e-4)
+    method = bnn.SGLD(step_size=1e-4, num_chains=1, init="random")
     same = program_key(method, _model(0))
     assert same is not None and same == program_key(method, _model(5))  # weights: arguments
     assert hash(same) == hash(program_key(method, _model(5)))
-    assert same != program_key(bnn.SGLD(step_size=2e-4), _model(0))
-    assert same != program_key(bnn.SGHMC(step_size=1e-4), _model(0))
+    assert same != program_key(bnn.SGLD(step_size=2e-4, num_chains=1, init="random"), _model(0))
+    assert same != program_key(bnn.SGHMC(step_size=1e-4, num_chains=1, init="random"), _model(0))
     prior = bnn.BNN(_model(0).network(), prior=bnn.priors.Normal(0.5),
                     likelihood=bnn.likelihoods.Gaussian(0.1))
     assert same != program_key(method, prior)
