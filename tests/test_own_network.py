@@ -262,8 +262,10 @@ def test_linen_module_through_the_bridge(toy):
 
 # Recorded from the code before issue 20 (commit dbaf8d5) with key 3: the sum of all
 # fitted weights of MLP(3, (16, 16), 1, dropout=0.1) on the data of _old_data; this code
-# reproduces them bit for bit on the machine that recorded them.
-BEFORE = {"MAP": 1.802745679859072, "SGLD": 23.72599371695469}
+# reproduces them bit for bit on the machine that recorded them. (SGLD's were reproduced
+# too, until the driver's one sampling loop of issue 17 changed how SG-MCMC splits its
+# keys, by design; the changelog says so.)
+BEFORE = {"MAP": 1.802745679859072}
 
 
 def _old_data():
@@ -276,9 +278,7 @@ def _old_data():
 def test_models_networks_give_the_numbers_of_before(name):
     net = bnn.models.MLP(3, (16, 16), 1, dropout=0.1, rngs=nnx.Rngs(0))
     model = bnn.BNN(net, bnn.priors.Normal(1.0), bnn.likelihoods.Gaussian(0.3))
-    method = {"MAP": bnn.MAP(epochs=5, batch_size=16),
-              "SGLD": bnn.SGLD(step_size=1e-4, batch_size=16, num_samples=20, num_warmup=20,
-                               num_chains=1, init="random")}
+    method = {"MAP": bnn.MAP(epochs=5, batch_size=16)}
     post = bnn.fit(model, _old_data(), method[name], key=3, progress=False)
     total = sum(np.asarray(a, np.float64).sum() for a in jax.tree.leaves(post.draws))
     np.testing.assert_allclose(total, BEFORE[name], rtol=1e-4)

@@ -76,7 +76,8 @@ class Ensemble:
             raise ValueError(
                 f"Ensemble: the network {model.network_name} has batch statistics "
                 "(nnx.BatchStat, e.g. nnx.BatchNorm), but members would share one set of them; "
-                "use a network without batch norm (e.g. nnx.LayerNorm instead)"
+                "fit it with MAP or MCDropout, or use a network without batch norm (e.g. "
+                "nnx.LayerNorm instead)"
             )
         init_keys, train_keys = member_keys(key, self.size)
         path = self.map_config.checkpoint_path

@@ -109,7 +109,7 @@ def test_divergences_are_reported(linear):
     assert post.info["num_divergent"] == post.info["sample_stats"]["diverging"].sum() > 0
 
 
-@pytest.mark.parametrize("key", [0, 1])
+@pytest.mark.parametrize("key", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_thinning_keeps_every_thinning_th_step(linear, key):
     kw = dict(num_steps=3, num_warmup=50, num_chains=2, init="random")
     thinned = bnn.fit(_model(), linear, bnn.HMC(num_samples=20, thinning=3, **kw), key=key)

@@ -56,6 +56,7 @@ def test_a_second_fit_on_other_data_weights_and_key_traces_no_chunk_program(trac
                  second.draws, fresh.draws)
 
 
+@pytest.mark.slow
 def test_other_shapes_or_config_compile_again(traces):
     method = bnn.MAP(epochs=5, batch_size=16)
     bnn.fit(_model(0), _data(0), method, key=0, progress=False)

@@ -97,6 +97,7 @@ def gap():
     return bnn.BNN(net, bnn.priors.Normal(1.0), bnn.likelihoods.Gaussian(scale=0.1)), data
 
 
+@pytest.mark.slow
 def test_multiswag_chains_are_independent_runs_from_their_own_map_fits(gap):
     model, data = gap
     method = bnn.SWAG(learning_rate=0.01, batch_size=10, epochs=6, rank=3, num_samples=7,
