@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesnn.arviz import ess, rhat
 from bayesnn.bnn import BNN
 
 __all__ = ["ESS_MIN", "NUM_ROWS", "RHAT_MAX", "prediction_diagnostics"]
@@ -51,8 +52,6 @@ def prediction_diagnostics(model: BNN, draws, x, method: str, *, stacklevel: int
     Rank-normalization, folding, and localization: an improved R̂ for assessing
     convergence of MCMC. *Bayesian Analysis* 16(2), 667–718.
     """
-    from bayesnn.arviz import ess, rhat  # the ArviZ layer, loaded only when a run ends
-
     rows = jnp.asarray(x[:NUM_ROWS])
     chains, num_draws = jax.tree.leaves(draws)[0].shape[:2]
     flat = jax.tree.map(lambda a: jnp.reshape(jnp.asarray(a), (-1, *a.shape[2:])), draws)
