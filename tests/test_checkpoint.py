@@ -60,6 +60,7 @@ def _problem():
     return namespace["model"], (namespace["x"], namespace["y"]), namespace["method"]
 
 
+@pytest.mark.slow
 def test_a_run_with_an_optax_transformation_killed_midway_resumes_in_a_new_process(tmp_path):
     path, saved = tmp_path / "run.ckpt", tmp_path / "post.bnn"
     first = _python(RUN, str(path))

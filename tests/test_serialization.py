@@ -138,7 +138,7 @@ METHODS = {
     "MCDropout": (_model, bnn.MCDropout(_MAP, num_samples=3)),
     "Ensemble": (_model, bnn.Ensemble(_MAP, size=2)),
     "MeanFieldVI": (_model, bnn.MeanFieldVI(epochs=2, batch_size=16, num_samples=3)),
-    "SGLD": (_model, bnn.SGLD(1e-4, batch_size=16, thinning=1, **_SAMPLES, num_chains=1,
+    "SGLD": (_model, bnn.SGLD(1e-4, batch_size=16, thinning=1, **_SAMPLES,
                               init="random")),
     "NUTS": (_model, bnn.NUTS(**_SAMPLES)),
     "CoordinateGibbs": (lambda: _model(bnn.models.MLP(2, (3,), 1, rngs=nnx.Rngs(0))),

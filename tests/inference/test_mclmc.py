@@ -93,6 +93,7 @@ def test_each_chain_starts_at_its_own_ensemble_member(linear):
     np.testing.assert_allclose(post.info["step_size"], 0.01)
 
 
+@pytest.mark.slow
 def test_same_key_same_draws_and_thinning(linear):
     method = bnn.MCLMC(num_warmup=50, num_samples=6, thinning=3, num_chains=2, init="network")
     a, b = (bnn.fit(_model(), linear, method, key=5, progress=False) for _ in range(2))

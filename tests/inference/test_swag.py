@@ -115,6 +115,7 @@ def test_multiswag_chains_are_independent_runs_from_their_own_map_fits(gap):
     jax.tree.map(np.testing.assert_array_equal, again.draws, post.draws)
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_bit_identically(gap, tmp_path, ctrl_c_after):
     model, data = gap
     method = bnn.SWAG(learning_rate=1e-3, batch_size=10, epochs=40, rank=4, num_samples=5,
