@@ -35,14 +35,6 @@ def _stack_linear(draws):
     return np.concatenate([layer["kernel"][..., 0], layer["bias"]], axis=-1)
 
 
-@pytest.fixture(scope="module")
-def toy():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 2)).astype(np.float32)
-    y = (np.sin(x[:, :1]) + 0.1 * rng.normal(size=(64, 1))).astype(np.float32)
-    return x, y
-
-
 def test_noisy_matmul_draws_the_preactivations_of_the_weight_noise():
     # Per example and unit: mean x μ and variance x² σ² + σ_b², whatever the inputs' scale.
     rng = np.random.default_rng(0)

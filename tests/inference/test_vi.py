@@ -19,14 +19,6 @@ def _linear_model(d, noise, prior_scale=1.0):
     return bnn.BNN(net, bnn.priors.Normal(prior_scale), bnn.likelihoods.Gaussian(scale=noise))
 
 
-@pytest.fixture(scope="module")
-def toy():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 2)).astype(np.float32)
-    y = (np.sin(x[:, :1]) + 0.1 * rng.normal(size=(64, 1))).astype(np.float32)
-    return x, y
-
-
 def test_kl_weight_rises_linearly():
     np.testing.assert_allclose(kl_weight(np.arange(6), 4), [0, 0.25, 0.5, 0.75, 1, 1])
     assert float(kl_weight(0, None)) == 1.0
