@@ -56,7 +56,15 @@ DRAW_BUFFER_BYTES = 64 * 2**20  # device memory for the draws kept within one ch
 
 
 class NonFiniteError(FloatingPointError):
-    """The sampler or optimiser state became NaN or infinite."""
+    """The sampler or optimiser state became NaN or infinite.
+
+    ``step`` is the first step whose state was not finite (the chunk's first step when the
+    chunk cannot say which), or None when the error does not come from a step.
+    """
+
+    def __init__(self, message: str, step: int | None = None):
+        super().__init__(message)
+        self.step = step
 
 
 class RunResult(NamedTuple):
@@ -203,7 +211,8 @@ def run_chunks(
                         else f"during steps {i * steps_per_chunk}-{(i + 1) * steps_per_chunk - 1}"
                     )
                     raise NonFiniteError(f"{desc or 'run'}: the state became NaN or infinite "
-                                         f"{where}; {hint}")
+                                         f"{where}; {hint}",
+                                         i * steps_per_chunk if step is None else step)
                 state = new_state
                 outputs.append(_fetch(out if select is None else select(i, out)))
                 done = i + 1

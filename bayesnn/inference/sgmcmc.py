@@ -29,7 +29,6 @@ warming up, and the draws are checked afterwards
 from __future__ import annotations
 
 import abc
-import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -92,12 +91,6 @@ def _hyper_step(key, hier: Hierarchical, model: BNN, old, new, precisions, epoch
     return jax.lax.cond(epoch_end, update, lambda: (new, precisions))
 
 
-def _failed_step(err: NonFiniteError) -> int | None:
-    """The step a :class:`NonFiniteError` of the driver names (its first, for a range)."""
-    found = re.search(r"at step (\d+)|during steps (\d+)-", str(err))
-    return None if found is None else int(found.group(1) or found.group(2))
-
-
 def _backing_off(name: str, attempt: Callable, step_sizes, in_warmup: Callable, checkpoint):
     """``attempt(step_sizes)``; while it fails during warm-up (``in_warmup(error)``), warn
     and try again with half the step sizes, at most :data:`MAX_BACKOFFS` times. A
@@ -111,7 +104,7 @@ def _backing_off(name: str, attempt: Callable, step_sizes, in_warmup: Callable, 
                 raise
             if tries == MAX_BACKOFFS:
                 raise NonFiniteError(f"{err} (warm-up was restarted {MAX_BACKOFFS} times, "
-                                     "the step size halved each time)") from err
+                                     "the step size halved each time)", err.step) from err
         if checkpoint is not None:
             Path(checkpoint.path).unlink(missing_ok=True)
         old = float(jnp.max(step_sizes))
@@ -455,7 +448,7 @@ class SGMCMC(abc.ABC):
         else:
             res = _backing_off(
                 name, lambda e: sample(start._replace(step_size=e), keep, 0, k_run, checkpoint),
-                eps, lambda err: (_failed_step(err) or 0) < num_warmup, checkpoint,
+                eps, lambda err: (err.step or 0) < num_warmup, checkpoint,
             )
             offset, seconds = 0, 0.0
         draws, precisions = res.draws

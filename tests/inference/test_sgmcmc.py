@@ -383,8 +383,9 @@ def test_a_huge_step_size_names_the_step(gap):
     method = SGLD(1e3, batch_size=None, num_samples=20, num_warmup=20, num_chains=1,
                   init="random")
     with pytest.raises(bnn.NonFiniteError,
-                       match=r"SGLD: .* at step [0-9]+; try a smaller step_size"):
+                       match=r"SGLD: .* at step [0-9]+; try a smaller step_size") as caught:
         bnn.fit(model, data, method, key=0)
+    assert f"at step {caught.value.step};" in str(caught.value)  # the step, as an attribute
 
 
 @pytest.mark.parametrize(
