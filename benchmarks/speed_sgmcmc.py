@@ -39,6 +39,7 @@ import bayesnn as bnn
 from bayesnn.bnn import Batch
 from bayesnn.inference import driver
 from bayesnn.inference.sgld import SGLD
+from bayesnn.inference.sgld import sgld as sgld_kernel
 from benchmarks.common import flags, machine, machine_line, save_results
 
 
@@ -122,7 +123,7 @@ def main(args) -> dict:
         updates, opt_state = tx.update(grads, opt_state, p)
         return optax.apply_updates(p, updates), opt_state
 
-    kernel = sgld()
+    kernel = sgld_kernel()
 
     def kernel_step(p, k, batch):
         return kernel.step(k, kernel.init(p), grad_fn(p, batch, n), eps)[0].position
