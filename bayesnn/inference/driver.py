@@ -53,6 +53,7 @@ __all__ = [
 
 CHUNKS_PER_RUN = 20  # chunks of a sampling run: its progress updates and finiteness checks
 DRAW_BUFFER_BYTES = 64 * 2**20  # device memory for the draws kept within one chunk
+STEPS_PER_EPOCH_CHUNK = 256  # MAP and VI group whole epochs into chunks of about this many steps
 
 
 class NonFiniteError(FloatingPointError):

@@ -30,7 +30,12 @@ from bayesnn.data import (
     validation_split,
 )
 from bayesnn.inference.base import check_positive
-from bayesnn.inference.driver import latest_epoch, run_chunks, scan_minibatches
+from bayesnn.inference.driver import (
+    STEPS_PER_EPOCH_CHUNK,
+    latest_epoch,
+    run_chunks,
+    scan_minibatches,
+)
 from bayesnn.inference.programs import program_key
 from bayesnn.inference.sharding import shard_chains
 from bayesnn.posterior import Posterior
@@ -258,7 +263,7 @@ def train_members(
     batch_size = check_batch_size(method.batch_size, x.shape[0])
     tx = make_optimizer(method.optimizer, method.learning_rate)
     steps = num_batches(x.shape[0], batch_size)
-    per_chunk = max(1, min(method.epochs, _STEPS_PER_CHUNK // steps))
+    per_chunk = max(1, min(method.epochs, STEPS_PER_EPOCH_CHUNK // steps))
     train_epoch = partial(
         _train_epoch, model, tx, batch_size, method.epochs, method.early_stopping_patience,
         method.augment,
@@ -303,7 +308,6 @@ def train_members(
     return Members(result.state, rows, result.seconds, result.interrupted)
 
 
-_STEPS_PER_CHUNK = 256  # epochs are grouped into chunks of about this many steps
 _WORST = float(np.finfo(np.float32).max)  # finite "no best yet", so the state stays finite
 
 

@@ -49,7 +49,7 @@ from bayesnn.data import (
     num_batches,
 )
 from bayesnn.inference.base import check_positive, classic_threefry
-from bayesnn.inference.driver import run_chunks, scan_minibatches
+from bayesnn.inference.driver import STEPS_PER_EPOCH_CHUNK, run_chunks, scan_minibatches
 from bayesnn.inference.init import check_init, initial_positions
 from bayesnn.inference.map import MAP, make_optimizer
 from bayesnn.inference.programs import program_key
@@ -58,7 +58,6 @@ from bayesnn.validation import LearningRate, Optimizer, check_types, config
 
 __all__ = ["ELBOS", "GaussianVI", "kl_weight", "svi_update", "vi_epoch", "weight_sites"]
 
-_STEPS_PER_CHUNK = 256  # epochs are grouped into chunks of about this many steps
 
 # name -> NumPyro ELBO: analytic KL where NumPyro knows it, or a Monte Carlo estimate.
 ELBOS = {"meanfield": TraceMeanField_ELBO, "trace": Trace_ELBO}
@@ -253,9 +252,9 @@ class GaussianVI(abc.ABC):
         position = jax.tree.map(lambda a: a[0], positions)
         info = {} if map_info is None else {"map_info": map_info}
         svi, guide = self.build_svi(model, position)
-        # Epochs are grouped into chunks of about _STEPS_PER_CHUNK steps (as MAP does), so
+        # Epochs are grouped into chunks of about STEPS_PER_EPOCH_CHUNK steps (as MAP does), so
         # small data sets do not pay the driver's per-chunk overhead every few steps.
-        per_chunk = max(1, min(self.epochs, _STEPS_PER_CHUNK // steps))
+        per_chunk = max(1, min(self.epochs, STEPS_PER_EPOCH_CHUNK // steps))
         # Jitted, the first run of model and guide compiles once instead of op by op (~10x
         # faster). The autoguide caches its prototype trace during that run; later only its
         # site names, shapes and supports are read, parameter values come from the state.
