@@ -152,7 +152,10 @@ def test_nnx_dropout_follows_the_library_key():
     assert not np.allclose(model.apply(pos, x, k1), model.apply(pos, x, k2))
     assert not np.allclose(model.apply(pos, x), model.apply(pos, x, k1))
     raw = jax.random.key_data(k1)  # a raw uint32 key drives the same masks
-    np.testing.assert_array_equal(jax.jit(model.apply)(pos, x, raw), model.apply(pos, x, k1))
+    # jitted and eager are different programs: equal up to rounding, where another mask
+    # would zero other units
+    np.testing.assert_allclose(jax.jit(model.apply)(pos, x, raw), model.apply(pos, x, k1),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_a_key_argument_is_detected_and_passed():
