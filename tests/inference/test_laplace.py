@@ -49,7 +49,7 @@ def test_full_laplace_is_the_exact_linear_regression_posterior(full_post, linear
     mean, cov = linear_posterior(linear.x, linear.y, PRIOR, NOISE)
     assert (full_post.num_chains, full_post.num_draws) == (1, 4000)
     np.testing.assert_allclose(linear_weights(jax.tree.map(
-        lambda a: a[None, None], full_post.info["map_position"]))[0, 0], mean, atol=1e-4)
+        lambda a: a[None, None], full_post.predictive.center))[0, 0], mean, atol=1e-4)
     np.testing.assert_allclose(_cov_wb(full_post), cov, rtol=1e-4, atol=1e-7)
     assert_gaussian_matches(linear_weights(full_post.draws), mean, cov, min_ess=2000)
     assert full_post.info["prior_precision"] == pytest.approx(1 / PRIOR**2)
@@ -59,8 +59,7 @@ def test_linearised_predictive_std_is_the_exact_predictive_std(full_post, linear
     mean, cov = linear_posterior(linear.x, linear.y, PRIOR, NOISE)
     x = np.linspace(-3, 3, 21 * 3).reshape(21, 3).astype(np.float32)
     design = np.c_[x, np.ones(len(x))]
-    pred = glm_predictive(full_post.model, full_post.info["map_position"],
-                          full_post.info["laplace"], x, batch_size=8)
+    pred = glm_predictive(full_post, x, batch_size=8)
     epistemic = np.sqrt(np.einsum("np,pq,nq->n", design, cov, design))
     np.testing.assert_allclose(pred.epistemic_std[:, 0], epistemic, rtol=1e-4)
     np.testing.assert_allclose(pred.std[:, 0], np.sqrt(epistemic**2 + NOISE**2), rtol=1e-4)
@@ -119,8 +118,7 @@ def test_kron_and_full_rank_lowrank_equal_full_for_one_dense_layer(hessian, line
     np.testing.assert_allclose(_cov_wb(other), cov, rtol=1e-3, atol=1e-6)
     assert other.info["log_evidence"] == pytest.approx(full.info["log_evidence"], rel=1e-4)
     x = np.asarray(linear.x[:7])
-    a, b = (glm_predictive(model, p.info["map_position"], p.info["laplace"], x)
-            for p in (full, other))
+    a, b = (glm_predictive(p, x) for p in (full, other))
     np.testing.assert_allclose(a.std, b.std, rtol=1e-4)
 
 
@@ -179,14 +177,12 @@ def test_probit_predictive_lies_between_the_map_confidence_and_one_half():
                          prior_precision="marglik", num_samples=10)
     post = bnn.fit(model, data, method, key=0)
     x = np.concatenate([np.asarray(data.x[:20]), np.array([[4.0, 4.0], [-5.0, 3.0]])])
-    position, cov = post.info["map_position"], post.info["laplace"]
-    p_map = np.asarray(model.likelihood.probs(model.apply(position, x)))[:, 1]
-    p = np.asarray(glm_predictive(model, position, cov, x).probs)[:, 1]
+    p_map = np.asarray(model.likelihood.probs(model.apply(post.predictive.center, x)))[:, 1]
+    p = np.asarray(glm_predictive(post, x).probs)[:, 1]
     assert np.all(np.abs(p - 0.5) <= np.abs(p_map - 0.5) + 1e-6)
     assert np.all(np.sign(p - 0.5) == np.sign(p_map - 0.5))
     assert np.any(np.abs(p - 0.5) < np.abs(p_map - 0.5) - 1e-3)
-    mc = glm_predictive(model, position, cov, x, method="mc", key=jax.random.key(0),
-                        num_samples=4000)
+    mc = glm_predictive(post, x, method="mc", key=jax.random.key(0), num_samples=4000)
     np.testing.assert_allclose(mc.probs[:, 1], p, atol=0.05)  # probit ≈ MC within ~0.02
     assert np.all(np.asarray(mc.epistemic) >= 0)
     # post.predict is the MC GLM predictive of the weight draws: the probit one within MC error
@@ -200,7 +196,7 @@ def test_mc_glm_predictive_of_the_draws_agrees_with_the_closed_form(mlp_regressi
     x = np.linspace(-2, 2, 15, dtype=np.float32)[:, None]
     post = bnn.fit(model, data, bnn.Laplace(init="network", subset="all", hessian="full",
                                             num_samples=3000), key=2)
-    exact = glm_predictive(model, post.info["map_position"], post.info["laplace"], x)
+    exact = glm_predictive(post, x)
     mc = post.predict(x, draw_batch_size=500)
     error = np.abs(np.asarray(mc.mean) - np.asarray(exact.mean))
     assert np.all(error <= 4 * np.asarray(exact.epistemic_std) / np.sqrt(3000) + 1e-5)
@@ -209,6 +205,8 @@ def test_mc_glm_predictive_of_the_draws_agrees_with_the_closed_form(mlp_regressi
     nn = bnn.fit(model, data, bnn.Laplace(init="network", subset="all", hessian="full",
                                           num_samples=3000, predictive="nn"), key=2)
     assert isinstance(nn.predictive, DrawPredictive)
+    with pytest.raises(ValueError, match="predictive='glm'"):
+        glm_predictive(nn, x)
     jax.tree.map(np.testing.assert_array_equal, nn.draws, post.draws)  # same draws
     assert not np.allclose(nn.predict(x, draw_batch_size=500).mean, mc.mean, atol=1e-6)
     # log density and the ArviZ export go through the same predictive
