@@ -28,6 +28,8 @@ Halko, N., Martinsson, P.-G. & Tropp, J. A. (2011). Finding structure with rando
 *SIAM Review* 53(2), 217–288 (Algorithms 4.4 and 5.3).
 Immer, A., Korzepa, M. & Bauer, M. (2021). Improving predictions of Bayesian neural nets
 via local linearization. *AISTATS* (section 3, eq. 4).
+Immer, A., Bauer, M., Fortuin, V., Rätsch, G. & Khan, M. E. (2021). Scalable marginal
+likelihood estimation for model selection in deep learning. *ICML*.
 """
 
 from __future__ import annotations
@@ -483,9 +485,9 @@ def optimal_layer_prior_precisions(sq_dev, subset: Subset, curv: Diag | Kron) ->
     is a sum of one :func:`log_evidence` per layer in its own ``δ_l`` (:func:`layer_log_evidence`),
     each maximised by :func:`optimal_prior_precision` of the layer's eigenvalues and
     ``‖θ*_l - μ₀_l‖²``: MacKay's fixed point ``δ_l = γ_l / ‖θ*_l - μ₀_l‖²`` per layer
-    (MacKay 1992, eq. 28 with one weight class per layer; Immer et al. 2021, section 4
-    tune per-layer precisions this way by gradient ascent on ``log δ``). ``sq_dev`` is
-    ``(θ* - μ₀)²`` ``(P,)``.
+    (MacKay 1992, eq. 28, with one weight class per layer; Immer, Bauer, Fortuin, Rätsch &
+    Khan 2021 tune per-layer precisions by gradient ascent on ``log δ`` instead).
+    ``sq_dev`` is ``(θ* - μ₀)²`` ``(P,)``.
     """
     eigvals = curv.layer_eigvals(subset)
     return {m: optimal_prior_precision(float(jnp.sum(sq_dev[idx])), eigvals[m])

@@ -108,8 +108,9 @@ class Laplace:
         pass calls (:meth:`~bayesnn.BNN.dense_layers`), or the parameters matching any of
         these glob patterns (``"layers/2/*"``). The others stay at their point estimates.
     hessian : {"kron", "full", "diag", "lowrank"}
-        The curvature's structure: Kronecker-factored per Dense layer (KFAC; the subset must
-        be whole Dense layers), dense, diagonal, or its top ``rank`` eigenpairs.
+        The curvature's structure: Kronecker-factored per Dense layer (KFAC) and per
+        convolution (KFC, Grosse & Martens 2016; the subset must be whole Dense or Conv
+        layers), dense, diagonal, or its top ``rank`` eigenpairs.
     curvature : {"ggn", "ef"}
         Generalised Gauss–Newton or empirical Fisher.
     prior_precision : float, "marglik", "marglik_layerwise" or None
@@ -143,7 +144,10 @@ class Laplace:
 
     References
     ----------
-    Ritter, Botev & Barber (2018), section 3 (KFAC Laplace); Daxberger et al. (2021),
+    Ritter, Botev & Barber (2018), section 3 (KFAC Laplace); Immer, Bauer, Fortuin, Rätsch
+    & Khan (2021), *Scalable marginal likelihood estimation for model selection in deep
+    learning*, ICML (per-layer prior precisions by the Laplace evidence); Daxberger et al.
+    (2021),
     *Laplace Redux*, section 3 (last-layer KFAC with the marginal-likelihood prior precision
     as the default recipe).
     """
@@ -273,7 +277,8 @@ def last_dense_layer(model: BNN, position, x) -> str:
 
 def select_subset(model: BNN, position, subset, hessian: str, x) -> Subset:
     """The :class:`~bayesnn.inference.curvature.Subset` that ``subset`` names (see
-    :class:`Laplace`), with its Dense layers when ``hessian="kron"``."""
+    :class:`Laplace`), with its Dense and Conv layers, in leaf order, when
+    ``hessian="kron"``."""
     named = flatten_paths(position["net"])
     if subset == "all":
         chosen = set(named)

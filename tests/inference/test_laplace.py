@@ -216,13 +216,17 @@ def test_mc_glm_predictive_of_the_draws_agrees_with_the_closed_form(mlp_regressi
 
 def test_linearised_predictive_survives_save_and_load(mlp_regression, tmp_path):
     model, data = mlp_regression
-    post = bnn.fit(model, data, bnn.Laplace(init="network", num_samples=20), key=0)
+    post = bnn.fit(model, data, bnn.Laplace(init="network", subset="all",
+                                            prior_precision="marglik_layerwise",
+                                            num_samples=20), key=0)
     post.save(tmp_path / "laplace.bnn")
     back = bnn.Posterior.load(tmp_path / "laplace.bnn")
     assert isinstance(back.predictive, LinearisedPredictive)
     assert back.method == post.method
+    assert back.info["prior_precision"] == post.info["prior_precision"]
     x = np.asarray(data.x[:9])
     np.testing.assert_array_equal(back.predict(x).std, post.predict(x).std)
+    np.testing.assert_array_equal(glm_predictive(back, x).std, glm_predictive(post, x).std)
 
 
 def _dense_log_evidence(loglik, h, sq_dev, groups, log_deltas):
