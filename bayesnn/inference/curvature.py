@@ -21,7 +21,7 @@ MacKay, D. J. C. (1992). A practical Bayesian framework for backpropagation netw
 Martens, J. & Grosse, R. (2015). Optimizing neural networks with Kronecker-factored
 approximate curvature. *ICML* (section 3, eq. 1–2).
 Grosse, R. & Martens, J. (2016). A Kronecker-factored approximate Fisher matrix for
-convolution layers. *ICML* (section 3.1, eq. 5–7, 12: KFC).
+convolution layers. *ICML* (KFC: its IAD, SH and SUD assumptions).
 Ritter, H., Botev, A. & Barber, D. (2018). A scalable Laplace approximation for neural
 networks. *ICLR* (section 3).
 Halko, N., Martinsson, P.-G. & Tropp, J. A. (2011). Finding structure with randomness.
@@ -120,6 +120,13 @@ class Subset(NamedTuple):
                 np.arange(start, start + math.prod(shape)))
         return {m: np.concatenate(idx) for m, idx in out.items()}
 
+    def per_weight(self, by_group: dict[str, float]) -> jax.Array:
+        """A vector ``(P,)`` holding ``by_group[module]`` at each module's weights."""
+        out = np.zeros(self.size, np.result_type(float))
+        for m, idx in self.groups().items():
+            out[idx] = by_group[m]
+        return jnp.asarray(out)
+
 
 # -- structures: eigendecompositions of H and the operations of (H + δI)⁻¹ ---------------
 # δ is a scalar, or for Diag and Kron a vector (P,) that is constant over each layer
@@ -177,13 +184,13 @@ class KronFactor(NamedTuple):
     ``(in + 1, out)``, flattened row by row. For ``T = 1`` this is KFAC (Martens & Grosse
     2015, eq. 1–2); for a convolution, KFC (Grosse & Martens 2016): the exact block
     ``Σ_n Σ_{t,t'} ã_{n,t} ã_{n,t'}ᵀ ⊗ J_{n,t}ᵀ Λ_n J_{n,t'}`` with the cross-position
-    terms ``t ≠ t'`` dropped (spatially uncorrelated derivatives, eq. 12), then
+    terms ``t ≠ t'`` dropped (spatially uncorrelated derivatives, SUD), then
     ``Σ_{n,t} ã_{n,t} ã_{n,t}ᵀ ⊗ J_{n,t}ᵀ Λ_n J_{n,t} ≈ A ⊗ G``: the derivative factor
-    taken independent of the inputs and the same at every position (spatial homogeneity),
-    its average over examples and positions. It is exact where ``J_{n,t}ᵀ Λ_n J_{n,t'}`` is
-    one constant matrix for ``t = t'`` and zero otherwise, e.g. a Gaussian likelihood on
-    the pre-activations of a layer as the outputs (a Dense layer; a convolution whose
-    output pixels are flattened into the outputs).
+    taken independent of the inputs (IAD) and the same at every position (spatial
+    homogeneity, SH), its average over examples and positions. It is exact where
+    ``J_{n,t}ᵀ Λ_n J_{n,t'}`` is one constant matrix for ``t = t'`` and zero otherwise, e.g.
+    a Gaussian likelihood on the pre-activations of a layer as the outputs (a Dense layer;
+    a convolution whose output pixels are flattened into the outputs).
     """
 
     in_eigvals: jax.Array

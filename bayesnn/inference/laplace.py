@@ -147,9 +147,8 @@ class Laplace:
     Ritter, Botev & Barber (2018), section 3 (KFAC Laplace); Immer, Bauer, Fortuin, Rätsch
     & Khan (2021), *Scalable marginal likelihood estimation for model selection in deep
     learning*, ICML (per-layer prior precisions by the Laplace evidence); Daxberger et al.
-    (2021),
-    *Laplace Redux*, section 3 (last-layer KFAC with the marginal-likelihood prior precision
-    as the default recipe).
+    (2021), *Laplace Redux*, section 3 (last-layer KFAC with the marginal-likelihood prior
+    precision as the default recipe).
     """
 
     init: str | MAP = "map"
@@ -206,12 +205,9 @@ class Laplace:
         loglik = log_likelihood(model, position, data, self.batch_size)
         sq_dev = (subset.ravel(position["net"]) - _prior_mean(model, subset)) ** 2
         if self.prior_precision == "marglik_layerwise":
-            layer_delta = optimal_layer_prior_precisions(sq_dev, subset, curv)
-            evidence = layer_log_evidence(loglik, sq_dev, subset, curv, layer_delta)
-            delta = np.zeros(subset.size, np.result_type(float))
-            for m, idx in subset.groups().items():
-                delta[idx] = layer_delta[m]
-            delta = jnp.asarray(delta)
+            recorded = optimal_layer_prior_precisions(sq_dev, subset, curv)
+            evidence = layer_log_evidence(loglik, sq_dev, subset, curv, recorded)
+            delta = subset.per_weight(recorded)
         else:
             sq_dist = float(jnp.sum(sq_dev))
             if self.prior_precision == "marglik":
@@ -220,13 +216,13 @@ class Laplace:
                 delta = 1.0 / model.prior.scale**2
             else:
                 delta = float(self.prior_precision)
-            layer_delta = delta
+            recorded = delta
             evidence = log_evidence(loglik, sq_dist, subset.size, curv.eigvals, delta)
         cov = LaplaceCovariance(subset, curv, delta)
         draws = weight_draws(model, position, cov, k_draw, self.num_samples)
         seconds = time.perf_counter() - start
         info |= {
-            "prior_precision": layer_delta, "log_evidence": float(evidence),
+            "prior_precision": recorded, "log_evidence": float(evidence),
             "laplace": cov, "laplace_seconds": seconds, "seconds": info["seconds"] + seconds,
         }
         predictive = LinearisedPredictive(position) if self.predictive == "glm" \
