@@ -277,24 +277,43 @@ class BNN:
     def dense_layers(self, position: Position | None = None) -> dict[str, DenseLayer]:
         """Every ``nnx.Linear`` of the network, by module path (``"layers/0"``), wherever it
         sits in the module graph."""
+        return self._layers(position, nnx.Linear)
+
+    def conv_layers(self, position: Position | None = None) -> dict[str, DenseLayer]:
+        """Every ``nnx.Conv`` of the network, by module path, wherever it sits in the module
+        graph. Its kernel has shape ``(*window, in, out)``: :meth:`apply_dense` sees the
+        convolution as a Dense layer on its patches, with the kernel flattened to
+        ``(prod(window) · in, out)``."""
+        return self._layers(position, nnx.Conv)
+
+    def _layers(self, position, kind: type) -> dict[str, DenseLayer]:
         return {
             "/".join(map(str, path)): DenseLayer(
                 "/".join(map(str, (*path, "kernel"))), "/".join(map(str, (*path, "bias"))))
             for path, module in nnx.iter_graph(self.network(position))
-            if isinstance(module, nnx.Linear)
+            if isinstance(module, kind)
         }
 
     def apply_dense(self, position: Position, x: jax.Array,
                     matmul: Mapping[str, Callable]) -> jax.Array:
-        """Network outputs with the kernel product ``x @ W`` of the Dense layer at each
-        module path of ``matmul`` computed by ``matmul[path](x, W)`` (the layer adds its
-        bias): local reparameterisation draws pre-activations this way. Dropout is off
+        """Network outputs with the kernel product of the layer at each module path of
+        ``matmul`` computed by ``matmul[path](h, W)`` (the layer adds its bias): local
+        reparameterisation draws pre-activations this way, KFAC taps the layers' inputs.
+
+        For an ``nnx.Linear`` (:meth:`dense_layers`), ``h`` is its input and ``W`` its
+        kernel. For an ``nnx.Conv`` (:meth:`conv_layers`), ``h`` holds the input patches
+        (im2col) ``(batch, *out_spatial, prod(window) · in)``, ordered as the kernel's
+        ``(*window, in)`` axes, and ``W`` is the kernel reshaped to
+        ``(prod(window) · in, out)``, so that ``h @ W`` is the convolution. Dropout is off
         and batch norm in evaluation mode."""
         network = self._module(position, self.stats, None, train=False)
         layers = {"/".join(map(str, p)): m for p, m in nnx.iter_graph(network)
-                  if isinstance(m, nnx.Linear)}
+                  if isinstance(m, nnx.Linear | nnx.Conv)}
         for path, fn in matmul.items():
-            layers[path].dot_general = _as_dot_general(fn)
+            if isinstance(layers[path], nnx.Conv):
+                layers[path].conv_general_dilated = _as_conv_general_dilated(fn)
+            else:
+                layers[path].dot_general = _as_dot_general(fn)
         return self._invoke(network, x, None)
 
     def init_params(self, key: jax.Array) -> Position:
@@ -505,6 +524,28 @@ def _as_dot_general(matmul: Callable) -> Callable:
         return matmul(x, kernel)
 
     return dot_general
+
+
+def _as_conv_general_dilated(matmul: Callable) -> Callable:
+    """An ``nnx.Conv.conv_general_dilated`` computing ``matmul(patches, kernel)`` on the
+    input patches ``(N, *out_spatial, prod(window) · in)`` and the kernel flattened to
+    ``(prod(window) · in, out)``."""
+
+    def conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None, rhs_dilation=None,
+             dimension_numbers=None, feature_group_count=1, **kwargs):
+        if feature_group_count != 1:
+            raise ValueError("apply_dense: a grouped convolution (feature_group_count="
+                             f"{feature_group_count}) is not a Dense layer on its patches")
+        *window, cin, cout = rhs.shape
+        patches = jax.lax.conv_general_dilated_patches(
+            lhs, window, window_strides, padding, lhs_dilation, rhs_dilation,
+            dimension_numbers, precision=jax.lax.Precision.HIGHEST)
+        # JAX orders a patch as (in, *window); the kernel's rows are (*window, in)
+        lead, size = patches.shape[:-1], math.prod(window)
+        patches = jnp.swapaxes(patches.reshape(*lead, cin, size), -1, -2)
+        return matmul(patches.reshape(*lead, size * cin), rhs.reshape(size * cin, cout))
+
+    return conv
 
 
 def _leading_shape(sites, position) -> tuple[int, ...]:

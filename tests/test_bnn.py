@@ -141,3 +141,51 @@ def test_frozen_weights_are_constants_outside_the_position(data):
         bnn.BNN(net, frozen=["body/*"])
     with pytest.raises(ValueError, match="nothing is left"):
         bnn.BNN(net, frozen=["*"])
+
+
+def test_apply_dense_sees_a_convolution_as_a_dense_layer_on_its_patches():
+    from bayesnn.models.layers import Conv2D, Dense, Flatten
+    layers = [Conv2D(4, (3, 2), strides=(2, 1), padding="same", activation="relu"),
+              Conv2D(2, 2), Flatten(), Dense(3)]
+    model = bnn.BNN(bnn.models.CNN((7, 6, 3), layers, rngs=nnx.Rngs(0)))
+    assert list(model.conv_layers()) == ["layers/0", "layers/1"]
+    assert list(model.dense_layers()) == ["layers/2"]
+    x = np.random.default_rng(0).normal(size=(5, 7, 6, 3)).astype(np.float32)
+    pos = model.init_position
+    seen = {}
+
+    def tap(m):
+        def matmul(h, w):
+            seen[m] = h, w
+            return h @ w
+        return matmul
+
+    out = model.apply_dense(pos, x, {m: tap(m) for m in ("layers/0", "layers/1", "layers/2")})
+    np.testing.assert_allclose(out, model.apply(pos, x), rtol=1e-5, atol=1e-6)
+    patches, kernel = seen["layers/0"]
+    assert patches.shape == (5, 4, 6, 3 * 2 * 3) and kernel.shape == (18, 4)
+    # the patch at output pixel (1, 2): input rows 1..3 ('same' pads one row on top),
+    # columns 2..3, in the kernel's (row, column, channel) order
+    np.testing.assert_array_equal(patches[:, 1, 2], x[:, 1:4, 2:4].reshape(5, -1))
+    conv_kernel = np.asarray(pos["net"]["layers"][0]["kernel"])
+    np.testing.assert_array_equal(kernel, conv_kernel.reshape(18, 4))
+    assert seen["layers/2"][0].shape == (5, 3 * 5 * 2)  # a Dense layer's input as before
+
+
+def test_apply_dense_taps_a_dilated_nnx_conv():
+    class Net(nnx.Module):
+        def __init__(self):
+            self.conv = nnx.Conv(2, 3, (3, 3), kernel_dilation=2, padding="SAME",
+                                 rngs=nnx.Rngs(1))
+
+        def __call__(self, x):
+            return self.conv(x).reshape(x.shape[0], -1)
+
+    model = bnn.BNN(Net())
+    x = np.random.default_rng(1).normal(size=(4, 6, 5, 2)).astype(np.float32)
+    pos = model.init_position
+    out = model.apply_dense(pos, x, {"conv": lambda h, w: h @ w})
+    np.testing.assert_allclose(out, model.apply(pos, x), rtol=1e-5, atol=1e-5)
+    doubled = model.apply_dense(pos, x, {"conv": lambda h, w: 2 * (h @ w)})
+    bias = np.tile(np.asarray(pos["net"]["conv"]["bias"]), 6 * 5)
+    np.testing.assert_allclose(doubled - bias, 2 * (out - bias), rtol=1e-4, atol=1e-5)

@@ -20,12 +20,16 @@ MacKay, D. J. C. (1992). A practical Bayesian framework for backpropagation netw
 *Neural Computation* 4(3), 448–472.
 Martens, J. & Grosse, R. (2015). Optimizing neural networks with Kronecker-factored
 approximate curvature. *ICML* (section 3, eq. 1–2).
+Grosse, R. & Martens, J. (2016). A Kronecker-factored approximate Fisher matrix for
+convolution layers. *ICML* (KFC: its IAD, SH and SUD assumptions).
 Ritter, H., Botev, A. & Barber, D. (2018). A scalable Laplace approximation for neural
 networks. *ICLR* (section 3).
 Halko, N., Martinsson, P.-G. & Tropp, J. A. (2011). Finding structure with randomness.
 *SIAM Review* 53(2), 217–288 (Algorithms 4.4 and 5.3).
 Immer, A., Korzepa, M. & Bauer, M. (2021). Improving predictions of Bayesian neural nets
 via local linearization. *AISTATS* (section 3, eq. 4).
+Immer, A., Bauer, M., Fortuin, V., Rätsch, G. & Khan, M. E. (2021). Scalable marginal
+likelihood estimation for model selection in deep learning. *ICML*.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from bayesnn.tree import flatten_paths, unflatten_paths
 __all__ = [
     "Subset", "Full", "Diag", "Kron", "KronFactor", "LowRank", "HESSIANS", "CURVATURES",
     "output_hessians", "jacobians", "curvature", "log_likelihood", "log_evidence",
-    "optimal_prior_precision",
+    "optimal_prior_precision", "optimal_layer_prior_precisions", "layer_log_evidence",
 ]
 
 HESSIANS = ("full", "diag", "kron", "lowrank")
@@ -56,9 +60,9 @@ class Subset(NamedTuple):
     """The weights a Laplace approximation covers, flattened one leaf after another.
 
     ``paths`` are parameter paths in ``position["net"]`` (in its leaf order) and ``shapes``
-    their shapes; ``layers`` the module paths of the Dense layers (``"layers/1"``) that
-    make up the subset, kernel and bias each, when a Kronecker factorisation needs them.
-    Hashable, so it can be a static argument of a jitted function.
+    their shapes; ``layers`` the module paths of the Dense and Conv layers (``"layers/1"``)
+    that make up the subset, kernel and bias each, when a Kronecker factorisation needs
+    them. Hashable, so it can be a static argument of a jitted function.
     """
 
     paths: tuple[str, ...]
@@ -94,17 +98,39 @@ class Subset(NamedTuple):
         return unflatten_paths(flatten_paths(net) | self.unravel(vec), like=net)
 
     def blocks(self) -> list[np.ndarray]:
-        """For each layer, the flat indices of its weights ``[kernel; bias]`` ``(in+1, out)``."""
+        """For each layer, the flat indices of its weights ``[kernel; bias]`` ``(in+1, out)``
+        (a convolution's kernel ``(*window, in, out)`` flattened to ``(prod(window) · in,
+        out)``)."""
         out = []
         for layer in self.layers:
-            fan_in, fan_out = self.shapes[self.paths.index(f"{layer}/kernel")]
+            shape = self.shapes[self.paths.index(f"{layer}/kernel")]
+            fan_in, fan_out = math.prod(shape[:-1]), shape[-1]
             kernel = self.offset(f"{layer}/kernel") + np.arange(fan_in * fan_out)
             bias = self.offset(f"{layer}/bias") + np.arange(fan_out)
             out.append(np.concatenate([kernel, bias]).reshape(fan_in + 1, fan_out))
         return out
 
+    def groups(self) -> dict[str, np.ndarray]:
+        """The flat indices of each module's weights, by module path (a parameter path
+        without its last part), in leaf order: the layers of a per-layer prior."""
+        out: dict[str, list] = {}
+        for path, shape in zip(self.paths, self.shapes, strict=True):
+            start = self.offset(path)
+            out.setdefault(path.rpartition("/")[0], []).append(
+                np.arange(start, start + math.prod(shape)))
+        return {m: np.concatenate(idx) for m, idx in out.items()}
+
+    def per_weight(self, by_group: dict[str, float]) -> jax.Array:
+        """A vector ``(P,)`` holding ``by_group[module]`` at each module's weights."""
+        out = np.zeros(self.size, np.result_type(float))
+        for m, idx in self.groups().items():
+            out[idx] = by_group[m]
+        return jnp.asarray(out)
+
 
 # -- structures: eigendecompositions of H and the operations of (H + δI)⁻¹ ---------------
+# δ is a scalar, or for Diag and Kron a vector (P,) that is constant over each layer
+# (a per-layer prior): their layers' blocks keep their eigenbases under it.
 
 
 class Full(NamedTuple):
@@ -132,6 +158,10 @@ class Diag(NamedTuple):
 
     eigvals: jax.Array
 
+    def layer_eigvals(self, subset: Subset) -> dict[str, jax.Array]:
+        """The eigenvalues of each module's block of ``H``, by module path."""
+        return {m: self.eigvals[idx] for m, idx in subset.groups().items()}
+
     def dense(self, subset: Subset) -> jax.Array:
         return jnp.diag(self.eigvals)
 
@@ -143,11 +173,24 @@ class Diag(NamedTuple):
 
 
 class KronFactor(NamedTuple):
-    """One Dense layer's ``H ≈ A ⊗ G`` by the eigendecompositions of its two factors.
+    """One layer's ``H ≈ A ⊗ G`` by the eigendecompositions of its two factors.
 
-    ``A = Σ_n ã_n ã_nᵀ / N`` over the layer's inputs with a 1 appended (``ã`` of size
-    ``in + 1``), ``G = Σ_n J_nᵀ Λ_n J_n`` over its pre-activations ``(out, out)``; the layer's
-    weights are ``[kernel; bias]`` ``(in + 1, out)``, flattened row by row.
+    A layer maps inputs ``ã_{n,t}`` (with a 1 appended, size ``in + 1``) to pre-activations
+    ``z_{n,t} = Wᵀ ã_{n,t}`` at ``T`` positions ``t`` (one for a Dense layer; a
+    convolution's output pixels, ``ã_{n,t}`` the patch under its window). Then
+    ``A = Σ_{n,t} ã_{n,t} ã_{n,t}ᵀ / N`` ``(in + 1, in + 1)`` and
+    ``G = Σ_{n,t} J_{n,t}ᵀ Λ_n J_{n,t} / T`` ``(out, out)``, ``J_{n,t}`` the Jacobian of
+    the outputs in ``z_{n,t}``; the layer's weights are ``[kernel; bias]``
+    ``(in + 1, out)``, flattened row by row. For ``T = 1`` this is KFAC (Martens & Grosse
+    2015, eq. 1–2); for a convolution, KFC (Grosse & Martens 2016): the exact block
+    ``Σ_n Σ_{t,t'} ã_{n,t} ã_{n,t'}ᵀ ⊗ J_{n,t}ᵀ Λ_n J_{n,t'}`` with the cross-position
+    terms ``t ≠ t'`` dropped (spatially uncorrelated derivatives, SUD), then
+    ``Σ_{n,t} ã_{n,t} ã_{n,t}ᵀ ⊗ J_{n,t}ᵀ Λ_n J_{n,t} ≈ A ⊗ G``: the derivative factor
+    taken independent of the inputs (IAD) and the same at every position (spatial
+    homogeneity, SH), its average over examples and positions. It is exact where
+    ``J_{n,t}ᵀ Λ_n J_{n,t'}`` is one constant matrix for ``t = t'`` and zero otherwise, e.g.
+    a Gaussian likelihood on the pre-activations of a layer as the outputs (a Dense layer;
+    a convolution whose output pixels are flattened into the outputs).
     """
 
     in_eigvals: jax.Array
@@ -156,17 +199,23 @@ class KronFactor(NamedTuple):
     out_eigvecs: jax.Array
 
     def scale(self, delta) -> jax.Array:
-        """``(a_i g_j + δ)^{-1/2}`` ``(in + 1, out)``: the eigenvalues of the precision."""
+        """``(a_i g_j + δ)^{-1/2}`` ``(in + 1, out)``: the eigenvalues of the precision (δ a
+        scalar or ``(in + 1, out)``, constant)."""
         return jax.lax.rsqrt(jnp.outer(self.in_eigvals, self.out_eigvals) + delta)
 
 
 class Kron(NamedTuple):
-    """Block-diagonal over Dense layers, each block Kronecker-factored (KFAC).
+    """Block-diagonal over Dense and Conv layers, each block Kronecker-factored (KFAC, KFC).
 
     Memory per layer is ``(in+1)² + out²``, never the ``((in+1)·out)²`` of its block.
     """
 
     factors: tuple[KronFactor, ...]
+
+    def layer_eigvals(self, subset: Subset) -> dict[str, jax.Array]:
+        """The eigenvalues of each layer's block of ``H``, by module path."""
+        return {m: jnp.outer(f.in_eigvals, f.out_eigvals).ravel()
+                for m, f in zip(subset.layers, self.factors, strict=True)}
 
     @property
     def eigvals(self) -> jax.Array:
@@ -184,7 +233,7 @@ class Kron(NamedTuple):
     def sample(self, subset: Subset, delta, z) -> jax.Array:
         out = jnp.zeros_like(z)
         for f, idx in zip(self.factors, subset.blocks(), strict=True):
-            w = f.in_eigvecs @ (z[:, idx] * f.scale(delta)) @ f.out_eigvecs.T
+            w = f.in_eigvecs @ (z[:, idx] * f.scale(_block(delta, idx))) @ f.out_eigvecs.T
             out = out.at[:, idx].set(w)
         return out
 
@@ -192,9 +241,14 @@ class Kron(NamedTuple):
         total = 0.0
         for f, idx in zip(self.factors, subset.blocks(), strict=True):
             t = jnp.einsum("ia,bkij,jg->bkag", f.in_eigvecs, jac[..., idx], f.out_eigvecs)
-            t = t * f.scale(delta)
+            t = t * f.scale(_block(delta, idx))
             total = total + jnp.einsum("bkag,blag->bkl", t, t)
         return total
+
+
+def _block(delta, idx):
+    """A layer's part of ``δ``: itself if scalar, else the entries at ``idx``."""
+    return delta if jnp.ndim(delta) == 0 else delta[idx]
 
 
 class LowRank(NamedTuple):
@@ -252,51 +306,50 @@ def _weighted_hessians(model, position, kind, x, y, mask):
 
 
 @partial(jax.jit, static_argnums=(0, 2, 3, 4))
-def _dense_chunk(model, position, subset, kind, diagonal, x, y, mask):
+def _ggn_chunk(model, position, subset, kind, form, x, y, mask, v=None):
+    """``Σ_n J_nᵀ Λ_n J_n`` over one chunk: dense (``form="full"``), its diagonal
+    (``"diag"``) or times ``v`` ``(P, r)`` (``"matmul"``)."""
     jac = jacobians(model, position, subset, x)
     lam = _weighted_hessians(model, position, kind, x, y, mask)
-    if diagonal:
+    if form == "diag":
         return jnp.einsum("bkp,bkl,blp->p", jac, lam, jac)
-    return jnp.einsum("bkp,bkl,blq->pq", jac, lam, jac)
-
-
-@partial(jax.jit, static_argnums=(0, 2, 3))
-def _matmul_chunk(model, position, subset, kind, v, x, y, mask):
-    """``Σ_n J_nᵀ Λ_n J_n v`` over one chunk, for ``v`` ``(P, r)``."""
-    jac = jacobians(model, position, subset, x)
-    lam = _weighted_hessians(model, position, kind, x, y, mask)
+    if form == "full":
+        return jnp.einsum("bkp,bkl,blq->pq", jac, lam, jac)
     return jnp.einsum("bkp,bkl,blr->pr", jac, lam, jnp.einsum("blq,qr->blr", jac, v))
 
 
 @partial(jax.jit, static_argnums=(0, 2, 3))
 def _kron_chunk(model, position, subset, kind, x, y, mask):
-    """Each layer's ``(Σ ã ãᵀ, Σ J_zᵀ Λ J_z)`` over one chunk: the inputs and output
-    Jacobians of its pre-activations ``z`` are tapped through :meth:`BNN.apply_dense`."""
-    shapes = dict(zip(subset.paths, subset.shapes, strict=True))
-    eps = {m: jnp.zeros((x.shape[0], shapes[f"{m}/kernel"][1]), jnp.result_type(float))
-           for m in subset.layers}
+    """Each layer's ``(Σ_{n,t} ã ãᵀ, Σ_{n,t} J_{n,t}ᵀ Λ_n J_{n,t} / T)`` over one chunk (see
+    :class:`KronFactor`): the inputs (a convolution's patches) and the output Jacobians of
+    the pre-activations ``z`` are tapped through :meth:`BNN.apply_dense`, ``z = h @ W + ε``
+    with ``ε = 0``."""
 
     def outputs(eps):
         inputs = {}
 
         def tap(m):
             def matmul(h, w):
-                if h.ndim != 2:
-                    raise ValueError(f"kron needs Dense layer {m!r} to take (batch, features) "
-                                     f"inputs, got shape {h.shape}")
                 inputs[m] = h
-                return h @ w + eps[m]
+                return h @ w + (0.0 if eps is None else eps[m])
             return matmul
 
         f = model.apply_dense(position, x, {m: tap(m) for m in subset.layers})
         return f.sum(0), (f, inputs)
 
-    jz, (f, inputs) = jax.jacrev(outputs, has_aux=True)(eps)  # jz[m]: (K, B, out)
+    # the shapes of the pre-activations (batch, *positions, out), from a first trace
+    _, (_, shapes) = jax.eval_shape(outputs, None)
+    eps = {m: jnp.zeros(h.shape[:-1] + (subset.shapes[subset.paths.index(f"{m}/kernel")][-1],),
+                        jnp.result_type(float)) for m, h in shapes.items()}
+    jz, (f, inputs) = jax.jacrev(outputs, has_aux=True)(eps)  # jz[m]: (K, B, *positions, out)
     lam = output_hessians(model, f, y, position["lik"], kind) * mask[:, None, None]
     out = []
     for m in subset.layers:
-        a = jnp.concatenate([inputs[m], jnp.ones_like(inputs[m][:, :1])], 1) * mask[:, None]
-        out.append((a.T @ a, jnp.einsum("kbo,bkl,lbp->op", jz[m], lam, jz[m])))
+        h = inputs[m].reshape(x.shape[0], -1, inputs[m].shape[-1])  # (B, T, in)
+        a = jnp.concatenate([h, jnp.ones_like(h[..., :1])], -1) * mask[:, None, None]
+        j = jz[m].reshape(jz[m].shape[:2] + (h.shape[1], -1))  # (K, B, T, out)
+        out.append((jnp.einsum("bti,btj->ij", a, a),
+                    jnp.einsum("kbto,bkl,lbtp->op", j, lam, j) / h.shape[1]))
     return out
 
 
@@ -340,7 +393,8 @@ def curvature(model: BNN, position, subset: Subset, data: Dataset, *, hessian: s
         Generalised Gauss–Newton or empirical Fisher.
     batch_size : int
         Rows per chunk: memory grows with ``batch_size × K × P`` (``"kron"``:
-        ``batch_size × K × out`` per layer), not with ``N``.
+        ``batch_size × K × positions × out`` per layer, ``positions`` a convolution's
+        output pixels), not with ``N``.
     key : PRNG key
         The random test matrix of ``"lowrank"`` (Halko et al. 2011, Algorithm 4.4).
     rank : int
@@ -353,7 +407,7 @@ def curvature(model: BNN, position, subset: Subset, data: Dataset, *, hessian: s
     """
     chunks = partial(_summed, data=data, batch_size=batch_size)
     if hessian in ("full", "diag"):
-        h = chunks(partial(_dense_chunk, model, position, subset, kind, hessian == "diag"))
+        h = chunks(partial(_ggn_chunk, model, position, subset, kind, hessian))
         if hessian == "diag":
             return Diag(h)
         eigvals, eigvecs = jnp.linalg.eigh(h)
@@ -365,13 +419,16 @@ def curvature(model: BNN, position, subset: Subset, data: Dataset, *, hessian: s
             (la, qa), (lg, qg) = jnp.linalg.eigh(a / n), jnp.linalg.eigh(g)
             factors.append(KronFactor(jnp.clip(la, 0.0), qa, jnp.clip(lg, 0.0), qg))
         return Kron(tuple(factors))
-    matmul = partial(_matmul_chunk, model, position, subset, kind)
+
+    def matmul(v):
+        return chunks(partial(_ggn_chunk, model, position, subset, kind, "matmul", v=v))
+
     width = min(rank + 10, subset.size)
-    y = chunks(partial(matmul, jax.random.normal(key, (subset.size, width))))
+    y = matmul(jax.random.normal(key, (subset.size, width)))
     for _ in range(power_iterations):
-        y = chunks(partial(matmul, jnp.linalg.qr(y)[0]))
+        y = matmul(jnp.linalg.qr(y)[0])
     q = jnp.linalg.qr(y)[0]
-    s, w = jnp.linalg.eigh(q.T @ chunks(partial(matmul, q)))
+    s, w = jnp.linalg.eigh(q.T @ matmul(q))
     keep = slice(width - min(rank, width), width)  # eigh sorts ascending: the top ones
     return LowRank(jnp.clip(s[keep], 0.0), q @ w[:, keep])
 
@@ -425,3 +482,29 @@ def optimal_prior_precision(sq_dist, eigvals, *, lower: float = 1e-8,
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if slope(mid) > 0 else (lo, mid)
     return float(np.exp(0.5 * (lo + hi)))
+
+
+def optimal_layer_prior_precisions(sq_dev, subset: Subset, curv: Diag | Kron) -> dict[str, float]:
+    """One δ per layer (module path) maximising the Laplace evidence of the prior
+    ``N(μ₀, diag(δ_l)⁻¹)``, for a curvature that is block-diagonal over the layers.
+
+    With ``H`` block-diagonal the log-determinant splits over the layers, so the evidence
+    is a sum of one :func:`log_evidence` per layer in its own ``δ_l`` (:func:`layer_log_evidence`),
+    each maximised by :func:`optimal_prior_precision` of the layer's eigenvalues and
+    ``‖θ*_l - μ₀_l‖²``: MacKay's fixed point ``δ_l = γ_l / ‖θ*_l - μ₀_l‖²`` per layer
+    (MacKay 1992, eq. 28, with one weight class per layer; Immer, Bauer, Fortuin, Rätsch &
+    Khan 2021 tune per-layer precisions by gradient ascent on ``log δ`` instead).
+    ``sq_dev`` is ``(θ* - μ₀)²`` ``(P,)``.
+    """
+    eigvals = curv.layer_eigvals(subset)
+    return {m: optimal_prior_precision(float(jnp.sum(sq_dev[idx])), eigvals[m])
+            for m, idx in subset.groups().items()}
+
+
+def layer_log_evidence(loglik, sq_dev, subset: Subset, curv: Diag | Kron,
+                       deltas: dict[str, float]) -> jax.Array:
+    """The Laplace log evidence with one prior precision per layer, ``deltas[module]``:
+    ``loglik`` plus each layer's :func:`log_evidence` term."""
+    eigvals = curv.layer_eigvals(subset)
+    return loglik + sum(log_evidence(0.0, jnp.sum(sq_dev[idx]), idx.size, eigvals[m], deltas[m])
+                        for m, idx in subset.groups().items())

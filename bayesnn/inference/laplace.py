@@ -52,8 +52,10 @@ from bayesnn.inference.curvature import (
     Subset,
     curvature,
     jacobians,
+    layer_log_evidence,
     log_evidence,
     log_likelihood,
+    optimal_layer_prior_precisions,
     optimal_prior_precision,
 )
 from bayesnn.inference.init import check_init
@@ -70,19 +72,24 @@ __all__ = [
 
 PREDICTIVES = ("glm", "nn")  # the draws' outputs: linearised at θ*, or the network's
 GLM_METHODS = ("probit", "mc")
+MARGLIKS = ("marglik", "marglik_layerwise")
+LAYERWISE_HESSIANS = ("kron", "diag")  # block-diagonal over layers
 
 
 class LaplaceCovariance(NamedTuple):
-    """The covariance ``(H + δI)⁻¹`` of a Laplace posterior over ``subset``'s weights."""
+    """The covariance ``(H + D)⁻¹`` of a Laplace posterior over ``subset``'s weights, with
+    ``D = δI`` (``prior_precision`` a float) or, per layer, the diagonal of
+    ``prior_precision`` ``(P,)``."""
 
     subset: Subset
     curvature: Full | Diag | Kron | LowRank
-    prior_precision: float
+    prior_precision: float | jax.Array
 
     def dense(self) -> jax.Array:
         """The covariance as a ``(P, P)`` matrix (for small subsets)."""
         h = self.curvature.dense(self.subset)
-        return jnp.linalg.inv(h + self.prior_precision * jnp.eye(h.shape[0], dtype=h.dtype))
+        delta = jnp.broadcast_to(jnp.asarray(self.prior_precision, h.dtype), h.shape[:1])
+        return jnp.linalg.inv(h + jnp.diag(delta))
 
 
 @config
@@ -101,14 +108,18 @@ class Laplace:
         pass calls (:meth:`~bayesnn.BNN.dense_layers`), or the parameters matching any of
         these glob patterns (``"layers/2/*"``). The others stay at their point estimates.
     hessian : {"kron", "full", "diag", "lowrank"}
-        The curvature's structure: Kronecker-factored per Dense layer (KFAC; the subset must
-        be whole Dense layers), dense, diagonal, or its top ``rank`` eigenpairs.
+        The curvature's structure: Kronecker-factored per Dense layer (KFAC) and per
+        convolution (KFC, Grosse & Martens 2016; the subset must be whole Dense or Conv
+        layers), dense, diagonal, or its top ``rank`` eigenpairs.
     curvature : {"ggn", "ef"}
         Generalised Gauss–Newton or empirical Fisher.
-    prior_precision : float, "marglik" or None
+    prior_precision : float, "marglik", "marglik_layerwise" or None
         ``δ`` of the isotropic Gaussian prior ``N(μ₀, I/δ)`` over the subset. None: from the
         model's :class:`~bayesnn.priors.Normal` prior (``1 / scale²``). ``"marglik"``: the δ
         maximising the Laplace log evidence at ``θ*`` (post hoc: ``θ*`` is not refitted).
+        ``"marglik_layerwise"``: one ``δ_l`` per layer (module path: ``"layers/0"``),
+        jointly maximising the evidence of ``N(μ₀, diag(δ_l)⁻¹)``; needs a curvature
+        block-diagonal over the layers, ``hessian="kron"`` or ``"diag"``.
     num_samples : int
         Weight-space draws kept, as ``(1, num_samples)``.
     predictive : {"glm", "nn"}
@@ -124,16 +135,20 @@ class Laplace:
     Notes
     -----
     The likelihood's own parameters (a learned noise scale) stay at their MAP values.
-    ``info`` holds the MAP fit's entries and ``prior_precision``, ``log_evidence``,
-    ``laplace`` (the :class:`LaplaceCovariance`), ``map_position`` (``θ*``; with ``laplace``
-    the arguments of the closed-form :func:`glm_predictive`) and ``laplace_seconds`` (the
-    cost on top of the MAP fit). Prediction reads none of them.
+    ``info`` holds the MAP fit's entries and ``prior_precision`` (a float, or
+    ``{module path: δ_l}`` for ``"marglik_layerwise"``), ``log_evidence``, ``laplace`` (the
+    :class:`LaplaceCovariance`, read by the closed-form :func:`glm_predictive`) and
+    ``laplace_seconds`` (the cost on top of the MAP fit). Prediction reads none of them.
+    ``θ*`` is the ``center`` of the posterior's
+    :class:`~bayesnn.posterior.LinearisedPredictive` (``predictive="glm"``).
 
     References
     ----------
-    Ritter, Botev & Barber (2018), section 3 (KFAC Laplace); Daxberger et al. (2021),
-    *Laplace Redux*, section 3 (last-layer KFAC with the marginal-likelihood prior precision
-    as the default recipe).
+    Ritter, Botev & Barber (2018), section 3 (KFAC Laplace); Immer, Bauer, Fortuin, Rätsch
+    & Khan (2021), *Scalable marginal likelihood estimation for model selection in deep
+    learning*, ICML (per-layer prior precisions by the Laplace evidence); Daxberger et al.
+    (2021), *Laplace Redux*, section 3 (last-layer KFAC with the marginal-likelihood prior
+    precision as the default recipe).
     """
 
     init: str | MAP = "map"
@@ -161,9 +176,14 @@ class Laplace:
         if self.curvature not in CURVATURES:
             raise ValueError(f"curvature must be one of {CURVATURES}, got {self.curvature!r}")
         if isinstance(self.prior_precision, str) or self.prior_precision is None:
-            if self.prior_precision not in (None, "marglik"):
-                raise ValueError("prior_precision must be a float > 0, 'marglik' or None, got "
-                                 f"{self.prior_precision!r}")
+            if self.prior_precision not in (None, *MARGLIKS):
+                raise ValueError("prior_precision must be a float > 0, 'marglik', "
+                                 f"'marglik_layerwise' or None, got {self.prior_precision!r}")
+            if (self.prior_precision == "marglik_layerwise"
+                    and self.hessian not in LAYERWISE_HESSIANS):
+                raise ValueError("prior_precision='marglik_layerwise' needs a curvature "
+                                 "block-diagonal over the layers, hessian='kron' or 'diag'; "
+                                 f"got hessian={self.hessian!r}")
         else:
             check_positive(prior_precision=self.prior_precision)
         check_positive(num_samples=self.num_samples, rank=self.rank, batch_size=self.batch_size)
@@ -183,21 +203,27 @@ class Laplace:
                          kind=self.curvature, batch_size=self.batch_size, key=k_curv,
                          rank=self.rank)
         loglik = log_likelihood(model, position, data, self.batch_size)
-        sq_dist = float(jnp.sum((subset.ravel(position["net"]) - _prior_mean(model, subset))**2))
-        if self.prior_precision == "marglik":
-            delta = optimal_prior_precision(sq_dist, curv.eigvals)
-        elif self.prior_precision is None:
-            delta = 1.0 / model.prior.scale**2
+        sq_dev = (subset.ravel(position["net"]) - _prior_mean(model, subset)) ** 2
+        if self.prior_precision == "marglik_layerwise":
+            recorded = optimal_layer_prior_precisions(sq_dev, subset, curv)
+            evidence = layer_log_evidence(loglik, sq_dev, subset, curv, recorded)
+            delta = subset.per_weight(recorded)
         else:
-            delta = float(self.prior_precision)
+            sq_dist = float(jnp.sum(sq_dev))
+            if self.prior_precision == "marglik":
+                delta = optimal_prior_precision(sq_dist, curv.eigvals)
+            elif self.prior_precision is None:
+                delta = 1.0 / model.prior.scale**2
+            else:
+                delta = float(self.prior_precision)
+            recorded = delta
+            evidence = log_evidence(loglik, sq_dist, subset.size, curv.eigvals, delta)
         cov = LaplaceCovariance(subset, curv, delta)
         draws = weight_draws(model, position, cov, k_draw, self.num_samples)
         seconds = time.perf_counter() - start
         info |= {
-            "prior_precision": delta,
-            "log_evidence": float(log_evidence(loglik, sq_dist, subset.size, curv.eigvals, delta)),
-            "laplace": cov, "map_position": position, "laplace_seconds": seconds,
-            "seconds": info["seconds"] + seconds,
+            "prior_precision": recorded, "log_evidence": float(evidence),
+            "laplace": cov, "laplace_seconds": seconds, "seconds": info["seconds"] + seconds,
         }
         predictive = LinearisedPredictive(position) if self.predictive == "glm" \
             else DrawPredictive()
@@ -247,7 +273,8 @@ def last_dense_layer(model: BNN, position, x) -> str:
 
 def select_subset(model: BNN, position, subset, hessian: str, x) -> Subset:
     """The :class:`~bayesnn.inference.curvature.Subset` that ``subset`` names (see
-    :class:`Laplace`), with its Dense layers when ``hessian="kron"``."""
+    :class:`Laplace`), with its Dense and Conv layers, in leaf order, when
+    ``hessian="kron"``."""
     named = flatten_paths(position["net"])
     if subset == "all":
         chosen = set(named)
@@ -268,12 +295,14 @@ def select_subset(model: BNN, position, subset, hessian: str, x) -> Subset:
     paths = tuple(p for p in named if p in chosen)
     layers = ()
     if hessian == "kron":
-        dense = model.dense_layers(position)
-        layers = tuple(m for m, layer in dense.items() if layer.kernel in chosen)
-        covered = {p for m in layers for p in dense[m]}
+        kernels = model.dense_layers(position) | model.conv_layers(position)
+        layers = tuple(sorted((m for m, layer in kernels.items() if layer.kernel in chosen),
+                              key=lambda m: paths.index(kernels[m].kernel)))
+        covered = {p for m in layers for p in kernels[m]}
         if covered != chosen:
-            raise ValueError("hessian='kron' needs the subset to be whole Dense layers (kernel "
-                             f"and bias); these parameters are not: {sorted(chosen ^ covered)}")
+            raise ValueError("hessian='kron' needs the subset to be whole Dense or Conv layers "
+                             f"(kernel and bias); these parameters are not: "
+                             f"{sorted(chosen ^ covered)}")
     return Subset(paths, tuple(tuple(named[p].shape) for p in paths), layers)
 
 
@@ -299,9 +328,10 @@ def weight_draws(model: BNN, position, cov: LaplaceCovariance, key, num_samples:
             "lik": jax.tree.map(stack, position["lik"])}
 
 
-def glm_predictive(model: BNN, position, cov: LaplaceCovariance, x, *, method: str = "probit",
-                   key=None, num_samples: int = 100, batch_size: int = 256):
-    """The linearised ("GLM") predictive of a Laplace posterior at inputs ``x``.
+def glm_predictive(posterior: Posterior, x, *, method: str = "probit", key=None,
+                   num_samples: int = 100, batch_size: int = 256):
+    """The linearised ("GLM") predictive of a Laplace posterior at inputs ``x``, in closed
+    form.
 
     The network is linearised at ``θ*``: ``f(x, θ) ≈ f(x, θ*) + J(x)(θ - θ*)``, so the
     outputs are Gaussian, ``N(f(x, θ*), J Σ Jᵀ)`` (Immer et al. 2021; Daxberger et al.
@@ -309,11 +339,9 @@ def glm_predictive(model: BNN, position, cov: LaplaceCovariance, x, *, method: s
 
     Parameters
     ----------
-    model : BNN
-    position : pytree
-        The linearisation point ``θ*`` (``info["map_position"]``).
-    cov : LaplaceCovariance
-        ``Σ`` (``info["laplace"]``).
+    posterior : Posterior
+        A :class:`Laplace` posterior with ``predictive="glm"``: ``θ*`` is its predictive's
+        ``center``, ``Σ`` its ``info["laplace"]``.
     x : array ``(N, ...)``
     method : {"probit", "mc"}
         Classification only (regression is exact: a Gaussian with variance
@@ -332,6 +360,13 @@ def glm_predictive(model: BNN, position, cov: LaplaceCovariance, x, *, method: s
     if method not in GLM_METHODS:
         raise ValueError(f"method must be one of {GLM_METHODS}, got {method!r}")
     check_positive(num_samples=num_samples, batch_size=batch_size)
+    cov = posterior.info.get("laplace")
+    if not isinstance(posterior.predictive, LinearisedPredictive) or cov is None:
+        raise ValueError("posterior: glm_predictive needs a Laplace posterior with "
+                         "predictive='glm' (its LinearisedPredictive holds θ*), got "
+                         f"{type(posterior.method).__name__} with "
+                         f"{type(posterior.predictive).__name__}")
+    model, position = posterior.model, posterior.predictive.center
     x = prepare_inputs(model, x)
     mc = method == "mc" and model.likelihood.task == "classification"
     if mc and key is None:

@@ -49,7 +49,7 @@ def test_full_laplace_is_the_exact_linear_regression_posterior(full_post, linear
     mean, cov = linear_posterior(linear.x, linear.y, PRIOR, NOISE)
     assert (full_post.num_chains, full_post.num_draws) == (1, 4000)
     np.testing.assert_allclose(linear_weights(jax.tree.map(
-        lambda a: a[None, None], full_post.info["map_position"]))[0, 0], mean, atol=1e-4)
+        lambda a: a[None, None], full_post.predictive.center))[0, 0], mean, atol=1e-4)
     np.testing.assert_allclose(_cov_wb(full_post), cov, rtol=1e-4, atol=1e-7)
     assert_gaussian_matches(linear_weights(full_post.draws), mean, cov, min_ess=2000)
     assert full_post.info["prior_precision"] == pytest.approx(1 / PRIOR**2)
@@ -59,8 +59,7 @@ def test_linearised_predictive_std_is_the_exact_predictive_std(full_post, linear
     mean, cov = linear_posterior(linear.x, linear.y, PRIOR, NOISE)
     x = np.linspace(-3, 3, 21 * 3).reshape(21, 3).astype(np.float32)
     design = np.c_[x, np.ones(len(x))]
-    pred = glm_predictive(full_post.model, full_post.info["map_position"],
-                          full_post.info["laplace"], x, batch_size=8)
+    pred = glm_predictive(full_post, x, batch_size=8)
     epistemic = np.sqrt(np.einsum("np,pq,nq->n", design, cov, design))
     np.testing.assert_allclose(pred.epistemic_std[:, 0], epistemic, rtol=1e-4)
     np.testing.assert_allclose(pred.std[:, 0], np.sqrt(epistemic**2 + NOISE**2), rtol=1e-4)
@@ -119,8 +118,7 @@ def test_kron_and_full_rank_lowrank_equal_full_for_one_dense_layer(hessian, line
     np.testing.assert_allclose(_cov_wb(other), cov, rtol=1e-3, atol=1e-6)
     assert other.info["log_evidence"] == pytest.approx(full.info["log_evidence"], rel=1e-4)
     x = np.asarray(linear.x[:7])
-    a, b = (glm_predictive(model, p.info["map_position"], p.info["laplace"], x)
-            for p in (full, other))
+    a, b = (glm_predictive(p, x) for p in (full, other))
     np.testing.assert_allclose(a.std, b.std, rtol=1e-4)
 
 
@@ -179,14 +177,12 @@ def test_probit_predictive_lies_between_the_map_confidence_and_one_half():
                          prior_precision="marglik", num_samples=10)
     post = bnn.fit(model, data, method, key=0)
     x = np.concatenate([np.asarray(data.x[:20]), np.array([[4.0, 4.0], [-5.0, 3.0]])])
-    position, cov = post.info["map_position"], post.info["laplace"]
-    p_map = np.asarray(model.likelihood.probs(model.apply(position, x)))[:, 1]
-    p = np.asarray(glm_predictive(model, position, cov, x).probs)[:, 1]
+    p_map = np.asarray(model.likelihood.probs(model.apply(post.predictive.center, x)))[:, 1]
+    p = np.asarray(glm_predictive(post, x).probs)[:, 1]
     assert np.all(np.abs(p - 0.5) <= np.abs(p_map - 0.5) + 1e-6)
     assert np.all(np.sign(p - 0.5) == np.sign(p_map - 0.5))
     assert np.any(np.abs(p - 0.5) < np.abs(p_map - 0.5) - 1e-3)
-    mc = glm_predictive(model, position, cov, x, method="mc", key=jax.random.key(0),
-                        num_samples=4000)
+    mc = glm_predictive(post, x, method="mc", key=jax.random.key(0), num_samples=4000)
     np.testing.assert_allclose(mc.probs[:, 1], p, atol=0.05)  # probit ≈ MC within ~0.02
     assert np.all(np.asarray(mc.epistemic) >= 0)
     # post.predict is the MC GLM predictive of the weight draws: the probit one within MC error
@@ -200,7 +196,7 @@ def test_mc_glm_predictive_of_the_draws_agrees_with_the_closed_form(mlp_regressi
     x = np.linspace(-2, 2, 15, dtype=np.float32)[:, None]
     post = bnn.fit(model, data, bnn.Laplace(init="network", subset="all", hessian="full",
                                             num_samples=3000), key=2)
-    exact = glm_predictive(model, post.info["map_position"], post.info["laplace"], x)
+    exact = glm_predictive(post, x)
     mc = post.predict(x, draw_batch_size=500)
     error = np.abs(np.asarray(mc.mean) - np.asarray(exact.mean))
     assert np.all(error <= 4 * np.asarray(exact.epistemic_std) / np.sqrt(3000) + 1e-5)
@@ -209,6 +205,8 @@ def test_mc_glm_predictive_of_the_draws_agrees_with_the_closed_form(mlp_regressi
     nn = bnn.fit(model, data, bnn.Laplace(init="network", subset="all", hessian="full",
                                           num_samples=3000, predictive="nn"), key=2)
     assert isinstance(nn.predictive, DrawPredictive)
+    with pytest.raises(ValueError, match="predictive='glm'"):
+        glm_predictive(nn, x)
     jax.tree.map(np.testing.assert_array_equal, nn.draws, post.draws)  # same draws
     assert not np.allclose(nn.predict(x, draw_batch_size=500).mean, mc.mean, atol=1e-6)
     # log density and the ArviZ export go through the same predictive
@@ -218,13 +216,107 @@ def test_mc_glm_predictive_of_the_draws_agrees_with_the_closed_form(mlp_regressi
 
 def test_linearised_predictive_survives_save_and_load(mlp_regression, tmp_path):
     model, data = mlp_regression
-    post = bnn.fit(model, data, bnn.Laplace(init="network", num_samples=20), key=0)
+    post = bnn.fit(model, data, bnn.Laplace(init="network", subset="all",
+                                            prior_precision="marglik_layerwise",
+                                            num_samples=20), key=0)
     post.save(tmp_path / "laplace.bnn")
     back = bnn.Posterior.load(tmp_path / "laplace.bnn")
     assert isinstance(back.predictive, LinearisedPredictive)
     assert back.method == post.method
+    assert back.info["prior_precision"] == post.info["prior_precision"]
     x = np.asarray(data.x[:9])
     np.testing.assert_array_equal(back.predict(x).std, post.predict(x).std)
+    np.testing.assert_array_equal(glm_predictive(back, x).std, glm_predictive(post, x).std)
+
+
+def _dense_log_evidence(loglik, h, sq_dev, groups, log_deltas):
+    """The Laplace log evidence of N(0, diag(δ_l)⁻¹) written out with a dense log-determinant."""
+    delta = np.zeros(len(sq_dev))
+    for idx, t in zip(groups, log_deltas, strict=True):
+        delta[idx] = np.exp(t)
+    logdet = np.linalg.slogdet(h + np.diag(delta))[1]
+    return loglik + 0.5 * np.sum(np.log(delta)) - 0.5 * delta @ sq_dev - 0.5 * logdet
+
+
+@pytest.mark.parametrize("hessian", ["kron", "diag"])
+def test_layerwise_marglik_maximises_the_evidence_over_a_grid(hessian, mlp_regression):
+    model, data = mlp_regression
+    method = bnn.Laplace(init="network", subset="all", hessian=hessian,
+                         prior_precision="marglik_layerwise", num_samples=10)
+    post = bnn.fit(model, data, method, key=0)
+    deltas = post.info["prior_precision"]
+    assert set(deltas) == {"layers/0", "layers/1"}
+    cov = post.info["laplace"]
+    sub = cov.subset
+    h = np.asarray(cov.curvature.dense(sub), np.float64)
+    sq_dev = np.asarray(sub.ravel(model.init_position["net"]), np.float64) ** 2  # μ₀ = 0
+    groups = [sub.groups()[m] for m in ("layers/0", "layers/1")]
+    loglik = float(model.loglikelihood_fn(model.init_position, (data.x, data.y)))
+
+    def neg(t):
+        return -_dense_log_evidence(loglik, h, sq_dev, groups, t)
+
+    # brute force: a 41×41 grid of log δ, then Nelder–Mead from its best point
+    best = optimize.brute(neg, [(-4.0, 6.0)] * 2, Ns=41, finish=None)
+    best = optimize.minimize(neg, best, method="Nelder-Mead",
+                             options={"xatol": 1e-8, "fatol": 1e-10}).x
+    np.testing.assert_allclose([deltas["layers/0"], deltas["layers/1"]], np.exp(best),
+                               rtol=1e-3)
+    assert post.info["log_evidence"] == pytest.approx(-neg(best), rel=1e-5)
+    assert abs(np.log(deltas["layers/0"] / deltas["layers/1"])) > 0.5  # really per layer
+    # the posterior covariance is (H + diag(δ_l))⁻¹
+    delta = np.zeros(sub.size)
+    for idx, m in zip(groups, ("layers/0", "layers/1"), strict=True):
+        delta[idx] = deltas[m]
+    np.testing.assert_allclose(cov.dense(), np.linalg.inv(h + np.diag(delta)), rtol=1e-3,
+                               atol=1e-6)
+    # one δ for all layers is a special case: its evidence is no higher
+    scalar = bnn.fit(model, data, bnn.Laplace(init="network", subset="all", hessian=hessian,
+                                              prior_precision="marglik", num_samples=10), key=0)
+    assert scalar.info["log_evidence"] < post.info["log_evidence"]
+
+
+def test_layerwise_marglik_of_one_layer_is_the_scalar_marglik(linear):
+    model = _model(weights=np.array([0.3, -0.2, 0.5, 0.1]))
+    posts = [bnn.fit(model, linear, bnn.Laplace(init="network", subset="all", prior_precision=p,
+                                                num_samples=10), key=0)
+             for p in ("marglik", "marglik_layerwise")]
+    assert posts[1].info["prior_precision"] == {
+        "layers/0": pytest.approx(posts[0].info["prior_precision"], rel=1e-6)}
+    assert posts[1].info["log_evidence"] == pytest.approx(posts[0].info["log_evidence"],
+                                                          rel=1e-6)
+    np.testing.assert_allclose(posts[1].info["laplace"].dense(), posts[0].info["laplace"].dense(),
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("subset", ["last_layer", pytest.param("all", marks=pytest.mark.slow)])
+def test_kron_laplace_of_a_cnn_predicts(subset):
+    net = bnn.models.mnist_cnn(input_shape=(8, 8, 1), num_classes=3)
+    model = bnn.BNN(net, bnn.priors.Normal(1.0), bnn.likelihoods.Categorical())
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 8, 8, 1)).astype(np.float32), rng.integers(0, 3, 40)
+    post = bnn.fit(model, (x, y), bnn.Laplace(init="network", subset=subset,
+                                              prior_precision="marglik_layerwise",
+                                              num_samples=8, batch_size=16), key=0)
+    layers = ("layers/0", "layers/1", "layers/2", "layers/3") if subset == "all" \
+        else ("layers/3",)
+    assert post.info["laplace"].subset.layers == layers
+    assert set(post.info["prior_precision"]) == set(layers)
+    # the factors, never a layer's whole block: conv 3·3·1+1 and 32, conv 3·3·32+1 and 64,
+    # dense 2·2·64+1 and 128, head 128+1 and 3
+    shapes = [(f.in_eigvecs.shape[0], f.out_eigvecs.shape[0])
+              for f in post.info["laplace"].curvature.factors]
+    assert shapes == [(10, 32), (289, 64), (257, 128), (129, 3)][-len(layers):]
+    drawn = post.draws["net"]["layers"]
+    for i in range(4):
+        varies = np.ptp(np.asarray(drawn[i]["kernel"]), axis=1).max() > 0
+        assert varies == (f"layers/{i}" in layers)
+    pred = post.predict(x[:10])
+    np.testing.assert_allclose(pred.probs.sum(-1), 1.0, rtol=1e-5)
+    assert np.all(np.asarray(pred.epistemic) > 0)
+    probit = glm_predictive(post, x[:10])
+    np.testing.assert_allclose(probit.probs.sum(-1), 1.0, rtol=1e-5)
+    assert np.all(np.isfinite(probit.entropy))
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -234,6 +326,8 @@ def test_linearised_predictive_survives_save_and_load(mlp_regression, tmp_path):
     ({"subset": "layers"}, "subset"),
     ({"prior_precision": -1.0}, "prior_precision"),
     ({"prior_precision": "evidence"}, "prior_precision"),
+    ({"prior_precision": "marglik_layerwise", "hessian": "full"}, "prior_precision"),
+    ({"prior_precision": "marglik_layerwise", "hessian": "lowrank"}, "prior_precision"),
     ({"init": "prior"}, "init"),
     ({"init": "random"}, "init"),
     ({"predictive": "probit"}, "predictive"),
