@@ -36,7 +36,7 @@ def main(out: Path, num_processes: int, process_id: int, port: int) -> None:
     chains = dict(num_samples=10, num_warmup=10, num_chains=4, batch_size=16, thinning=5)
     fits = {
         # step size from the curvature, chains started at an ensemble of MAP fits
-        "sgld": (bnn.SGLD(**chains), {"checkpoint": out / "sgld.ckpt"}),
+        "sgld": (bnn.SGLD(**chains), {}),
         "sgld_one_chain": (bnn.SGLD(step_size=1e-3, init="random",
                                     **(chains | {"num_chains": 1})), {}),
         "ensemble": (bnn.Ensemble(bnn.MAP(epochs=5, batch_size=16,
@@ -54,9 +54,20 @@ def main(out: Path, num_processes: int, process_id: int, port: int) -> None:
             arrays["ensemble/predicted_mean"] = np.asarray(post.predict(data.x).mean)
             post.save(out / "ensemble.bnn")
         info["seconds"][name] = time.perf_counter() - start
-    # The finished checkpoint, read by every process: the saved draws come back.
+    # The SGLD run stopped after its second chunk (as by Ctrl-C on every host), then run
+    # again: every process resumes from the file process 0 wrote.
+    from bayesnn.inference import driver
+
+    def save_then_stop(checkpoint, state, outputs, done, *rest):
+        save(checkpoint, state, outputs, done, *rest)
+        if done == 2:
+            raise KeyboardInterrupt
+
+    save, driver._save = driver._save, save_then_stop
+    bnn.fit(model(), data, fits["sgld"][0], key=1, progress=False, checkpoint=out / "cut.ckpt")
+    driver._save = save
     post = bnn.fit(model(), data, fits["sgld"][0], key=1, progress=False,
-                   checkpoint=out / "sgld.ckpt")
+                   checkpoint=out / "cut.ckpt")
     for i, leaf in enumerate(jax.tree.leaves(post.draws)):
         arrays[f"sgld_resumed/{i}"] = np.asarray(leaf)
     if num_processes > 1:

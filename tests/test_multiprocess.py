@@ -90,7 +90,8 @@ def test_two_processes_give_the_draws_of_one(tmp_path):
             name, np.max(np.abs(ours[0][name] - reference[name])))
     # The tolerance is meaningful: two chains of one run are far apart.
     assert not _close(reference["sgld/0"][0], reference["sgld/0"][1])
-    # The finished checkpoint gave back the run's draws; the saved files load.
+    # The run stopped midway resumed to the draws of the run never stopped; the saved
+    # files load.
     for name in [k for k in reference if k.startswith("sgld/")]:
         np.testing.assert_array_equal(ours[0][name.replace("sgld", "sgld_resumed")],
                                       ours[0][name])
