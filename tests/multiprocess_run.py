@@ -64,8 +64,10 @@ def main(out: Path, num_processes: int, process_id: int, port: int) -> None:
             raise KeyboardInterrupt
 
     save, driver._save = driver._save, save_then_stop
-    bnn.fit(model(), data, fits["sgld"][0], key=1, progress=False, checkpoint=out / "cut.ckpt")
+    cut = bnn.fit(model(), data, fits["sgld"][0], key=1, progress=False,
+                  checkpoint=out / "cut.ckpt")
     driver._save = save
+    info["stopped_draws"] = cut.num_samples
     post = bnn.fit(model(), data, fits["sgld"][0], key=1, progress=False,
                    checkpoint=out / "cut.ckpt")
     for i, leaf in enumerate(jax.tree.leaves(post.draws)):

@@ -92,6 +92,7 @@ def test_two_processes_give_the_draws_of_one(tmp_path):
     assert not _close(reference["sgld/0"][0], reference["sgld/0"][1])
     # The run stopped midway resumed to the draws of the run never stopped; the saved
     # files load.
+    assert [seen["stopped_draws"] for seen in info] == [1, 1]
     for name in [k for k in reference if k.startswith("sgld/")]:
         np.testing.assert_array_equal(ours[0][name.replace("sgld", "sgld_resumed")],
                                       ours[0][name])
