@@ -67,7 +67,7 @@ def main(out: Path, num_processes: int, process_id: int, port: int) -> None:
     cut = bnn.fit(model(), data, fits["sgld"][0], key=1, progress=False,
                   checkpoint=out / "cut.ckpt")
     driver._save = save
-    info["stopped_draws"] = cut.num_samples
+    info["stopped_draws"] = cut.num_draws
     post = bnn.fit(model(), data, fits["sgld"][0], key=1, progress=False,
                    checkpoint=out / "cut.ckpt")
     for i, leaf in enumerate(jax.tree.leaves(post.draws)):
