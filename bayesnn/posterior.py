@@ -204,6 +204,8 @@ class Posterior:
         field by field, info) and ``.npy`` arrays (weights, draws). Values that are not
         data -- an optax transformation, a schedule function, a user's network class --
         are recorded by qualified name (and a function's closure values), not as code.
+        In a run of several processes (``jax.distributed``) every process holds the same
+        posterior and may call ``save``; only process 0 writes.
         """
         arrays: dict = {}
         content = {"model": serialization.encode(self.model.to_state(), arrays, "model")}

@@ -17,6 +17,10 @@ transformation, an object of another library -- is recorded by qualified name an
 function, its closure's values (an optax transformation's hyperparameters), and comes
 back as an :class:`Unbuilt` description. The same encoding, with arrays by digest, makes
 :func:`fingerprint`, which identifies a run in any process: no memory address enters it.
+
+In a run of several processes (after ``jax.distributed.initialize()``), all of which hold
+the same content, only process 0 writes (:func:`is_writer`), so that hosts sharing a
+file system do not write one file at once.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import numpy as np
 from bayesnn.tree import path_str
 
 __all__ = ["Unbuilt", "decode", "decode_leaves", "describe", "encode", "encode_leaves",
-           "fingerprint", "fingerprint_difference", "read", "write"]
+           "fingerprint", "fingerprint_difference", "is_writer", "read", "write"]
 
 Node = Any  # a JSON value
 _HEADER = "header.json"
@@ -93,12 +97,21 @@ def versions() -> dict[str, str]:
     return found
 
 
+def is_writer() -> bool:
+    """Whether this process writes files: process 0 of a run of several processes
+    (``jax.distributed``), the only process otherwise."""
+    return jax.process_index() == 0
+
+
 def write(path, kind: str, content: dict, arrays: dict[str, np.ndarray]) -> None:
     """Write ``content`` (JSON nodes from :func:`encode`) and ``arrays`` to ``path``.
 
     The header gets ``format = kind`` and the library versions. The file is replaced
-    atomically: a kill mid-write leaves the previous file intact.
+    atomically: a kill mid-write leaves the previous file intact. Does nothing on a
+    process other than the writer (:func:`is_writer`).
     """
+    if not is_writer():
+        return
     header = json.dumps({"format": kind, "versions": versions(), **content}, allow_nan=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

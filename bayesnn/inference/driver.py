@@ -43,7 +43,7 @@ from bayesnn import serialization
 from bayesnn.bnn import Batch
 from bayesnn.inference.programs import all_finite, chunk_program, kept_shapes
 from bayesnn.inference.progress import Progress
-from bayesnn.inference.sharding import shard_chains
+from bayesnn.inference.sharding import shard_chains, to_host
 
 __all__ = [
     "Checkpoint", "EmptyInfo", "NonFiniteError", "RunResult", "SamplingAlgorithm", "Samples",
@@ -190,9 +190,11 @@ def run_chunks(
     jitted = chunk_program(_keep_placement(chunk_fn, shardings), cache_key, chunk_fn,
                            steps_per_chunk, state, args, shardings)
     outputs, start = [], 0
-    if checkpoint is not None and Path(checkpoint.path).exists():
-        state, outputs, start = _restore(checkpoint, state, key, num_chunks, desc=desc,
-                                         progress=progress)
+    if checkpoint is not None:
+        if Path(checkpoint.path).exists():
+            state, outputs, start = _restore(checkpoint, state, key, num_chunks, desc=desc,
+                                             progress=progress)
+        _check_same_start(checkpoint.path, start)
         state = state if shardings is None else jax.device_put(state, shardings)
     done = start
     interrupted = False
@@ -215,7 +217,7 @@ def run_chunks(
                                          f"{where}; {hint}",
                                          i * steps_per_chunk if step is None else step)
                 state = new_state
-                outputs.append(_fetch(out if select is None else select(i, out)))
+                outputs.append(to_host(out if select is None else select(i, out)))
                 done = i + 1
                 report.update(steps_per_chunk,
                               None if metrics is None else metrics(i, outputs[-1]))
@@ -473,21 +475,12 @@ def _is_key(x) -> bool:
     return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
-def _fetch(tree):
-    """Device pytree → numpy pytree in one batched copy, gathering arrays that span other
-    processes' devices (a run across hosts, after ``jax.distributed.initialize()``)."""
-    tree = jax.tree.map(
-        lambda x: multihost_utils.process_allgather(x, tiled=True)
-        if isinstance(x, jax.Array) and not x.is_fully_addressable else x, tree)
-    return jax.tree.map(np.asarray, jax.device_get(tree))
-
-
 def _to_host(tree):
     """Device pytree → host pytree: numpy arrays, gathered from other processes' devices;
     typed PRNG keys stay typed (on one device), so a file records their implementation."""
     leaves, treedef = jax.tree.flatten(tree)
     keys = [_is_key(x) for x in leaves]
-    data = _fetch([jax.random.key_data(x) if k else x for x, k in zip(leaves, keys, strict=True)])
+    data = to_host([jax.random.key_data(x) if k else x for x, k in zip(leaves, keys, strict=True)])
     return jax.tree.unflatten(treedef, [
         jax.random.wrap_key_data(d, impl=jax.random.key_impl(x)) if k else d
         for d, x, k in zip(data, leaves, keys, strict=True)])
@@ -500,6 +493,8 @@ def _from_host(pairs, arrays, like):
 
 
 def _save(checkpoint: Checkpoint, state, outputs, done: int, key, num_chunks: int) -> None:
+    """Write the run to ``checkpoint.path``: every process gathers the state, process 0
+    writes (:func:`bayesnn.serialization.write`)."""
     arrays: dict = {}
     content = {
         "fingerprint": checkpoint.fingerprint, "num_chunks": num_chunks, "done": done,
@@ -508,6 +503,19 @@ def _save(checkpoint: Checkpoint, state, outputs, done: int, key, num_chunks: in
         "outputs": serialization.encode(outputs, arrays, "outputs"),
     }
     serialization.write(checkpoint.path, _CHECKPOINT_FORMAT, content, arrays)
+
+
+def _check_same_start(path, start: int) -> None:
+    """In a run of several processes, ``ValueError`` on every process unless all resume
+    from the same chunk: only process 0 writes the checkpoint, and all read it."""
+    if jax.process_count() == 1:
+        return
+    starts = multihost_utils.process_allgather(np.int32(start))
+    if np.ptp(starts):
+        raise ValueError(
+            f"checkpoint {path}: the processes find different progress in it ({starts.tolist()} "
+            "chunks done); only process 0 writes the checkpoint, so put it on storage that "
+            "every process reads")
 
 
 def _restore(checkpoint: Checkpoint, state, key, num_chunks: int, *, desc: str = "",

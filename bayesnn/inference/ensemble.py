@@ -17,7 +17,7 @@ import numpy as np
 from bayesnn.bnn import BNN
 from bayesnn.data import Dataset
 from bayesnn.inference.map import MAP, train_members
-from bayesnn.inference.sharding import num_chain_devices
+from bayesnn.inference.sharding import num_chain_devices, to_host
 from bayesnn.posterior import DropoutPredictive, Posterior
 from bayesnn.tree import save_tree
 from bayesnn.validation import check_positive, config
@@ -89,13 +89,17 @@ class Ensemble:
         state, tracker = fitted.carry
         ran = fitted.history.pop("ran")
         history = {k: np.where(ran, h, np.nan)[ran.any(1)].T for k, h in fitted.history.items()}
-        position = tracker.best_position if self.map_config.save_best_only else state.position
+        # The members may be spread over the devices of several processes: gather them.
+        position, best_epoch, epochs_run = to_host((
+            tracker.best_position if self.map_config.save_best_only else state.position,
+            tracker.best_epoch, tracker.epoch))
         info = {
-            "history": history, "best_epoch": np.asarray(tracker.best_epoch),
-            "epochs_run": np.asarray(tracker.epoch), "seconds": fitted.seconds,
-            "interrupted": fitted.interrupted, "num_devices": num_chain_devices(fitted.carry),
+            "history": history, "best_epoch": best_epoch, "epochs_run": epochs_run,
+            "seconds": fitted.seconds, "interrupted": fitted.interrupted,
+            "num_devices": num_chain_devices(fitted.carry),
         }
-        return Posterior(model, jax.tree.map(lambda a: a[:, None], position), self, info)
+        return Posterior(model, jax.tree.map(lambda a: jnp.asarray(a)[:, None], position),
+                         self, info)
 
 
 @config

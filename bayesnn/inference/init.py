@@ -9,6 +9,7 @@ from bayesnn.bnn import BNN
 from bayesnn.data import Dataset
 from bayesnn.inference.ensemble import member_keys
 from bayesnn.inference.map import MAP, train_members
+from bayesnn.inference.sharding import to_host
 from bayesnn.tree import flatten_paths, unflatten_paths
 
 __all__ = ["INITS", "check_init", "initial_positions"]
@@ -76,9 +77,11 @@ def _ensemble(key, model: BNN, data: Dataset, num_chains: int, progress):
                            jax.vmap(model.init_params)(init_keys), desc="ensemble init",
                            progress=progress)
     state, tracker = fitted.carry
-    position = tracker.best_position if method.save_best_only else state.position
-    info = {"best_epoch": jax.device_get(tracker.best_epoch),
-            "epochs_run": jax.device_get(tracker.epoch), "seconds": fitted.seconds}
+    # gathered from the devices of every process (a run across hosts)
+    position, best_epoch, epochs_run = to_host((
+        tracker.best_position if method.save_best_only else state.position,
+        tracker.best_epoch, tracker.epoch))
+    info = {"best_epoch": best_epoch, "epochs_run": epochs_run, "seconds": fitted.seconds}
     return position, info
 
 

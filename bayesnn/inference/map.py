@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bayesnn import serialization
 from bayesnn.bnn import BNN
 from bayesnn.chunks import map_rows
 from bayesnn.data import (
@@ -37,7 +38,7 @@ from bayesnn.inference.driver import (
     scan_minibatches,
 )
 from bayesnn.inference.programs import program_key
-from bayesnn.inference.sharding import shard_chains
+from bayesnn.inference.sharding import shard_chains, to_host
 from bayesnn.posterior import Posterior
 from bayesnn.tree import save_tree
 from bayesnn.validation import LearningRate, Optimizer, check_range, check_types, config
@@ -283,11 +284,13 @@ def train_members(
 
     def after_chunk(_, carry, out):
         tracker = carry[1]
-        best_epochs = np.asarray(tracker.best_epoch)
+        best_epochs, stopped = to_host((tracker.best_epoch, tracker.stopped))
         if save is not None and not np.array_equal(best_epochs, saved["epochs"]):
-            save(tracker.best_position)
+            best = to_host(tracker.best_position)  # on every process, written by one
+            if serialization.is_writer():
+                save(best)
             saved["epochs"] = best_epochs
-        return bool(np.all(tracker.stopped))
+        return bool(np.all(stopped))
 
     def init(position):
         return MAPState(position, tx.init(position), model.stats), Tracker(

@@ -34,7 +34,7 @@ from bayesnn.inference.driver import sample_chains, thinned_steps
 from bayesnn.inference.ensemble import Ensemble
 from bayesnn.inference.init import check_init, initial_positions
 from bayesnn.inference.map import MAP
-from bayesnn.inference.sharding import num_chain_devices
+from bayesnn.inference.sharding import num_chain_devices, to_host
 from bayesnn.posterior import Posterior
 from bayesnn.tree import flatten_paths, tree_size
 from bayesnn.validation import config
@@ -216,12 +216,12 @@ class MCLMC:
             checkpoint=checkpoint, hint="try a smaller desired_energy_var or step_size",
         )
         energy_change, lp = result.infos.energy_change, result.infos.logdensity
-        reverted = np.asarray(result.state.reverted)
+        # from the devices of every process (a run across hosts)
+        reverted, params = to_host((result.state.reverted, result.state.chains.params))
         if reverted.any():
             warnings.warn(
                 f"MCLMC: {int(reverted.sum())} steps gave a non-finite state and were undone; "
                 "the draws may be biased (try a smaller desired_energy_var)", stacklevel=3)
-        params = result.state.chains.params
         info = {
             "L": np.asarray(params.L), "step_size": np.asarray(params.step_size),
             "energy_variance": np.mean(energy_change**2, axis=1) / tree_size(model.init_position),

@@ -51,7 +51,7 @@ from bayesnn.inference.init import check_init, initial_positions
 from bayesnn.inference.map import MAP
 from bayesnn.inference.programs import program_key
 from bayesnn.inference.schedules import Constant, Cyclical
-from bayesnn.inference.sharding import data_mesh, num_chain_devices, shard_rows
+from bayesnn.inference.sharding import data_mesh, num_chain_devices, shard_rows, to_host
 from bayesnn.inference.step_size import curvature_rows, preconditioned_curvature
 from bayesnn.posterior import Posterior
 from bayesnn.tree import flatten_paths
@@ -438,7 +438,7 @@ class SGMCMC(abc.ABC):
             warm = _backing_off(name, lambda e: sample(start._replace(step_size=e), warm_keep,
                                                        0, k_warm, None),
                                 eps, lambda err: True, None)
-            chain = warm.state
+            chain = to_host(warm.state)  # gathered from every process (a run across hosts)
             eps_new, lam = choose(jax.random.fold_in(k_curve, 1), chain.kernel, chain.precisions)
             info["curvature"]["warmup_end"] = np.asarray(lam)
             info["warmup_step_size"] = np.asarray(chain.step_size)
@@ -452,7 +452,7 @@ class SGMCMC(abc.ABC):
             )
             offset, seconds = 0, 0.0
         draws, precisions = res.draws
-        eps = np.asarray(res.state.step_size, np.float64)
+        eps = np.asarray(to_host(res.state.step_size), np.float64)
         factors = np.asarray(schedule(res.kept_steps + offset), np.float64)
         info.update({
             "seconds": seconds + res.seconds,
@@ -468,7 +468,7 @@ class SGMCMC(abc.ABC):
             info["hyperparameters"] = precisions
         if map_info is not None:
             info["map_info"] = map_info
-        _drift_warnings(name, model, positions, res.state.kernel.position, probe, y, n)
+        _drift_warnings(name, model, positions, to_host(res.state.kernel.position), probe, y, n)
         if chains >= 2 and len(res.kept_steps) >= 4:
             info["diagnostics"] = prediction_diagnostics(model, draws, x, name)
         return Posterior(model, jax.tree.map(jnp.asarray, draws), self, info)

@@ -10,17 +10,23 @@ device advances its own chains, while data and keys are replicated. Each chain's
 arithmetic is the same wherever it runs, and JAX's random numbers do not depend on how
 arrays are sharded, so a run gives the same draws on one device or several (to float32
 rounding: a device compiles its program for its own number of chains).
+
+Across processes (after ``jax.distributed.initialize()``, one process per host) the mesh
+spans the devices of every process, and each process holds only its own chains: whatever a
+method reads on the host goes through :func:`to_host`, which gathers them from all
+processes, so that every process ends with the same numbers.
 """
 
 from __future__ import annotations
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 __all__ = [
     "CHAIN_AXIS", "DATA_AXIS", "chain_mesh", "data_mesh", "shard_chains", "shard_rows",
-    "num_chain_devices", "numpyro_chain_method",
+    "num_chain_devices", "numpyro_chain_method", "to_host",
 ]
 
 CHAIN_AXIS = "chains"
@@ -93,6 +99,19 @@ def shard_chains(tree, devices=None):
         ),
         tree,
     )
+
+
+def to_host(tree):
+    """``tree`` as numpy arrays on this host, in one batched copy.
+
+    Arrays spread over the devices of several processes (a run across hosts) are first
+    gathered from all of them (:func:`jax.experimental.multihost_utils.process_allgather`):
+    a collective, so every process must call it at the same point of the program.
+    """
+    tree = jax.tree.map(
+        lambda x: multihost_utils.process_allgather(x, tiled=True)
+        if isinstance(x, jax.Array) and not x.is_fully_addressable else x, tree)
+    return jax.tree.map(np.asarray, jax.device_get(tree))
 
 
 def num_chain_devices(tree) -> int:

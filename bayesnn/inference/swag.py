@@ -50,7 +50,7 @@ from bayesnn.inference.ensemble import Ensemble
 from bayesnn.inference.init import check_init
 from bayesnn.inference.map import MAP
 from bayesnn.inference.schedules import Constant
-from bayesnn.inference.sharding import num_chain_devices, shard_chains
+from bayesnn.inference.sharding import num_chain_devices, shard_chains, to_host
 from bayesnn.posterior import Posterior
 from bayesnn.validation import check_positive, config
 
@@ -281,7 +281,7 @@ class SWAG:
             steps_per_chunk=per_chunk, desc="SWAG", progress=progress, checkpoint=checkpoint,
             hint="try a smaller learning_rate",
         )
-        moments = result.state.moments
+        moments = to_host(result.state.moments)  # from every process (across hosts)
         collected = int(np.min(moments.count))
         if collected < 2:
             raise RuntimeError(f"SWAG was interrupted after {collected} collected iterate(s); "
