@@ -107,6 +107,7 @@ def test_predictive_pit_is_the_mixture_over_draws(data_dir, monkeypatch):
     np.testing.assert_allclose(uci.predictive_pit(mix, test), expected, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # compiles MAP, Laplace and SWAG: about 2 min on a loaded 2-core CPU
 def test_posthoc_methods_start_from_the_map_fit(data_dir, monkeypatch):
     tiny = TINY | {"Laplace": {"subset": "last_layer", "hessian": "kron",
                                "prior_precision": "marglik", "num_samples": 10},
