@@ -52,6 +52,7 @@ from bayesnn.inference.driver import run_chunks
 from bayesnn.inference.ensemble import Ensemble
 from bayesnn.inference.init import check_init
 from bayesnn.inference.map import MAP
+from bayesnn.inference.programs import program_key
 from bayesnn.inference.schedules import Constant
 from bayesnn.inference.sharding import num_chain_devices, shard_chains
 from bayesnn.inference.step_size import curvature_rows, largest_curvature
@@ -297,7 +298,7 @@ class SWAG:
         result = run_chunks(
             chunk, shard_chains(state), k_run, num_chunks, x, y, jnp.asarray(keep), rates,
             steps_per_chunk=per_chunk, desc="SWAG", progress=progress, checkpoint=checkpoint,
-            hint="try a smaller learning_rate",
+            hint="try a smaller learning_rate", cache_key=program_key(self, model),
         )
         moments = result.state.moments
         collected = int(np.min(moments.count))

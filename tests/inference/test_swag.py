@@ -5,6 +5,7 @@ import pytest
 from flax import nnx
 
 import bayesnn as bnn
+from bayesnn.inference import programs
 from bayesnn.inference.driver import NonFiniteError
 from bayesnn.inference.step_size import curvature_rows
 from bayesnn.inference.swag import STABLE_FRACTION, collect, covariance, init_moments, sample
@@ -194,3 +195,27 @@ def test_too_few_collected_iterates_is_refused_before_any_fit(gap):
     model, data = gap
     with pytest.raises(ValueError, match="at least 2"):
         bnn.fit(model, data, bnn.SWAG(epochs=1, batch_size=10), key=0)
+
+
+def test_a_second_fit_of_the_same_architecture_traces_no_chunk_program(gap, monkeypatch):
+    traces = []
+    note = programs.note_compiling
+    monkeypatch.setattr(programs, "note_compiling", lambda: (traces.append(1), note()))
+    model, data = gap
+    method = bnn.SWAG(learning_rate=1e-3, batch_size=10, epochs=3, rank=2, num_samples=2,
+                      init="network")
+    programs.clear_programs()
+    try:
+        first = bnn.fit(model, data, method, key=0, progress=False)
+        assert len(traces) == 1
+        moved = bnn.BNN(model.network(jax.tree.map(lambda a: a + 0.1, first.point())),
+                        model.prior, model.likelihood)
+        again = bnn.fit(moved, data, method, key=1, progress=False)  # other weights and key
+        assert len(traces) == 1
+        programs.clear_programs()
+        fresh = bnn.fit(moved, data, method, key=1, progress=False)
+        assert len(traces) == 2
+        np.testing.assert_allclose(again.draws["net"]["layers"][0]["kernel"],
+                                   fresh.draws["net"]["layers"][0]["kernel"], rtol=1e-6)
+    finally:
+        programs.clear_programs()
