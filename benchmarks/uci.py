@@ -18,7 +18,8 @@ validation part of the first split's training data, never on a test part. Latent
 needs a fixed noise scale: it uses the noise scale learned by the MAP fit of the same
 training split.
 
-Results are appended to ``<out>/uci.json``, and ``<out>/uci.md`` rewritten from it, after
+Results are appended to ``<out>/<name>.json`` (``--name``, default ``uci``), and
+``<out>/<name>.md`` rewritten from it, after
 every (dataset, method, split); runs already there are skipped, so an interrupted run
 resumes (``--table-only`` rewrites just the table).
 
@@ -32,13 +33,16 @@ import argparse
 import json
 import math
 import time
+from functools import partial
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 import bayesnn as bnn
+from bayesnn import metrics
 from bayesnn.data import Dataset, Standardizer
 from bayesnn.data.uci import list_uci, load_uci, uci_num_splits
 from benchmarks.common import commit, flags, machine, save_results
@@ -54,7 +58,9 @@ PUBLISHED = {
     "yacht": (-3.43, -1.63, -1.55, -1.18),
 }
 ALIASES = {"bostonHousing": "boston", "wine-quality-red": "wine-red"}
-METHODS = ("MAP", "MeanFieldVI", "SGLD", "SGHMC", "NUTS", "LatentGibbs", "Ensemble")
+METHODS = ("MAP", "MeanFieldVI", "SGLD", "SGHMC", "NUTS", "LatentGibbs", "Ensemble", "Laplace",
+           "SWAG")
+POSTHOC = ("Laplace", "SWAG")  # post hoc: from the split's MAP fit, compared with it
 
 # Fixed hyperparameters of every method (data standardised). Step sizes of the SG-MCMC
 # methods are ``lr * sigma_map**2 / n_train`` (see make_method).
@@ -73,6 +79,10 @@ SETTINGS = {
                     "preactivation_var": 1e-2, "postactivation_var": 1e-2,
                     "noise": "MAP's learned scale"},
     "Ensemble": {"size": 5},
+    "Laplace": {"subset": "last_layer", "hessian": "kron", "prior_precision": "marglik",
+                "num_samples": 100, "init": "network (the MAP fit)"},
+    "SWAG": {"epochs": 20, "batch_size": 32, "rank": 20, "num_samples": 30,
+             "init": "network (the MAP fit)"},
 }
 
 
@@ -147,6 +157,12 @@ def make_method(name: str, n_train: int, settings=None, noise_var: float = 1.0):
     if name == "NUTS":
         return bnn.NUTS(num_warmup=s["num_warmup"], num_samples=s["num_samples"],
                         max_tree_depth=s["max_tree_depth"])
+    if name == "Laplace":
+        return bnn.Laplace(init="network", subset=s["subset"], hessian=s["hessian"],
+                           prior_precision=s["prior_precision"], num_samples=s["num_samples"])
+    if name == "SWAG":
+        return bnn.SWAG(epochs=s["epochs"], batch_size=s["batch_size"], rank=s["rank"],
+                        num_samples=s["num_samples"], init="network")
     if name == "LatentGibbs":
         return bnn.LatentGibbs(num_warmup=s["num_warmup"], num_samples=s["num_samples"],
                                thinning=s["thinning"], preactivation_var=s["preactivation_var"],
@@ -154,12 +170,48 @@ def make_method(name: str, n_train: int, settings=None, noise_var: float = 1.0):
     raise ValueError(f"unknown method {name!r}; use one of {METHODS}")
 
 
+@partial(jax.jit, static_argnums=0)
+def _draw_loc_scale(model: bnn.BNN, predictive, draws, x):
+    """Each draw's predictive mean and noise std at ``x``: ``(S, N, 1)`` each."""
+
+    def one(position, s):
+        f = predictive.outputs(model, position, x, s)
+        loc, scale = model.likelihood.loc_scale(f, position["lik"])
+        return loc, jnp.broadcast_to(scale, loc.shape)
+
+    return jax.vmap(one)(draws, jnp.arange(jax.tree.leaves(draws)[0].shape[0]))
+
+
+def predictive_pit(post: bnn.Posterior, test: Dataset) -> np.ndarray:
+    """PIT of each test target under the posterior predictive, the mixture over draws:
+    ``(1/S) Σ_s Φ((y - μ_s) / σ_s)``, each term :func:`bayesnn.metrics.gaussian_pit`."""
+    loc, scale = _draw_loc_scale(post.model, post.predictive, post.flat_draws(),
+                                 jnp.asarray(test.x))
+    pits = [metrics.gaussian_pit(m, s, test.y)
+            for m, s in zip(np.asarray(loc), np.asarray(scale), strict=True)]
+    return np.mean(pits, 0)
+
+
+def calibration_error(pit, num_levels: int = 99) -> float:
+    """Regression ECE: ``mean_j |p_j - #{PIT ≤ p_j} / N|`` over ``p_j = j / (num_levels + 1)``,
+    the gap between each quantile level and the share of targets below that predictive
+    quantile (Kuleshov, Fenner & Ermon 2018, *Accurate uncertainties for deep learning using
+    calibrated regression*, eq. 9, with absolute instead of squared gaps and equal weights;
+    the mean absolute calibration error of Chung et al. 2021, *Uncertainty Toolbox*). 0 for
+    a calibrated predictive (uniform PIT); at most 0.5."""
+    levels = np.arange(1, num_levels + 1) / (num_levels + 1)
+    observed = np.mean(np.asarray(pit).reshape(-1)[:, None] <= levels, axis=0)
+    return float(np.mean(np.abs(observed - levels)))
+
+
 def evaluate(post: bnn.Posterior, test: Dataset, sy: Standardizer) -> dict[str, float]:
-    """RMSE and mean predictive log-density on the original scale (``test`` standardised)."""
+    """RMSE and mean predictive log-density on the original scale, and the regression
+    :func:`calibration_error` of the predictive (``test`` standardised)."""
     mean = np.asarray(post.predict(test.x).mean)
     err = sy.inverse_transform(mean) - sy.inverse_transform(test.y)
     lpd = np.asarray(post.log_predictive_density(test.x, test.y)) - np.log(sy.std).sum()
-    return {"rmse": float(np.sqrt(np.mean(err**2))), "test_ll": float(np.mean(lpd))}
+    return {"rmse": float(np.sqrt(np.mean(err**2))), "test_ll": float(np.mean(lpd)),
+            "ece": calibration_error(predictive_pit(post, test))}
 
 
 def run_split(root, dataset: str, split: int, methods, seed: int = 0, settings=None):
@@ -195,6 +247,9 @@ def run_split(root, dataset: str, split: int, methods, seed: int = 0, settings=N
                "seconds": round(seconds, 2)}
         if name not in ("MAP", "Ensemble"):
             row["map_seconds"] = round(map_seconds, 2)
+        if name == "Laplace":  # the curvature, δ and draws, without compiling predict
+            row["laplace_seconds"] = round(post.info["laplace_seconds"], 3)
+            row["prior_precision"] = post.info["prior_precision"]
         lik = post.draws["lik"]
         sigma = np.exp(np.asarray(lik["log_scale"])) if "log_scale" in lik else (
             post.model.likelihood.scale)
@@ -217,10 +272,23 @@ def summarize(rows: list[dict]) -> dict:
     return {
         d: {m: {"rmse": mean_se([r["rmse"] for r in rs]),
                 "test_ll": mean_se([r["test_ll"] for r in rs]), "splits": len(rs),
-                "seconds": float(np.mean([r["seconds"] for r in rs]))}
+                "seconds": float(np.mean([r["seconds"] for r in rs])),
+                **({"ece": mean_se([r["ece"] for r in rs])} if all("ece" in r for r in rs)
+                   else {})}
             for m, rs in methods.items()}
         for d, methods in table.items()
     }
+
+
+def paired(rows: list[dict], method: str, metric: str, baseline: str = "MAP") -> dict:
+    """``{dataset: (mean, se)}`` of ``method``'s ``metric`` minus ``baseline``'s over the
+    splits where both ran (each split's post-hoc fit starts from that split's MAP fit)."""
+    by = {(r["dataset"], r["method"], r["split"]): r[metric] for r in rows if metric in r}
+    diffs: dict = {}
+    for (d, m, split), value in by.items():
+        if m == method and (d, baseline, split) in by:
+            diffs.setdefault(d, []).append(value - by[(d, baseline, split)])
+    return {d: mean_se(v) for d, v in diffs.items()}
 
 
 def _fmt(m_se, digits=2) -> str:
@@ -261,8 +329,57 @@ def markdown(results: dict) -> str:
     for d in datasets:
         cells = [f"{summary[d][m]['seconds']:.0f}" if m in summary[d] else "" for m in methods]
         lines.append(f"| {short_name(d)} | " + " | ".join(cells) + " |")
+    calibrated = [m for m in methods if all("ece" in summary[d].get(m, {"ece": 0})
+                                            for d in datasets)]
+    if calibrated:
+        lines += ["", "Regression calibration error of the predictive (lower is better; "
+                  "`calibration_error`: mean over the quantile levels p = 0.01, ..., 0.99 of "
+                  "|p − share of test targets below the predictive p-quantile|, from each "
+                  "target's PIT under the mixture over draws), mean ± standard error over "
+                  "splits.", "",
+                  "| dataset | " + " | ".join(calibrated) + " |",
+                  "| --- " * (1 + len(calibrated)) + "|"]
+        for d in datasets:
+            cells = [_fmt(summary[d][m]["ece"], 3) if m in summary[d] else ""
+                     for m in calibrated]
+            lines.append(f"| {short_name(d)} | " + " | ".join(cells) + " |")
+    posthoc = [m for m in POSTHOC if m in methods and "MAP" in methods]
+    if posthoc:
+        lines += ["", "Goal: Laplace and SWAG beat MAP's test log-likelihood and calibration "
+                  "error. Paired differences from MAP over the splits (each post-hoc fit starts "
+                  "from its split's MAP fit), mean ± standard error; *yes* when better by more "
+                  "than two standard errors, *tie* within two, *no* when worse by more than "
+                  "two. *Laplace ÷ MAP*: Laplace's fit over its split's MAP fit, wall seconds "
+                  "(compilation included), median over splits, and in brackets on the first "
+                  "split a process ran (both compiling).", "",
+                  "| dataset | " + " | ".join(f"{m} − MAP: {k}" for m in posthoc
+                                              for k in ("test LL", "ECE"))
+                  + (" | Laplace ÷ MAP |" if "Laplace" in posthoc else " |"),
+                  "| --- " * (1 + 2 * len(posthoc) + ("Laplace" in posthoc)) + "|"]
+        diffs = {(m, k): paired(results["runs"], m, k) for m in posthoc for k in ("test_ll", "ece")}
+        cost = {}
+        for r in results["runs"]:
+            if r["method"] == "Laplace":
+                cost.setdefault(r["dataset"], []).append(r["seconds"] / r["map_seconds"])
+        for d in datasets:
+            cells = []
+            for m in posthoc:
+                for k, sign in (("test_ll", 1), ("ece", -1)):
+                    if d not in diffs[(m, k)]:
+                        cells.append("")
+                        continue
+                    diff, se = diffs[(m, k)][d]
+                    better = sign * diff > 2 * se
+                    verdict = "yes" if better else ("no" if -sign * diff > 2 * se else "tie")
+                    digits = 3 if k == "test_ll" else 4
+                    cells.append(f"{diff:+.{digits}f} ± {se:.{digits}f} {verdict}")
+            if "Laplace" in posthoc:
+                cells.append(f"{np.median(cost[d]):.2f} ({cost[d][0]:.2f})" if d in cost else "")
+            lines.append(f"| {short_name(d)} | " + " | ".join(cells) + " |")
     mc = PUBLISHED_COLUMNS.index("MC dropout")
-    lines += ["", "Goal: NUTS and SGLD beat MC dropout's test log-likelihood on every dataset.", ""]
+    if {"NUTS", "SGLD"} & set(methods):
+        lines += ["", "Goal: NUTS and SGLD beat MC dropout's test log-likelihood on every "
+                  "dataset.", ""]
     for m in ("NUTS", "SGLD"):
         verdicts = [f"{short_name(d)} {'yes' if summary[d][m]['test_ll'][0] > pub[mc] else 'no'}"
                     for d in datasets
@@ -285,7 +402,7 @@ def load_results(path: Path) -> dict:
 
 
 def main(args) -> dict:
-    results = load_results(args.out / "uci.json")
+    results = load_results(args.out / f"{args.name}.json")
     keys = {(r["dataset"], r["method"], r["split"]) for r in results["runs"]}
     for other in args.merge:  # e.g. the JSON of a run in parallel, into another --out
         runs = [r for r in load_results(Path(other))["runs"]
@@ -312,8 +429,8 @@ def main(args) -> dict:
                     row["commit"] = results["commit"]
                     print(json.dumps(row), flush=True)
                     results["runs"].append(row)
-                    save_results(args.out, "uci", results, [markdown(results)])
-    save_results(args.out, "uci", results, [markdown(results)])
+                    save_results(args.out, args.name, results, [markdown(results)])
+    save_results(args.out, args.name, results, [markdown(results)])
     return results
 
 
@@ -329,7 +446,8 @@ def parse_args(argv=None):
     p.add_argument("--merge", nargs="*", default=[],
                    help="add the runs of these uci.json files (parallel runs) first")
     p.add_argument("--note", default="", help="a remark printed under the table's title")
-    p.add_argument("--table-only", action="store_true", help="rewrite uci.md from uci.json")
+    p.add_argument("--name", default="uci", help="results file stem (e.g. uci_posthoc)")
+    p.add_argument("--table-only", action="store_true", help="rewrite <name>.md from its .json")
     return p.parse_args(argv)
 
 

@@ -82,3 +82,54 @@ def test_summary_and_published_columns():
     md = uci.markdown({"runs": rows, "commit": "abc", "machine": {}, "settings": {}})
     assert "| boston | -3.00 ± 0.58 (3) | -2.90 | -2.57 | -2.46 | -2.41 |" in md
     assert "NUTS beats MC dropout: boston no" in md
+
+
+def test_calibration_error_of_uniform_and_degenerate_pit():
+    uniform = (np.arange(1000) + 0.5) / 1000
+    assert uci.calibration_error(uniform) < 1e-3
+    # Every target at the predictive median: the share below level p jumps from 0 to 1.
+    levels = np.arange(1, 100) / 100
+    expected = np.mean(np.abs((levels >= 0.5) - levels))
+    np.testing.assert_allclose(uci.calibration_error(np.full(50, 0.5)), expected)
+    assert uci.calibration_error(np.full(50, 0.5)) > 0.2
+
+
+def test_predictive_pit_is_the_mixture_over_draws(data_dir, monkeypatch):
+    monkeypatch.setattr(uci, "SETTINGS", TINY)
+    train, test = uci.load_uci(data_dir, "toy", 0)
+    train, test, _ = uci.standardize(train, test)
+    post = uci.bnn.fit(uci.make_model(3, 8), train, uci.map_config(), key=0, progress=False)
+    draws = uci.jax.tree.map(lambda a: np.concatenate([a, a + 0.1], 1), post.draws)
+    mix = uci.bnn.Posterior(post.model, draws)
+    sigma = np.exp(np.asarray(draws["lik"]["log_scale"]))[0]
+    f = [np.asarray(mix.model.apply(mix.point(0, s), test.x)) for s in range(2)]
+    expected = np.mean([stats.norm(f[s], sigma[s]).cdf(test.y) for s in range(2)], 0)
+    np.testing.assert_allclose(uci.predictive_pit(mix, test), expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow  # compiles MAP, Laplace and SWAG: about 2 min on a loaded 2-core CPU
+def test_posthoc_methods_start_from_the_map_fit(data_dir, monkeypatch):
+    tiny = TINY | {"Laplace": {"subset": "last_layer", "hessian": "kron",
+                               "prior_precision": "marglik", "num_samples": 10},
+                   "SWAG": {"epochs": 3, "batch_size": 16, "rank": 3, "num_samples": 5}}
+    monkeypatch.setattr(uci, "SETTINGS", tiny)
+    rows = {r["method"]: r for r in uci.run_split(data_dir, "toy", 0, ["MAP", "Laplace", "SWAG"])}
+    assert rows["Laplace"]["map_seconds"] == rows["SWAG"]["map_seconds"] == rows["MAP"]["seconds"]
+    assert 0 < rows["Laplace"]["laplace_seconds"] <= rows["Laplace"]["seconds"]
+    assert rows["Laplace"]["prior_precision"] > 0
+    assert all(0 <= r["ece"] <= 0.5 and np.isfinite(r["test_ll"]) for r in rows.values())
+    # Laplace keeps MAP's noise scale and, on the last layer, nearly its mean.
+    np.testing.assert_allclose(rows["Laplace"]["noise_scale"], rows["MAP"]["noise_scale"],
+                               rtol=1e-5)
+    md = uci.markdown({"runs": [r | {"split": s} for s in (0, 1) for r in rows.values()],
+                       "commit": "abc", "machine": {}, "settings": {}})
+    assert "Laplace − MAP: test LL" in md and "Regression calibration error" in md
+
+
+def test_paired_differences_are_per_split():
+    rows = [{"dataset": "d", "method": m, "split": s, "ece": v}
+            for m, vals in (("MAP", (0.1, 0.3, 0.2)), ("SWAG", (0.05, 0.2, 0.2)))
+            for s, v in enumerate(vals)]
+    mean, se = uci.paired(rows, "SWAG", "ece")["d"]
+    np.testing.assert_allclose(mean, -0.05)
+    np.testing.assert_allclose(se, np.std([-0.05, -0.1, 0.0], ddof=1) / np.sqrt(3))

@@ -24,6 +24,9 @@ Maddox, W. J., Izmailov, P., Garipov, T., Vetrov, D. P. & Wilson, A. G. (2019). 
 baseline for Bayesian uncertainty in deep learning. *NeurIPS* (Algorithm 1).
 Mandt, S., Hoffman, M. D. & Blei, D. M. (2017). Stochastic gradient descent as approximate
 Bayesian inference. *JMLR* 18.
+Polyak, B. T. (1964). Some methods of speeding up the convergence of iteration methods.
+*USSR Computational Mathematics and Mathematical Physics* 4(5), 1–17 (heavy-ball
+stability: ``0 < ε λ < 2(1 + β)``).
 Wilson, A. G. & Izmailov, P. (2020). Bayesian deep learning and a probabilistic perspective
 of generalization. *NeurIPS* (MultiSWAG, section 4).
 """
@@ -49,8 +52,10 @@ from bayesnn.inference.driver import run_chunks
 from bayesnn.inference.ensemble import Ensemble
 from bayesnn.inference.init import check_init
 from bayesnn.inference.map import MAP
+from bayesnn.inference.programs import program_key
 from bayesnn.inference.schedules import Constant
 from bayesnn.inference.sharding import num_chain_devices, shard_chains, to_host
+from bayesnn.inference.step_size import curvature_rows, largest_curvature
 from bayesnn.posterior import Posterior
 from bayesnn.validation import check_positive, config
 
@@ -58,6 +63,9 @@ __all__ = ["SWAG", "SWAGMoments", "SWAGState", "collect", "covariance", "init_mo
            "sample"]
 
 _CHUNKS_PER_RUN = 20  # progress updates (and finiteness checks) per run
+# learning_rate=None: this fraction of heavy-ball SGD's stability limit 2(1 + β)/λ_max, the
+# fraction SGLD's default step takes of its own limit (0.2/λ_max of 4/λ_max).
+STABLE_FRACTION = 0.05
 
 
 class SWAGMoments(NamedTuple):
@@ -148,10 +156,17 @@ class SWAG:
 
     Parameters
     ----------
-    learning_rate : float
+    learning_rate : float or None
         SGD's learning rate on the mean loss ``-log p(θ | D) / N`` (MAP's objective), high
         enough that the iterates explore the mode (Maddox et al. use the last rate of a
-        typical schedule or a little above).
+        typical schedule or a little above). None (the default): from the problem, per
+        chain, ``STABLE_FRACTION · 2(1 + β) / λ_max``, with ``λ_max`` the largest curvature
+        of the mean loss at the chain's start (power iteration on
+        :func:`~bayesnn.inference.step_size.curvature_rows` rows,
+        :func:`~bayesnn.inference.step_size.largest_curvature`) and ``2(1 + β) / λ`` the
+        largest rate at which SGD with momentum ``β`` is stable along a direction of
+        curvature ``λ`` (Polyak 1964); a fixed rate that suits one dataset diverges on
+        another whose noise is tighter, since ``λ_max`` grows as ``1 / σ²``.
     momentum : float
         SGD's momentum, in ``[0, 1)``.
     epochs : int
@@ -180,6 +195,7 @@ class SWAG:
     Notes
     -----
     ``info`` holds ``swag`` (the :class:`SWAGMoments` of every chain, leading chain axis),
+    ``learning_rate`` (each chain's),
     ``loss`` (each chain's loss per SGD step), ``num_collected``, ``num_steps``,
     ``seconds`` (MAP fit included), ``interrupted`` and, after a MAP fit, ``map_info``.
     Networks with batch statistics are refused: SWAG would need to recompute them for every
@@ -190,7 +206,7 @@ class SWAG:
     Maddox et al. (2019), Algorithm 1; Wilson & Izmailov (2020), section 4 (MultiSWAG).
     """
 
-    learning_rate: float = 1e-2
+    learning_rate: float | None = None
     momentum: float = 0.9
     epochs: int = 20
     batch_size: int | None = 32
@@ -202,7 +218,8 @@ class SWAG:
     init: str | MAP = "map"
 
     def __post_init__(self):
-        check_positive(learning_rate=self.learning_rate)
+        if self.learning_rate is not None:
+            check_positive(learning_rate=self.learning_rate)
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
         for name in ("epochs", "collect_every", "rank", "num_samples", "num_chains"):
@@ -250,7 +267,9 @@ class SWAG:
         def loss(position, batch):
             return -model.logdensity_fn(position, batch, n) / n
 
-        def chain_step(key, state: SWAGState, t, x, y, keep):
+        rates = self._learning_rates(model, positions, x, y, b, jax.random.fold_in(key, 3))
+
+        def chain_step(key, state: SWAGState, rate, t, x, y, keep):
             if b == n:
                 batch, epoch = Batch(x, y), state.epoch
             else:
@@ -258,16 +277,16 @@ class SWAG:
                 batch = Batch(x[idx], y[idx], mask if n % b else None)
             value, grad = jax.value_and_grad(loss)(state.position, batch)
             updates, opt_state = tx.update(grad, state.opt_state)
-            rate = self.learning_rate * schedule(t)
-            position = jax.tree.map(lambda p, u: p + rate * u, state.position, updates)
+            position = jax.tree.map(lambda p, u: p + rate * schedule(t) * u, state.position,
+                                    updates)
             moments = jax.lax.cond(keep[t], collect, lambda m, _: m, state.moments, position)
             return SWAGState(position, opt_state, moments, epoch), value
 
-        def chunk(state, key, i, x, y, keep):
+        def chunk(state, key, i, x, y, keep, rates):
             def body(state, inp):
                 t, keys = inp
-                return jax.vmap(chain_step, (0, 0, None, None, None, None))(
-                    keys, state, t, x, y, keep)
+                return jax.vmap(chain_step, (0, 0, 0, None, None, None, None))(
+                    keys, state, rates, t, x, y, keep)
 
             ts = i * per_chunk + jnp.arange(per_chunk)
             keys = jax.random.split(key, (per_chunk, self.num_chains))
@@ -277,9 +296,9 @@ class SWAG:
         state = jax.vmap(lambda p: SWAGState(p, tx.init(p), init_moments(p, self.rank), ()))(
             positions)._replace(epoch=epoch)
         result = run_chunks(
-            chunk, shard_chains(state), k_run, num_chunks, x, y, jnp.asarray(keep),
+            chunk, shard_chains(state), k_run, num_chunks, x, y, jnp.asarray(keep), rates,
             steps_per_chunk=per_chunk, desc="SWAG", progress=progress, checkpoint=checkpoint,
-            hint="try a smaller learning_rate",
+            hint="try a smaller learning_rate", cache_key=program_key(self, model),
         )
         moments = to_host(result.state.moments)  # from every process (across hosts)
         collected = int(np.min(moments.count))
@@ -292,12 +311,29 @@ class SWAG:
         losses = np.concatenate(result.outputs, 0).T
         info |= {
             "swag": jax.tree.map(np.asarray, moments), "loss": losses[:, :steps],
+            "learning_rate": np.asarray(rates),
             "num_collected": collected, "num_steps": steps,
             "seconds": info["seconds"] + result.seconds,
             "interrupted": info["interrupted"] or result.interrupted,
             "num_devices": num_chain_devices(result.state),
         }
         return Posterior(model, jax.tree.map(np.asarray, draws), self, info)
+
+    def _learning_rates(self, model: BNN, positions, x, y, batch_size: int, key) -> jax.Array:
+        """Each chain's learning rate: ``learning_rate``, or from the curvature at its
+        start (see the class docstring)."""
+        chains = jax.tree.leaves(positions)[0].shape[0]
+        if self.learning_rate is not None:
+            return jnp.full((chains,), self.learning_rate, jnp.result_type(float))
+        n, rows = x.shape[0], curvature_rows(x.shape[0], batch_size)
+        batch = Batch(x[:rows], y[:rows])
+
+        def rate(key, position):
+            curv = largest_curvature(key, lambda p: model.logdensity_fn(p, batch, n) / n,
+                                     position)
+            return STABLE_FRACTION * 2.0 * (1.0 + self.momentum) / curv
+
+        return jax.jit(jax.vmap(rate))(jax.random.split(key, chains), positions)
 
     def _start(self, model: BNN, data: Dataset, key, progress):
         """Each chain's starting weights (leading chain axis) and the info to extend."""

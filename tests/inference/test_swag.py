@@ -5,7 +5,10 @@ import pytest
 from flax import nnx
 
 import bayesnn as bnn
-from bayesnn.inference.swag import collect, covariance, init_moments, sample
+from bayesnn.inference import programs
+from bayesnn.inference.driver import NonFiniteError
+from bayesnn.inference.step_size import curvature_rows
+from bayesnn.inference.swag import STABLE_FRACTION, collect, covariance, init_moments, sample
 from bayesnn.testing import assert_gaussian_matches, linear_model, linear_posterior, linear_weights
 
 PRIOR, NOISE, N = 0.7, 0.5, 200
@@ -90,6 +93,35 @@ def test_minibatch_swag_mean_and_scale_on_linear_regression(linear, key):
     assert (post.num_chains, post.num_draws) == (1, 100)
 
 
+def test_default_learning_rate_is_a_fraction_of_the_stability_limit(linear):
+    mean, _ = linear
+    model, data = _linear(mean)
+    b, momentum = 32, 0.9
+    post = bnn.fit(model, data, bnn.SWAG(momentum=momentum, batch_size=b, epochs=2, rank=2,
+                                         num_samples=2, init="network"), key=0)
+    # Hessian of the mean loss: the likelihood's on the first curvature_rows rows, scaled to
+    # N rows, plus the prior's, over N; weights [kernel; bias].
+    rows = curvature_rows(N, b)
+    x = np.hstack([np.asarray(data.x[:rows], np.float64), np.ones((rows, 1))])
+    eig = np.linalg.eigvalsh(x.T @ x / (rows * NOISE**2) + np.eye(4) / (PRIOR**2 * N))
+    measured = STABLE_FRACTION * 2 * (1 + momentum) / post.info["learning_rate"][0]
+    # power iteration: the top eigenvalue, or a value between the top two when they are close
+    assert eig[-2] * (1 - 1e-4) <= measured <= eig[-1] * (1 + 1e-4)
+
+
+@pytest.mark.slow  # two SWAG fits: about 50 s on a loaded 2-core CPU
+def test_default_learning_rate_follows_tight_noise():
+    data = bnn.data.gap_regression(n=40, noise=0.1, key=0)
+    net = bnn.models.MLP(1, (8,), 1, activation="tanh", rngs=nnx.Rngs(1))
+    model = bnn.BNN(net, bnn.priors.Normal(1.0), bnn.likelihoods.Gaussian(scale=0.03))
+    config = {"batch_size": 10, "epochs": 5, "rank": 3, "num_samples": 4, "init": "network"}
+    with pytest.raises(NonFiniteError, match="learning_rate"):  # the old default, 1e-2
+        bnn.fit(model, data, bnn.SWAG(learning_rate=1e-2, **config), key=0)
+    post = bnn.fit(model, data, bnn.SWAG(**config), key=0)
+    assert post.info["learning_rate"][0] < 1e-3
+    assert np.isfinite(np.asarray(post.predict(data.x).mean)).all()
+
+
 @pytest.fixture(scope="module")
 def gap():
     data = bnn.data.gap_regression(n=40, noise=0.1, key=0)
@@ -163,3 +195,27 @@ def test_too_few_collected_iterates_is_refused_before_any_fit(gap):
     model, data = gap
     with pytest.raises(ValueError, match="at least 2"):
         bnn.fit(model, data, bnn.SWAG(epochs=1, batch_size=10), key=0)
+
+
+def test_a_second_fit_of_the_same_architecture_traces_no_chunk_program(gap, monkeypatch):
+    traces = []
+    note = programs.note_compiling
+    monkeypatch.setattr(programs, "note_compiling", lambda: (traces.append(1), note()))
+    model, data = gap
+    method = bnn.SWAG(learning_rate=1e-3, batch_size=10, epochs=3, rank=2, num_samples=2,
+                      init="network")
+    programs.clear_programs()
+    try:
+        first = bnn.fit(model, data, method, key=0, progress=False)
+        assert len(traces) == 1
+        moved = bnn.BNN(model.network(jax.tree.map(lambda a: a + 0.1, first.point())),
+                        model.prior, model.likelihood)
+        again = bnn.fit(moved, data, method, key=1, progress=False)  # other weights and key
+        assert len(traces) == 1
+        programs.clear_programs()
+        fresh = bnn.fit(moved, data, method, key=1, progress=False)
+        assert len(traces) == 2
+        np.testing.assert_allclose(again.draws["net"]["layers"][0]["kernel"],
+                                   fresh.draws["net"]["layers"][0]["kernel"], rtol=1e-6)
+    finally:
+        programs.clear_programs()
