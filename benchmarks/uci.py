@@ -54,7 +54,8 @@ PUBLISHED = {
     "yacht": (-3.43, -1.63, -1.55, -1.18),
 }
 ALIASES = {"bostonHousing": "boston", "wine-quality-red": "wine-red"}
-METHODS = ("MAP", "MeanFieldVI", "SGLD", "SGHMC", "NUTS", "LatentGibbs", "Ensemble")
+METHODS = ("MAP", "MeanFieldVI", "SGLD", "SGHMC", "NUTS", "LatentGibbs", "Ensemble", "MCLMC")
+FRESH = ("Ensemble", "MCLMC")  # methods that train their own ensemble, not from the MAP fit
 
 # Fixed hyperparameters of every method (data standardised). Step sizes of the SG-MCMC
 # methods are ``lr * sigma_map**2 / n_train`` (see make_method).
@@ -73,6 +74,7 @@ SETTINGS = {
                     "preactivation_var": 1e-2, "postactivation_var": 1e-2,
                     "noise": "MAP's learned scale"},
     "Ensemble": {"size": 5},
+    "MCLMC": "bnn.MCLMC() defaults",
 }
 
 
@@ -147,6 +149,8 @@ def make_method(name: str, n_train: int, settings=None, noise_var: float = 1.0):
     if name == "NUTS":
         return bnn.NUTS(num_warmup=s["num_warmup"], num_samples=s["num_samples"],
                         max_tree_depth=s["max_tree_depth"])
+    if name == "MCLMC":
+        return bnn.MCLMC()
     if name == "LatentGibbs":
         return bnn.LatentGibbs(num_warmup=s["num_warmup"], num_samples=s["num_samples"],
                                thinning=s["thinning"], preactivation_var=s["preactivation_var"],
@@ -175,7 +179,7 @@ def run_split(root, dataset: str, split: int, methods, seed: int = 0, settings=N
     key = jax.random.fold_in(jax.random.key(seed), split)
     start, map_seconds = None, None
     for name in methods:
-        if start is None and name != "Ensemble":
+        if start is None and name not in FRESH:
             t0 = time.perf_counter()
             start = bnn.fit(make_model(d, hidden, settings), train, map_config(settings),
                             key=jax.random.fold_in(key, len(METHODS)), progress=False)
@@ -184,7 +188,7 @@ def run_split(root, dataset: str, split: int, methods, seed: int = 0, settings=N
         if name == "MAP":
             post, seconds = start, map_seconds
         else:
-            model = (make_model(d, hidden, settings) if name == "Ensemble" else
+            model = (make_model(d, hidden, settings) if name in FRESH else
                      make_model(d, hidden, settings, start=start,
                                 fixed_noise=name == "LatentGibbs"))
             noise_var = float(np.exp(2 * start.point()["lik"]["log_scale"])) if start else 1.0
@@ -193,7 +197,7 @@ def run_split(root, dataset: str, split: int, methods, seed: int = 0, settings=N
             seconds = time.perf_counter() - t0
         row = {"dataset": dataset, "method": name, "split": split, **evaluate(post, test, sy),
                "seconds": round(seconds, 2)}
-        if name not in ("MAP", "Ensemble"):
+        if name not in ("MAP", *FRESH):
             row["map_seconds"] = round(map_seconds, 2)
         lik = post.draws["lik"]
         sigma = np.exp(np.asarray(lik["log_scale"])) if "log_scale" in lik else (
@@ -273,7 +277,7 @@ def markdown(results: dict) -> str:
               "one-hidden-layer ReLU MLP of `n_hidden.txt` units, else 50; SG-MCMC step size "
               "= lr · σ_MAP² / n_train, σ_MAP² the standardised noise variance of the split's "
               "MAP fit rounded to a power of 2; every method but the ensemble starts from "
-              "that MAP fit):", "",
+              "that MAP fit; MCLMC trains its own ensemble):", "",
               "```json", json.dumps(results["settings"], indent=1), "```"]
     return "\n".join(lines)
 
