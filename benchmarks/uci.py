@@ -169,8 +169,9 @@ def evaluate(post: bnn.Posterior, test: Dataset, sy: Standardizer) -> dict[str, 
 def run_split(root, dataset: str, split: int, methods, seed: int = 0, settings=None):
     """Fit and evaluate ``methods`` on ``split`` of ``dataset``; yields one row per method.
 
-    MAP is fitted once; every method but the ensemble starts from its weights and noise
-    scale (LatentGibbs, whose chains start afresh, keeps its noise scale fixed).
+    MAP is fitted once; every method but those in ``FRESH`` (which train their own
+    ensemble) starts from its weights and noise scale (LatentGibbs, whose chains start
+    afresh, keeps its noise scale fixed).
     """
     train, test = load_uci(root, dataset, split)
     train, test, sy = standardize(train, test)
