@@ -34,6 +34,7 @@ from bayesnn.inference.driver import sample_chains, thinned_steps
 from bayesnn.inference.ensemble import Ensemble
 from bayesnn.inference.init import check_init, initial_positions
 from bayesnn.inference.map import MAP
+from bayesnn.inference.programs import cached_program, program_key, strong_types
 from bayesnn.inference.sharding import num_chain_devices, to_host
 from bayesnn.posterior import Posterior
 from bayesnn.tree import flatten_paths, tree_size
@@ -192,17 +193,19 @@ class MCLMC:
         k_init, k_tune, k_run = jax.random.split(key, 3)
         positions, map_info = self._starts(k_init, model, data, progress)
 
+        cache_key = program_key(self, model)
+
         def logdensity(x, y):
             return lambda position: model.logdensity_fn(position, Batch(x, y), n)
 
-        @jax.jit
         def tune_all(keys, positions, x, y):
             return jax.vmap(lambda k, p: tune(k, p, logdensity(x, y), self.num_warmup,
                                               self.step_size, self.desired_energy_var))(
                 keys, positions)
 
         t_tune = time.perf_counter()
-        start = jax.block_until_ready(tune_all(jax.random.split(k_tune, chains), positions, x, y))
+        args = (jax.random.split(k_tune, chains), strong_types(positions), x, y)
+        start = jax.block_until_ready(cached_program(tune_all, cache_key, *args)(*args))
         tuning_seconds = time.perf_counter() - t_tune
 
         def step_fn(key, run: _Run, t, x, y):
@@ -214,6 +217,7 @@ class MCLMC:
             thinned_steps(0, self.num_samples, self.thinning), x, y,
             store=lambda run: run.chains.state.position, desc="MCLMC", progress=progress,
             checkpoint=checkpoint, hint="try a smaller desired_energy_var or step_size",
+            cache_key=cache_key,
         )
         energy_change, lp = result.infos.energy_change, result.infos.logdensity
         # from the devices of every process (a run across hosts)

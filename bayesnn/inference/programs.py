@@ -24,8 +24,8 @@ from bayesnn.bnn import BNN
 from bayesnn.inference.progress import note_compiling
 
 __all__ = [
-    "CACHED_PROGRAMS", "all_finite", "chunk_program", "clear_programs", "kept_shapes",
-    "program_key",
+    "CACHED_PROGRAMS", "all_finite", "cached_program", "chunk_program", "clear_programs",
+    "kept_shapes", "program_key", "strong_types",
 ]
 
 CACHED_PROGRAMS = 32  # programs (and step shapes) kept for later runs; least recently used go
@@ -92,9 +92,44 @@ def chunk_program(chunk: Callable, cache_key: Hashable | None, code, steps_per_c
         state, out = chunk(state, jax.random.fold_in(key, i), i, *args)
         return state, out, all_finite(state)
 
+    def program(state, *args):
+        # The first chunk's state may hold weakly typed leaves (a parameter made from a
+        # Python float) that the chunk returns strongly typed: one program for all chunks.
+        return jitted(strong_types(state), *args)
+
+    if cache_key is not None:
+        _keep(cache_key, program)
+    return program
+
+
+def cached_program(fn: Callable, cache_key: Hashable | None, *args) -> Callable:
+    """``jax.jit(fn)``, kept for later runs: the kept one of an earlier run when
+    ``cache_key`` (:func:`program_key` of what ``fn`` closes over), ``fn``'s code and the
+    shapes and dtypes of ``args`` (the arguments it will be called with) match.
+
+    For a method's programs outside :func:`chunk_program` (a tuning stage), so that a
+    second fit of the same model and method traces and compiles nothing."""
+    if cache_key is not None:
+        cache_key = ("program", cache_key, getattr(fn, "__code__", fn), _signature(args))
+        if cache_key in _PROGRAMS:
+            _PROGRAMS.move_to_end(cache_key)
+            return _PROGRAMS[cache_key]
+
+    @jax.jit
+    def jitted(*args):
+        note_compiling()  # runs while tracing only
+        return fn(*args)
+
     if cache_key is not None:
         _keep(cache_key, jitted)
     return jitted
+
+
+def strong_types(tree):
+    """``tree`` with its weakly typed arrays made strongly typed (same dtype and values),
+    so that they match what a program returns for them."""
+    return jax.tree.map(
+        lambda x: jnp.asarray(x, x.dtype) if getattr(x, "weak_type", False) else x, tree)
 
 
 def _signature(tree) -> tuple:

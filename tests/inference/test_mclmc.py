@@ -7,6 +7,7 @@ from flax import nnx
 
 import bayesnn as bnn
 from bayesnn.bnn import Batch
+from bayesnn.inference import programs
 from bayesnn.inference.driver import thinned_steps
 from bayesnn.testing import assert_gaussian_matches, linear_model, linear_posterior, linear_weights
 from bayesnn.tree import tree_size
@@ -117,6 +118,22 @@ def test_interrupted_run_resumes_bit_identically(linear, tmp_path, monkeypatch,
     assert not resumed.info["interrupted"]
     jax.tree.map(np.testing.assert_array_equal, (resumed.draws, resumed.info["sample_stats"]),
                  (fresh.draws, fresh.info["sample_stats"]))
+
+
+def test_a_second_fit_traces_neither_tuning_nor_sampling(monkeypatch):
+    traces = []
+    note = programs.note_compiling
+    monkeypatch.setattr(programs, "note_compiling", lambda: (traces.append(1), note()))
+    programs.clear_programs()
+    method = bnn.MCLMC(num_warmup=20, num_samples=5, thinning=2, num_chains=2, init="random")
+    posts = []
+    for seed in (0, 1):  # other weights, other same-shaped data, another key
+        data = bnn.data.linear_regression(n=30, num_features=3, noise=NOISE, key=seed)[0]
+        model = linear_model(3, PRIOR, bnn.likelihoods.Gaussian(NOISE, learn_scale=True))
+        posts.append(bnn.fit(model, data, method, key=seed, progress=False))
+        assert len(traces) == 2  # the tuning and the sampling program, traced once
+    programs.clear_programs()
+    assert not np.allclose(linear_weights(posts[0].draws), linear_weights(posts[1].draws))
 
 
 @pytest.mark.parametrize("kwargs, error, match", [

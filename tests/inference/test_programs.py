@@ -104,3 +104,11 @@ def test_cached_run_with_another_key_reuses_the_program_and_differs(traces):
     a, b, c = (np.concatenate(r.outputs) for r in runs)
     assert not np.allclose(a, b)
     np.testing.assert_array_equal(a, c)
+
+
+def test_a_weakly_typed_first_state_compiles_the_chunk_once(traces):
+    # Gaussian(0.1, learn_scale=True) starts log_scale from a Python float (weakly typed);
+    # Adam's moments of it start weakly typed as well. 130 epochs of 4 steps: 3 chunks.
+    model = bnn.BNN(_model(0).network(), likelihood=bnn.likelihoods.Gaussian(0.1, learn_scale=True))
+    post = bnn.fit(model, _data(0), bnn.MAP(epochs=130, batch_size=16), key=0, progress=False)
+    assert post.info["epochs_run"] == 130 and len(traces) == 1
