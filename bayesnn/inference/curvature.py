@@ -44,6 +44,7 @@ import numpy as np
 
 from bayesnn.bnn import BNN
 from bayesnn.data import Dataset
+from bayesnn.inference.programs import StaticModel
 from bayesnn.tree import flatten_paths, unflatten_paths
 
 __all__ = [
@@ -306,9 +307,10 @@ def _weighted_hessians(model, position, kind, x, y, mask):
 
 
 @partial(jax.jit, static_argnums=(0, 2, 3, 4))
-def _ggn_chunk(model, position, subset, kind, form, x, y, mask, v=None):
+def _ggn_chunk(static, position, subset, kind, form, x, y, mask, v=None):
     """``Σ_n J_nᵀ Λ_n J_n`` over one chunk: dense (``form="full"``), its diagonal
     (``"diag"``) or times ``v`` ``(P, r)`` (``"matmul"``)."""
+    model = static.model
     jac = jacobians(model, position, subset, x)
     lam = _weighted_hessians(model, position, kind, x, y, mask)
     if form == "diag":
@@ -319,11 +321,12 @@ def _ggn_chunk(model, position, subset, kind, form, x, y, mask, v=None):
 
 
 @partial(jax.jit, static_argnums=(0, 2, 3))
-def _kron_chunk(model, position, subset, kind, x, y, mask):
+def _kron_chunk(static, position, subset, kind, x, y, mask):
     """Each layer's ``(Σ_{n,t} ã ãᵀ, Σ_{n,t} J_{n,t}ᵀ Λ_n J_{n,t} / T)`` over one chunk (see
     :class:`KronFactor`): the inputs (a convolution's patches) and the output Jacobians of
     the pre-activations ``z`` are tapped through :meth:`BNN.apply_dense`, ``z = h @ W + ε``
     with ``ε = 0``."""
+    model = static.model
 
     def outputs(eps):
         inputs = {}
@@ -406,6 +409,7 @@ def curvature(model: BNN, position, subset: Subset, data: Dataset, *, hessian: s
     Full, Diag, Kron or LowRank
     """
     chunks = partial(_summed, data=data, batch_size=batch_size)
+    model = StaticModel(model)  # a refit of an equal model reuses the chunk programs
     if hessian in ("full", "diag"):
         h = chunks(partial(_ggn_chunk, model, position, subset, kind, hessian))
         if hessian == "diag":
@@ -434,13 +438,13 @@ def curvature(model: BNN, position, subset: Subset, data: Dataset, *, hessian: s
 
 
 @partial(jax.jit, static_argnums=0)
-def _loglik_chunk(model, position, x, y, mask):
-    return model.loglikelihood_fn(position, (x, y, mask.astype(bool)))
+def _loglik_chunk(static, position, x, y, mask):
+    return static.model.loglikelihood_fn(position, (x, y, mask.astype(bool)))
 
 
 def log_likelihood(model: BNN, position, data: Dataset, batch_size: int = 256) -> jax.Array:
     """The tempered ``Σ_n log p(y_n | x_n, θ) / T`` over ``data``, in row chunks."""
-    return _summed(partial(_loglik_chunk, model, position), data, batch_size)
+    return _summed(partial(_loglik_chunk, StaticModel(model), position), data, batch_size)
 
 
 # -- the evidence ----------------------------------------------------------------------

@@ -24,8 +24,8 @@ from bayesnn.bnn import BNN
 from bayesnn.inference.progress import note_compiling
 
 __all__ = [
-    "CACHED_PROGRAMS", "all_finite", "cached_program", "chunk_program", "clear_programs",
-    "kept_shapes", "program_key", "strong_types",
+    "CACHED_PROGRAMS", "StaticModel", "all_finite", "cached_program", "chunk_program",
+    "clear_programs", "kept_shapes", "program_key", "strong_types",
 ]
 
 CACHED_PROGRAMS = 32  # programs (and step shapes) kept for later runs; least recently used go
@@ -64,6 +64,25 @@ def program_key(*parts) -> Hashable | None:
     if '"type":"opaque"' in text:
         return None
     return text, tuple(graphs)
+
+
+class StaticModel:
+    """A :class:`~bayesnn.BNN` as a static argument of ``jax.jit``, equal to another where
+    their :func:`program_key` is: a program traced for one model serves every model that
+    bakes in the same constants, so a refit on a new but equal model compiles nothing.
+    A model whose key is None equals only itself."""
+
+    __slots__ = ("model", "_key")
+
+    def __init__(self, model: BNN):
+        self.model = model
+        self._key = program_key(model) or ("object", model)  # holds it: no reused id
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, StaticModel) and self._key == other._key
 
 
 def clear_programs() -> None:

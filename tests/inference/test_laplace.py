@@ -352,3 +352,30 @@ def test_bad_model_or_subset_is_refused_before_any_fit(mlp_regression):
                      likelihood=bnn.likelihoods.Gaussian(heteroscedastic=True))
     with pytest.raises(ValueError, match="heteroscedastic"):
         bnn.fit(hetero, data, bnn.Laplace(), key=0)
+
+
+def test_a_refit_on_an_equal_model_compiles_no_curvature_program():
+    """A new BNN of the same architecture (other weights, other data of the same shape)
+    reuses the curvature and log-likelihood chunk programs: they take the model by its
+    program key, not by identity."""
+    from bayesnn.inference import curvature
+
+    def fit(seed):
+        x = jax.random.normal(jax.random.key(seed), (40, 3))
+        y = x[:, :1] - x[:, 1:2]
+        net = bnn.models.MLP(3, (6,), 1, rngs=nnx.Rngs(seed))
+        model = bnn.BNN(net, likelihood=bnn.likelihoods.Gaussian(0.5))
+        return bnn.fit(model, (x, y), bnn.Laplace(init="network", subset="all",
+                                                  prior_precision="marglik"), key=seed)
+
+    fit(0)
+    sizes = [f._cache_size() for f in (curvature._kron_chunk, curvature._loglik_chunk)]
+    post = fit(1)
+    assert [f._cache_size() for f in (curvature._kron_chunk, curvature._loglik_chunk)] == sizes
+    assert np.all(np.isfinite(post.info["prior_precision"]))
+    # a model of another width is another program
+    x = np.zeros((40, 3), np.float32)
+    other = bnn.BNN(bnn.models.MLP(3, (7,), 1, rngs=nnx.Rngs(0)),
+                    likelihood=bnn.likelihoods.Gaussian(0.5))
+    bnn.fit(other, (x, x[:, :1]), bnn.Laplace(init="network", subset="all"), key=0)
+    assert curvature._kron_chunk._cache_size() == sizes[0] + 1
