@@ -27,7 +27,8 @@ def sghmc(alpha: float = 0.1) -> SamplingAlgorithm:
 
     SGD with momentum ``1 - α`` and learning rate ``η = step_size``, plus noise
     ``N(0, 2 α η T)`` on the momentum, which compensates the friction ``α`` (the gradient
-    noise estimate ``β̂`` is 0). The momentum starts at 0 and is never resampled. See
+    noise estimate ``β̂`` is 0). The momentum starts at 0 and is never resampled. ``step``
+    takes an optional constant diagonal preconditioner ``G`` (default 1). See
     :func:`~bayesnn.inference.diffusions.sghmc_dynamics`.
 
     References
@@ -39,10 +40,11 @@ def sghmc(alpha: float = 0.1) -> SamplingAlgorithm:
     def init(position) -> SGHMCState:
         return SGHMCState(position, jax.tree.map(jnp.zeros_like, position))
 
-    def step(rng_key, state: SGHMCState, grad, step_size,
-             temperature=1.0) -> tuple[SGHMCState, EmptyInfo]:
+    def step(rng_key, state: SGHMCState, grad, step_size, temperature=1.0,
+             preconditioner=None) -> tuple[SGHMCState, EmptyInfo]:
         return SGHMCState(*sghmc_dynamics(
-            rng_key, state.position, state.momentum, grad, step_size, alpha, temperature
+            rng_key, state.position, state.momentum, grad, step_size, alpha, temperature,
+            preconditioner,
         )), EmptyInfo()
 
     return SamplingAlgorithm(init, step)
