@@ -59,18 +59,16 @@ TUNED_MC_DROPOUT = {d: v[-1] for d, v in PUBLISHED.items()}
 ALIASES = {"bostonHousing": "boston", "wine-quality-red": "wine-red"}
 METHODS = ("MAP", "MeanFieldVI", "SGLD", "SGHMC", "NUTS", "LatentGibbs", "Ensemble")
 
-# Fixed hyperparameters of every method (data standardised). Step sizes of the SG-MCMC
-# methods are ``lr * sigma_map**2 / n_train`` (see make_method).
+# Fixed hyperparameters of every method (data standardised). SGLD and SGHMC run with their
+# defaults (step size, preconditioner and run length from the data; ensemble start).
 SETTINGS = {
     "prior": {"FanInNormal": 1.0},
     "noise": {"init_scale": 0.5, "prior": "HalfNormal(1.0) on sigma"},
     "MAP": {"optimizer": "adam", "learning_rate": 1e-3, "epochs": 200, "batch_size": 32},
     "MeanFieldVI": {"learning_rate": 1e-3, "epochs": 300, "batch_size": 32,
                     "num_samples": 200, "init": "map"},
-    "SGLD": {"lr": 0.1, "batch_size": 32, "num_warmup": 2000, "num_samples": 100,
-             "thinning": 30, "init": "map"},
-    "SGHMC": {"lr": 0.01, "alpha": 0.1, "batch_size": 32, "num_warmup": 2000,
-              "num_samples": 100, "thinning": 30, "init": "map"},
+    "SGLD": {"defaults": True},
+    "SGHMC": {"defaults": True},
     "NUTS": {"num_warmup": 300, "num_samples": 300, "max_tree_depth": 7, "init": "map"},
     "LatentGibbs": {"num_warmup": 500, "num_samples": 250, "thinning": 2,
                     "preactivation_var": 1e-2, "postactivation_var": 1e-2,
@@ -124,13 +122,9 @@ def map_config(settings=None) -> bnn.MAP:
                    batch_size=s["batch_size"])
 
 
-def make_method(name: str, n_train: int, settings=None, noise_var: float = 1.0):
-    """The method config ``name`` with ``settings`` (default ``SETTINGS``).
-
-    SG-MCMC step sizes are ``lr * noise_var / n_train``: the likelihood's curvature grows
-    as ``n_train / noise_var`` (``noise_var``: the MAP's standardised noise variance,
-    rounded to a power of 2 so that most splits share one compiled sampler).
-    """
+def make_method(name: str, n_train: int, settings=None):
+    """The method config ``name`` with ``settings`` (default ``SETTINGS``); SGLD and SGHMC
+    with their defaults."""
     settings = settings or SETTINGS
     s = settings.get(name, {})
     if name == "MAP":
@@ -141,12 +135,7 @@ def make_method(name: str, n_train: int, settings=None, noise_var: float = 1.0):
         return bnn.MeanFieldVI(learning_rate=s["learning_rate"], epochs=s["epochs"],
                                batch_size=s["batch_size"], num_samples=s["num_samples"])
     if name in ("SGLD", "SGHMC"):
-        extra = {"alpha": s["alpha"]} if name == "SGHMC" else {}
-        step_size = s["lr"] * 2.0 ** round(math.log2(noise_var)) / n_train
-        return getattr(bnn, name)(
-            step_size=step_size, batch_size=s["batch_size"],
-            num_warmup=s["num_warmup"], num_samples=s["num_samples"], thinning=s["thinning"],
-            init="network", **extra)
+        return getattr(bnn, name)()
     if name == "NUTS":
         return bnn.NUTS(num_warmup=s["num_warmup"], num_samples=s["num_samples"],
                         max_tree_depth=s["max_tree_depth"])
@@ -168,8 +157,9 @@ def evaluate(post: bnn.Posterior, test: Dataset, sy: Standardizer) -> dict[str, 
 def run_split(root, dataset: str, split: int, methods, seed: int = 0, settings=None):
     """Fit and evaluate ``methods`` on ``split`` of ``dataset``; yields one row per method.
 
-    MAP is fitted once; every method but the ensemble starts from its weights and noise
-    scale (LatentGibbs, whose chains start afresh, keeps its noise scale fixed).
+    MAP is fitted once; every method but the ensemble, SGLD and SGHMC (their default
+    ensemble start) starts from its weights and noise scale (LatentGibbs, whose chains
+    start afresh, keeps its noise scale fixed).
     """
     train, test = load_uci(root, dataset, split)
     train, test, sy = standardize(train, test)
@@ -190,8 +180,7 @@ def run_split(root, dataset: str, split: int, methods, seed: int = 0, settings=N
             model = (make_model(d, hidden, settings) if name == "Ensemble" else
                      make_model(d, hidden, settings, start=start,
                                 fixed_noise=name == "LatentGibbs"))
-            noise_var = float(np.exp(2 * start.point()["lik"]["log_scale"])) if start else 1.0
-            post = bnn.fit(model, train, make_method(name, n, settings, noise_var),
+            post = bnn.fit(model, train, make_method(name, n, settings),
                            key=jax.random.fold_in(key, METHODS.index(name)), progress=False)
             seconds = time.perf_counter() - t0
         row = {"dataset": dataset, "method": name, "split": split, **evaluate(post, test, sy),
@@ -226,6 +215,11 @@ def summarize(rows: list[dict]) -> dict:
     }
 
 
+def _significant(value: float) -> int:
+    """Decimals that show ``value`` to three significant digits (at least two)."""
+    return max(2, 2 - math.floor(math.log10(abs(value)))) if value else 2
+
+
 def _fmt(m_se, digits=2) -> str:
     m, se = m_se
     return f"{m:.{digits}f} ± {se:.{digits}f}" if math.isfinite(se) else f"{m:.{digits}f}"
@@ -257,7 +251,8 @@ def markdown(results: dict) -> str:
     lines += ["", "Test RMSE (original units), mean ± standard error over splits.", "",
               "| dataset | " + " | ".join(methods) + " |", "| --- " * (1 + len(methods)) + "|"]
     for d in datasets:
-        cells = [_fmt(summary[d][m]["rmse"]) if m in summary[d] else "" for m in methods]
+        cells = [_fmt(summary[d][m]["rmse"], _significant(summary[d][m]["rmse"][0]))
+                 if m in summary[d] else "" for m in methods]
         lines.append(f"| {short_name(d)} | " + " | ".join(cells) + " |")
     lines += ["", "Mean wall time per fit (seconds, one split, compilation included).", "",
               "| dataset | " + " | ".join(methods) + " |", "| --- " * (1 + len(methods)) + "|"]
@@ -273,10 +268,11 @@ def markdown(results: dict) -> str:
         if verdicts:
             lines.append(f"- {m} beats MC dropout: " + ", ".join(verdicts))
     lines += ["", "Settings (fixed for every dataset and split; data standardised; a "
-              "one-hidden-layer ReLU MLP of `n_hidden.txt` units, else 50; SG-MCMC step size "
+              "one-hidden-layer ReLU MLP of `n_hidden.txt` units, else 50; SGLD and SGHMC "
+              "with their defaults (runs of earlier commits: SG-MCMC step size "
               "= lr · σ_MAP² / n_train, σ_MAP² the standardised noise variance of the split's "
-              "MAP fit rounded to a power of 2; every method but the ensemble starts from "
-              "that MAP fit):", "",
+              "MAP fit rounded to a power of 2); every other method but the ensemble starts "
+              "from that MAP fit; SGLD and SGHMC now from their default ensemble of MAP fits):", "",
               "```json", json.dumps(results["settings"], indent=1), "```"]
     return "\n".join(lines)
 

@@ -114,8 +114,8 @@ def gradient_noise(precond, variance, data_size: int, batch_size: int):
     """
     if batch_size == data_size:
         return jnp.zeros((), jnp.result_type(float))
-    return data_size**2 * max(jnp.max(g * v) for g, v in zip(
-        jax.tree.leaves(precond), jax.tree.leaves(variance), strict=True))
+    return data_size**2 * jnp.max(jnp.stack([jnp.max(g * v) for g, v in zip(
+        jax.tree.leaves(precond), jax.tree.leaves(variance), strict=True)]))
 
 
 def _hyper_step(key, hier: Hierarchical, model: BNN, old, new, precisions, epoch_end, data):
