@@ -14,7 +14,14 @@ from bayesnn.inference import sgld as sgld_module
 from bayesnn.inference.init import initial_positions
 from bayesnn.inference.sghmc import SGHMC
 from bayesnn.inference.sgld import SGLD, STEP_CURVATURE
-from bayesnn.inference.sgmcmc import MIN_THINNING, MIN_WARMUP, WARMUP_EPOCHS, _drift_warnings
+from bayesnn.inference.sgmcmc import (
+    MIN_THINNING,
+    MIN_WARMUP,
+    WARMUP_EPOCHS,
+    _drift_warnings,
+    gradient_noise,
+    window_preconditioner,
+)
 from bayesnn.testing import assert_gaussian_matches, linear_model, linear_posterior, linear_weights
 
 NOISE, PRIOR = 0.5, 0.7
@@ -170,3 +177,25 @@ def test_ensemble_init_is_the_deep_ensemble_of_the_same_key():
     kernel = np.asarray(positions["net"]["layers"][0]["kernel"])
     assert not np.allclose(kernel[0], kernel[1])  # each chain its own fit
     assert info["epochs_run"].shape == (3,)
+
+
+def test_the_window_preconditioner_is_scale_free_and_bounded():
+    """G ∝ 1/(√V̂ + δ) with mean 1: the same for V̂ scaled by any constant, the
+    inverse-root ratio between coordinates, and a zero-gradient coordinate at most 1000
+    times the typical G."""
+    v = {"a": jnp.array([1.0, 4.0, 0.0]), "b": jnp.array([[16.0]])}
+    g = window_preconditioner(v)
+    flat = np.concatenate([np.ravel(g["a"]), np.ravel(g["b"])])
+    np.testing.assert_allclose(flat.mean(), 1.0, rtol=1e-6)
+    scaled = window_preconditioner(jax.tree.map(lambda a: 1e6 * a, v))
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5), g, scaled)
+    delta = 1e-3 * (1 + 2 + 0 + 4) / 4
+    np.testing.assert_allclose(flat[0] / flat[1], (2 + delta) / (1 + delta), rtol=1e-5)
+    assert flat[2] / flat[0] < 1e3
+
+
+def test_gradient_noise_is_the_largest_preconditioned_variance():
+    g = {"a": jnp.array([1.0, 2.0]), "b": jnp.array([0.5])}
+    var = {"a": jnp.array([3.0, 1.0]), "b": jnp.array([10.0])}
+    np.testing.assert_allclose(gradient_noise(g, var, 100, 10), 100**2 * 5.0, rtol=1e-6)
+    assert gradient_noise(g, var, 100, 100) == 0  # the full batch has no minibatch noise
