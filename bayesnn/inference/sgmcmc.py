@@ -108,8 +108,8 @@ def gradient_noise(precond, variance, data_size: int, batch_size: int):
     against the injected ``ε T G`` for SGLD (Welling & Teh 2011, §4; Ahn et al. 2012), and
     ``η² G Var(ĝ)`` against ``2 α η T G`` for SGHMC (Chen et al. 2014, eq. 13, ``B``). Near
     a mode ``Var(ĝ_i) ≈ (N/b) H_ii``, so this is about ``N/b`` times the curvature, and
-    each method's rule, applied to it as to the curvature, caps the excess at 5% of the
-    injected noise (:meth:`SGMCMC.stable_step_size`): the step then shrinks as ``b/N``
+    each method's rule caps the excess at 5% of the injected noise
+    (:meth:`SGMCMC.noise_step_size`): the step then shrinks as ``b/N``
     on large data, so that a chain's progress per epoch, not per step, stays constant.
     """
     if batch_size == data_size:
@@ -360,6 +360,14 @@ class SGMCMC(abc.ABC):
     def _adapts_preconditioner(self) -> bool:
         return self.step_size is None and self.windowed_preconditioner
 
+    def noise_step_size(self, noise):
+        """The step size whose minibatch-noise excess is 5% of the injected noise, for a
+        preconditioned gradient noise ``noise`` (:func:`gradient_noise`; inf where 0).
+        SGLD's excess ``ε B / 4`` is its Euler excess ``ε λ / 4`` with ``B`` for ``λ``, so
+        by default this is :meth:`stable_step_size` of ``noise``."""
+        return jnp.where(noise > 0, self.stable_step_size(jnp.where(noise > 0, noise, 1.0)),
+                         jnp.inf)
+
     def preconditioner(self, state):
         """The diagonal preconditioner ``G`` of a kernel state (a pytree like its
         position), or None for ``G = 1``; used for the curvature of a kernel that adapts
@@ -525,7 +533,8 @@ class SGMCMC(abc.ABC):
                 g = g if adapt else self.preconditioner(state)
                 lam = preconditioned_curvature(k, lambda p: logdensity(p, probe, tau),
                                                state.position, g)
-                return self.stable_step_size(jnp.maximum(lam, noise)), lam
+                eps = jnp.minimum(self.stable_step_size(lam), self.noise_step_size(noise))
+                return eps, lam
 
             return jax.vmap(one)(jax.random.split(key, chains), states, precisions, precond,
                                  noise)
