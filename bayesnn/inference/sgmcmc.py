@@ -138,6 +138,21 @@ def _hyper_step(key, hier: Hierarchical, model: BNN, old, new, precisions, epoch
     return jax.lax.cond(epoch_end, update, lambda: (new, precisions))
 
 
+_ADAPTATION: dict = {}  # (program key, N, b, chains) -> the jitted adaptation functions
+ADAPTATION_PROGRAMS = 8  # kept for later fits; the oldest go
+
+
+def _adaptation_programs(key, make: Callable):
+    """``make()``'s jitted functions, kept under ``key`` when its program key is known."""
+    if key[0] is None:
+        return make()
+    if key not in _ADAPTATION:
+        _ADAPTATION[key] = make()
+        while len(_ADAPTATION) > ADAPTATION_PROGRAMS:
+            _ADAPTATION.pop(next(iter(_ADAPTATION)))
+    return _ADAPTATION[key]
+
+
 def _backing_off(name: str, attempt: Callable, step_sizes, in_warmup: Callable, checkpoint,
                  what: str = "warm-up"):
     """``attempt(step_sizes)``; while it fails during warm-up (``in_warmup(error)``), warn
@@ -509,26 +524,28 @@ class SGMCMC(abc.ABC):
         batches = Batch(x[: whole * b].reshape(whole, b, *x.shape[1:]),
                         y[: whole * b].reshape(whole, b, *y.shape[1:]))
 
-        def minibatch_grads(position, precisions):
+        # The adaptation's programs take the data as arguments, so that a later fit of the
+        # same model and method on data of the same shapes reuses them (_ADAPTATION).
+        def minibatch_grads(position, precisions, batches):
             return jax.vmap(
                 lambda bx, by: jax.grad(logdensity)(position, Batch(bx, by), precisions)
             )(batches.x, batches.y)
 
-        def start_state(position, precisions):
+        def start_state(position, precisions, batches):
             return self.start_state(kernel, position,
-                                    lambda: minibatch_grads(position, precisions), n)
+                                    lambda: minibatch_grads(position, precisions, batches), n)
 
-        def start_adaptation(position, precisions):
+        def start_adaptation(position, precisions, batches):
             """G from the squared minibatch gradients at the start, and their noise."""
-            grads = jax.tree.map(lambda g: g / n, minibatch_grads(position, precisions))
+            grads = jax.tree.map(lambda g: g / n,
+                                 minibatch_grads(position, precisions, batches))
             squares = jax.tree.map(lambda g: jnp.mean(g**2, axis=0), grads)
             var = jax.tree.map(lambda g: jnp.var(g, axis=0, ddof=1) if whole > 1
                                else jnp.zeros_like(g[0]), grads)
             precond = window_preconditioner(squares)
             return precond, gradient_noise(precond, var, n, b)
 
-        @jax.jit
-        def choose(key, states, precisions, precond, noise):
+        def choose(key, states, precisions, precond, noise, probe):
             def one(k, state, tau, g, noise):
                 g = g if adapt else self.preconditioner(state)
                 lam = preconditioned_curvature(k, lambda p: logdensity(p, probe, tau),
@@ -539,8 +556,7 @@ class SGMCMC(abc.ABC):
             return jax.vmap(one)(jax.random.split(key, chains), states, precisions, precond,
                                  noise)
 
-        @jax.jit
-        def readapt(key, chain: _Chain, window: int):
+        def readapt(key, chain: _Chain, window: int, probe):
             """A warm-up window's end: ``G`` from its mean squared gradient, the step size
             from the curvature and the gradient noise under the new ``G``, the momentum
             restarted."""
@@ -549,26 +565,33 @@ class SGMCMC(abc.ABC):
             var = jax.tree.map(lambda s, m: jnp.maximum(s - m**2, 0), square, mean)
             noise = jax.vmap(gradient_noise, (0, 0, None, None))(precond, var, n, b)
             states = jax.vmap(kernel.init)(chain.kernel.position)
-            eps, lam = choose(key, states, chain.precisions, precond, noise)
+            eps, lam = choose(key, states, chain.precisions, precond, noise, probe)
             zero = jax.tree.map(jnp.zeros_like, chain.moments)
             return chain._replace(kernel=states, step_size=eps, precond=precond,
                                   moments=zero), (lam, noise)
+
+        programs = _adaptation_programs(
+            (program_key(self, model, rows), n, b, chains),
+            lambda: (jax.jit(jax.vmap(start_state, (0, 0, None))),
+                     jax.jit(jax.vmap(start_adaptation, (0, 0, None))),
+                     jax.jit(choose), jax.jit(readapt)))
+        starting, adapting, choosing, readapting = programs
 
         k_init, k_curve, k_warm, k_run = jax.random.split(key, 4)
         positions, map_info = initial_positions(
             k_init, model, data, self.init, chains, progress=progress
         )
         positions, precisions = self._init_precisions(model, positions)
-        states = jax.jit(jax.vmap(start_state))(positions, precisions)
+        states = starting(positions, precisions, batches)
         precond, moments, noise = (), (), jnp.zeros((chains,))
         if adapt:
-            precond, noise = jax.jit(jax.vmap(start_adaptation))(positions, precisions)
+            precond, noise = adapting(positions, precisions, batches)
             moments = (jax.tree.map(jnp.zeros_like, positions),) * 2
         epoch = () if b == n else jnp.zeros((chains, epoch_len, b), jnp.int32)
         info = {}
         if self.step_size is None:
-            eps, lam = choose(jax.random.fold_in(k_curve, 0), states, precisions, precond,
-                              noise)
+            eps, lam = choosing(jax.random.fold_in(k_curve, 0), states, precisions, precond,
+                                noise, probe)
             info["curvature"] = {"start": np.asarray(lam)}
             info["gradient_noise"] = {"start": np.asarray(noise)}
         else:
@@ -593,12 +616,12 @@ class SGMCMC(abc.ABC):
                 backoff = backoff * warm.state.step_size / chain.step_size  # kept from now on
                 chain = warm.state
                 if adapt:
-                    chain, (lam, noise) = readapt(jax.random.fold_in(k_curve, i + 1), chain,
-                                                  window)
+                    chain, (lam, noise) = readapting(jax.random.fold_in(k_curve, i + 1),
+                                                     chain, window, probe)
                     chain = chain._replace(step_size=chain.step_size * backoff)
                 else:
-                    eps_new, lam = choose(jax.random.fold_in(k_curve, 1), chain.kernel,
-                                          chain.precisions, precond, noise)
+                    eps_new, lam = choosing(jax.random.fold_in(k_curve, 1), chain.kernel,
+                                            chain.precisions, precond, noise, probe)
                     chain = chain._replace(step_size=jnp.minimum(chain.step_size, eps_new))
                 lams.append(np.asarray(lam))
                 noises.append(np.asarray(noise))
