@@ -488,7 +488,7 @@ class SGMCMC(abc.ABC):
             extra = {"preconditioner": chain.precond} if adapt else {}
             state, _ = kernel.step(k_step, chain.kernel, grad, step_size, temperature, **extra)
             moments = chain.moments
-            if adapt:
+            if moments != ():  # warm-up of an adapted preconditioner
                 moments = (jax.tree.map(lambda s, g: s + g / n, moments[0], grad),
                            jax.tree.map(lambda s, g: s + (g / n) ** 2, moments[1], grad))
             precisions = chain.precisions
@@ -627,7 +627,8 @@ class SGMCMC(abc.ABC):
                 noises.append(np.asarray(noise))
             info["curvature"]["warmup"] = np.stack(lams, axis=-1)
             info["gradient_noise"]["warmup"] = np.stack(noises, axis=-1)
-            res = sample(chain, keep[num_warmup:], num_warmup, k_run, checkpoint)
+            res = sample(chain._replace(moments=()), keep[num_warmup:], num_warmup, k_run,
+                         checkpoint)
             offset = num_warmup
         else:
             res = _backing_off(
