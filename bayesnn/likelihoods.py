@@ -21,7 +21,7 @@ posterior in deep neural networks really?*).
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar, NamedTuple
 
 import jax
@@ -103,6 +103,13 @@ class Likelihood(abc.ABC):
         """Initial unconstrained likelihood parameters (none by default)."""
         return {}
 
+    def traced(self) -> Likelihood:
+        """This likelihood as a compiled program sees it: fields that only set
+        :meth:`init_params` (learned parameters live in the position) take a fixed value.
+        :func:`~bayesnn.inference.programs.program_key` keys on it, so a refit that starts
+        the same model from another initial value reuses the compiled programs."""
+        return self
+
     def param_priors(self) -> dict[str, dist.Distribution]:
         """Priors over the unconstrained likelihood parameters, Jacobian included."""
         return {}
@@ -180,6 +187,9 @@ class Gaussian(Likelihood):
 
     def init_params(self):
         return {"log_scale": jnp.log(jnp.asarray(self.scale))} if self.learn_scale else {}
+
+    def traced(self):
+        return replace(self, scale=1.0) if self.learn_scale else self
 
     def param_priors(self):
         if not self.learn_scale:

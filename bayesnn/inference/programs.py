@@ -42,9 +42,11 @@ def program_key(*parts) -> Hashable | None:
     """A ``cache_key`` for :func:`run_chunks` from what a chunk closes over.
 
     ``parts`` are method configurations, :class:`~bayesnn.BNN` models and other values
-    (a mesh, a flag). A model counts by its network graph, prior, likelihood and digests
-    of the constants a program bakes in (frozen weights, batch statistics, other
-    non-parameter state), not by its trainable weights, which are the state; everything
+    (a mesh, a flag). A model counts by its network graph, prior, likelihood (as
+    :meth:`~bayesnn.likelihoods.Likelihood.traced` sees it: not by the initial value of a
+    learned noise scale) and digests of the constants a program bakes in (frozen weights,
+    batch statistics, other non-parameter state), not by its trainable weights, which are
+    the state; everything
     else by :func:`bayesnn.serialization.fingerprint` (dataclass fields, optax
     transformations and functions by code and closure values, arrays by digest).
 
@@ -55,7 +57,7 @@ def program_key(*parts) -> Hashable | None:
     for i, part in enumerate(parts):
         if isinstance(part, BNN):
             graphs.append((i, part.graphdef))
-            part = {"prior": part.prior, "likelihood": part.likelihood,
+            part = {"prior": part.prior, "likelihood": part.likelihood.traced(),
                     "frozen": part._frozen, "rest": part._rest, "stats": part.stats,
                     "mask": part.bayesian_mask, "patterns": part.frozen,
                     "calls": (part._takes_key, part._rng_tags)}

@@ -112,3 +112,17 @@ def test_a_weakly_typed_first_state_compiles_the_chunk_once(traces):
     model = bnn.BNN(_model(0).network(), likelihood=bnn.likelihoods.Gaussian(0.1, learn_scale=True))
     post = bnn.fit(model, _data(0), bnn.MAP(epochs=130, batch_size=16), key=0, progress=False)
     assert post.info["epochs_run"] == 130 and len(traces) == 1
+
+
+def test_program_key_ignores_only_the_initial_value_of_a_learned_noise_scale():
+    method = bnn.SGLD(step_size=1e-4, num_chains=1, init="random")
+    net = _model(0).network()
+
+    def key(**lik):
+        return program_key(method, bnn.BNN(net, likelihood=bnn.likelihoods.Gaussian(**lik)))
+
+    # learned: the scale is only where the position starts
+    assert key(scale=0.3, learn_scale=True) == key(scale=0.7, learn_scale=True)
+    # fixed: the scale is a constant of the program
+    assert key(scale=0.3) != key(scale=0.7)
+    assert key(scale=0.3, learn_scale=True) != key(scale=0.3)
