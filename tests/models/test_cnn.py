@@ -77,7 +77,7 @@ def test_split_merge_under_jit_with_dropout():
         return nnx.merge(graphdef, pure, rest)(x, key=key)
 
     x = np.random.default_rng(0).standard_normal((3, 9, 9, 2), np.float32)
-    np.testing.assert_allclose(apply(pure, x, None), net(x), rtol=1e-6)
+    np.testing.assert_allclose(apply(pure, x, None), net(x), rtol=1e-5, atol=1e-6)  # jit vs eager
     np.testing.assert_array_equal(apply(pure, x, None), apply(pure, x, None))
     a = apply(pure, x, jax.random.key(1))
     np.testing.assert_array_equal(apply(pure, x, jax.random.key(1)), a)
