@@ -28,6 +28,7 @@ def npz(tmp_path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_mnist_benchmark_writes_scores_and_keeps_other_networks(npz, tmp_path, monkeypatch):
     """Also: two SGLD step sizes are piloted on validation, and a rerun with the same cache
     loads every fit instead of repeating it."""

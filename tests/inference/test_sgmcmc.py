@@ -378,6 +378,7 @@ def test_init_network_starts_every_chain_at_the_networks_weights(linear):
     np.testing.assert_allclose(kernel, np.broadcast_to(start, kernel.shape), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_huge_step_size_names_the_step(gap):
     model, data = gap
     method = SGLD(1e3, batch_size=None, num_samples=20, num_warmup=20, num_chains=1,
