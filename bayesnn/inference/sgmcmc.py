@@ -600,15 +600,16 @@ class SGMCMC(abc.ABC):
         if self.step_size is None and num_warmup > 0:
             # Warm-up in windows, each ending in a new G and step size (both may grow or
             # shrink), as the windowed adaptation of Stan's NUTS; one window without G.
-            windows = WARMUP_WINDOWS if adapt else 1
-            window = num_warmup // windows
-            warm_keep = np.arange(window) == window - 1  # keeps only the last state
+            windows = min(WARMUP_WINDOWS, num_warmup) if adapt else 1
+            bounds = [num_warmup * i // windows for i in range(windows + 1)]  # near-equal
             seconds, lams, noises = 0.0, [], []
             backoff = jnp.ones_like(chain.step_size)
             for i in range(windows):
+                t0, window = bounds[i], bounds[i + 1] - bounds[i]
+                warm_keep = np.arange(window) == window - 1  # keeps only the last state
                 warm = _backing_off(
-                    name, lambda e, start=chain, i=i: sample(
-                        start._replace(step_size=e), warm_keep, i * window,
+                    name, lambda e, start=chain, i=i, t0=t0, keep=warm_keep: sample(
+                        start._replace(step_size=e), keep, t0,
                         jax.random.fold_in(k_warm, i), None),
                     chain.step_size, lambda err: True, None,
                     what="this warm-up window" if windows > 1 else "warm-up")

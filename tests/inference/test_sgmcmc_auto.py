@@ -18,6 +18,7 @@ from bayesnn.inference.sgmcmc import (
     MIN_THINNING,
     MIN_WARMUP,
     WARMUP_EPOCHS,
+    WARMUP_WINDOWS,
     _drift_warnings,
     gradient_noise,
     window_preconditioner,
@@ -201,3 +202,15 @@ def test_gradient_noise_is_the_largest_preconditioned_variance():
     var = {"a": jnp.array([3.0, 1.0]), "b": jnp.array([10.0])}
     np.testing.assert_allclose(gradient_noise(g, var, 100, 10), 100**2 * 5.0, rtol=1e-6)
     assert gradient_noise(g, var, 100, 100) == 0  # the full batch has no minibatch noise
+
+
+@pytest.mark.parametrize("num_warmup, windows", [(3, 3), (12, WARMUP_WINDOWS)])
+def test_a_short_warmup_runs_in_near_equal_windows(num_warmup, windows):
+    """A given ``num_warmup`` that is not a multiple of the windows (or is fewer steps than
+    windows) still runs every warm-up step, in at most :data:`WARMUP_WINDOWS` windows."""
+    model, data, *_ = _linear()
+    config = SGHMC(num_chains=2, num_samples=2, num_warmup=num_warmup, thinning=1,
+                   init="random")
+    post = bnn.fit(model, data, config, key=0, progress=False)
+    assert post.info["curvature"]["warmup"].shape == (2, windows)
+    assert post.info["num_steps"] == num_warmup + 2
