@@ -230,7 +230,7 @@ class SGMCMC(abc.ABC):
         (:func:`window_preconditioner`, ``∝ 1/√V̂`` of the mean squared gradient ``V̂``;
         the curvature is that of ``G^½ H G^½``), as the windowed adaptation of Stan's
         NUTS adapts its mass matrix: ``G`` starts from the squared minibatch gradients
-        at the start; warm-up runs in :data:`WARMUP_WINDOWS` (5) equal windows, at the
+        at the start; warm-up runs in :data:`WARMUP_WINDOWS` (5) near-equal windows, at the
         end of each of which ``G`` is set from the window's ``V̂``, the curvature is
         measured again and the step size follows it, down or up (a chain that leaves a
         sharp start speeds up); the momentum restarts at 0. Sampling keeps the last ``G``
