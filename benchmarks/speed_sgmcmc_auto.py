@@ -1,13 +1,13 @@
 """What the automatic step size and the diagnostics add to a long SG-MCMC run.
 
 In one process, interleaved (:func:`benchmarks.common.interleaved`): ``SGHMC()``'s chosen
-step size (curvature at the start and after each warm-up window, the windowed diagonal
-preconditioner, five warm-up driver runs instead of one) against the same run with a
-given step size (one driver run, no curvature, ``G = 1``); both from the network's own
-weights (``init="network"``, so no MAP fits are timed) and both with the after-run
-diagnostics (prediction R-hat and ESS, drift checks), which are then timed alone on the
-draws. The overhead is ``(auto − given + diagnostics) / (given − diagnostics)``. Writes
-``speed_sgmcmc_auto.json`` and ``.md`` to ``--out``.
+step size (curvature at the start and at the end of warm-up, two driver runs instead of
+one) against the same run with a given step size (one driver run, no curvature); both
+from the network's own weights (``init="network"``, so no MAP fits are timed) and both
+with the after-run diagnostics (prediction R-hat and ESS, drift checks), which are then
+timed alone on the draws. The overhead is
+``(auto − given + diagnostics) / (given − diagnostics)``. Writes ``speed_sgmcmc_auto.json``
+and ``.md`` to ``--out``.
 
     python -m benchmarks.speed_sgmcmc_auto --out benchmarks/results
 """

@@ -67,7 +67,7 @@ POSTHOC = ("Laplace", "SWAG")  # post hoc: from the split's MAP fit, compared wi
 FRESH = ("Ensemble", "MCLMC", "SGLD", "SGHMC")  # train their own ensemble, not from MAP
 
 # Fixed hyperparameters of every method (data standardised). SGLD and SGHMC run with their
-# defaults (step size, preconditioner and run length from the data; ensemble start).
+# defaults (step size and run length from the data; ensemble start).
 SETTINGS = {
     "prior": {"FanInNormal": 1.0},
     "noise": {"init_scale": 0.5, "prior": "HalfNormal(1.0) on sigma"},

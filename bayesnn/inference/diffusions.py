@@ -46,18 +46,14 @@ def preconditioned_langevin(rng_key, position, grad, preconditioner, step_size, 
     )
 
 
-def sghmc_dynamics(rng_key, position, momentum, grad, step_size, alpha, temperature=1.0,
-                   preconditioner=None):
+def sghmc_dynamics(rng_key, position, momentum, grad, step_size, alpha, temperature=1.0):
     """One step of SGHMC with friction (Chen et al. 2014, eq. 15, with ``β̂ = 0``).
 
-    ``v ← (1 - α) v + η G ⊙ ĝ + N(0, 2 α η T G)``, then ``θ ← θ + v``: the momentum is
-    updated with the gradient at the current position before the position moves
-    (symplectic Euler). BlackJAX's ``diffusions.sghmc`` moves the position with the old
-    momentum instead (explicit Euler), which is stable only for ``η λ_max < α`` (in these
-    units) and is therefore not used here. A constant diagonal preconditioner ``G`` (the
-    inverse of a diagonal mass matrix; None: ``G = 1``) makes this SGHMC in the coordinates
-    ``G^(-½) θ``, as in the scale-adapted SGHMC of Springenberg et al. (2016), whose
-    ``G = V̂^(-½)`` is estimated from squared gradients during burn-in.
+    ``v ← (1 - α) v + η ĝ + N(0, 2 α η T)``, then ``θ ← θ + v``: the momentum is updated
+    with the gradient at the current position before the position moves (symplectic
+    Euler). BlackJAX's ``diffusions.sghmc`` moves the position with the old momentum
+    instead (explicit Euler), which is stable only for ``η λ_max < α`` (in these units) and
+    is therefore not used here.
 
     Returns
     -------
@@ -65,10 +61,7 @@ def sghmc_dynamics(rng_key, position, momentum, grad, step_size, alpha, temperat
     """
     noise = gaussian_noise(rng_key, position)
     scale = jnp.sqrt(2 * alpha * step_size * temperature)
-    if preconditioner is None:
-        preconditioner = jax.tree.map(lambda _: 1.0, position)  # multiplications by 1 compile away
     momentum = jax.tree.map(
-        lambda v, g, c, n: (1 - alpha) * v + step_size * c * g + scale * jnp.sqrt(c) * n,
-        momentum, grad, preconditioner, noise,
+        lambda v, g, n: (1 - alpha) * v + step_size * g + scale * n, momentum, grad, noise
     )
     return jax.tree.map(jnp.add, position, momentum), momentum

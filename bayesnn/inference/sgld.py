@@ -28,9 +28,7 @@ def sgld() -> SamplingAlgorithm:
     the step size ``h`` of BlackJAX's ``sgld`` (``θ + h ĝ + N(0, 2 T h)``). It is
     :func:`~bayesnn.inference.diffusions.preconditioned_langevin` with ``G = 1`` (the
     multiplications by 1 compile away), rather than BlackJAX's Euler step, for the faster
-    noise of :func:`~bayesnn.inference.diffusions.gaussian_noise`. ``step`` takes an
-    optional constant diagonal preconditioner ``G`` (default 1): ``θ + (ε/2) G ĝ +
-    N(0, T ε G)``, SGLD in the coordinates ``G^(-½) θ``.
+    noise of :func:`~bayesnn.inference.diffusions.gaussian_noise`.
 
     References
     ----------
@@ -41,12 +39,11 @@ def sgld() -> SamplingAlgorithm:
     def init(position) -> SGLDState:
         return SGLDState(position)
 
-    def step(rng_key, state: SGLDState, grad, step_size, temperature=1.0,
-             preconditioner=None) -> tuple[SGLDState, EmptyInfo]:
-        if preconditioner is None:
-            preconditioner = jax.tree.map(lambda _: 1.0, state.position)
+    def step(rng_key, state: SGLDState, grad, step_size,
+             temperature=1.0) -> tuple[SGLDState, EmptyInfo]:
+        identity = jax.tree.map(lambda _: 1.0, state.position)
         return SGLDState(preconditioned_langevin(
-            rng_key, state.position, grad, preconditioner, step_size, temperature
+            rng_key, state.position, grad, identity, step_size, temperature
         )), EmptyInfo()
 
     return SamplingAlgorithm(init, step)

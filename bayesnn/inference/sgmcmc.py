@@ -20,10 +20,9 @@ kept_steps`). With ``hyper``, a hierarchical prior's precisions are part of each
 state and are redrawn by Gibbs sampling once per epoch (Neal 1996; Chen et al. 2014, §4).
 Each chain carries its own step size in its state. Left at None, it is chosen from the
 curvature (:mod:`~bayesnn.inference.step_size`; each method's :meth:`SGMCMC.
-stable_step_size`) together with a diagonal preconditioner
-(:func:`window_preconditioner`), and warm-up runs in :data:`WARMUP_WINDOWS` driver runs,
-after each of which both are adapted again; a run fails over to half the step size while
-it is warming up, and the draws are checked afterwards
+stable_step_size`), and warm-up and sampling are two driver runs, so that the curvature
+can be measured again between them; a run fails over to half the step size while it is
+warming up, and the draws are checked afterwards
 (:mod:`~bayesnn.inference.diagnostics`).
 """
 
@@ -35,7 +34,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -58,16 +57,11 @@ from bayesnn.posterior import Posterior
 from bayesnn.tree import flatten_paths
 from bayesnn.validation import check_range, config
 
-__all__ = [
-    "MAX_BACKOFFS", "MIN_THINNING", "MIN_WARMUP", "PRECONDITIONER_FLOOR", "SGMCMC",
-    "WARMUP_EPOCHS", "WARMUP_WINDOWS", "gradient_noise", "window_preconditioner",
-]
+__all__ = ["MAX_BACKOFFS", "MIN_THINNING", "MIN_WARMUP", "SGMCMC", "WARMUP_EPOCHS"]
 
 MAX_BACKOFFS = 5  # warm-up restarts, each with half the step size, before giving up
 WARMUP_EPOCHS, MIN_WARMUP = 10, 1000  # num_warmup=None: 10 epochs, at least 1000 steps
 MIN_THINNING = 10  # thinning=None: one epoch's steps, at least 10
-WARMUP_WINDOWS = 5  # a chosen step size: warm-up windows, each ending in a re-adaptation
-PRECONDITIONER_FLOOR = 1e-3  # of the mean root mean square gradient: bounds G's range
 
 
 class _Chain(NamedTuple):
@@ -75,47 +69,6 @@ class _Chain(NamedTuple):
     epoch: Any  # this epoch's minibatch indices (num_batches, batch_size); () for full batch
     precisions: Any  # {group: τ} of a hierarchical prior; {} without one
     step_size: Any  # this chain's step size, before the schedule's factor
-    precond: Any  # G, the diagonal preconditioner (like the position); () for G = 1
-    moments: Any  # (Σ ĝ/N, Σ (ĝ/N)²) over the current warm-up window; () without G
-
-
-def window_preconditioner(mean_square):
-    """The diagonal preconditioner ``G ∝ 1 / (√V̂ + δ)`` of a mean squared gradient ``V̂``
-    (a pytree of one chain), scaled to mean 1 over all coordinates.
-
-    ``√V̂`` is RMSprop's and Adam's scale (Tieleman & Hinton 2012; Kingma & Ba 2015), the
-    preconditioner of pSGLD (Li et al. 2016) and of scale-adapted SGHMC (Springenberg et
-    al. 2016): near a mode ``E[ĝ²]`` grows with the curvature along each coordinate (the
-    Fisher information plus the minibatch noise, itself proportional to it), so
-    ``G ∝ 1/√V̂`` evens out weights on very different scales. ``δ`` is
-    :data:`PRECONDITIONER_FLOOR` times the mean of ``√V̂``, so that a coordinate with no
-    gradient (a constant input, a dead unit) gets at most 1000 times the typical ``G``.
-    """
-    root = jax.tree.map(jnp.sqrt, mean_square)
-    leaves = jax.tree.leaves(root)
-    mean_root = sum(jnp.sum(r) for r in leaves) / sum(r.size for r in leaves)
-    g = jax.tree.map(lambda r: 1 / (r + PRECONDITIONER_FLOOR * mean_root), root)
-    mean_g = sum(jnp.sum(c) for c in jax.tree.leaves(g)) / sum(r.size for r in leaves)
-    return jax.tree.map(lambda c: c / mean_g, g)
-
-
-def gradient_noise(precond, variance, data_size: int, batch_size: int):
-    """The largest variance of the preconditioned minibatch gradient, ``max_i G_i Var(ĝ_i)``
-    (``variance``: of ``ĝ / N``, per coordinate, like ``precond``, of one chain); 0 with
-    the full batch, whose gradient has no minibatch noise.
-
-    The minibatch noise enters a Langevin step as extra diffusion: ``(ε²/4) G Var(ĝ)``
-    against the injected ``ε T G`` for SGLD (Welling & Teh 2011, §4; Ahn et al. 2012), and
-    ``η² G Var(ĝ)`` against ``2 α η T G`` for SGHMC (Chen et al. 2014, eq. 13, ``B``). Near
-    a mode ``Var(ĝ_i) ≈ (N/b) H_ii``, so this is about ``N/b`` times the curvature, and
-    each method's rule caps the excess at 5% of the injected noise
-    (:meth:`SGMCMC.noise_step_size`): the step then shrinks as ``b/N``
-    on large data, so that a chain's progress per epoch, not per step, stays constant.
-    """
-    if batch_size == data_size:
-        return jnp.zeros((), jnp.result_type(float))
-    return data_size**2 * jnp.max(jnp.stack([jnp.max(g * v) for g, v in zip(
-        jax.tree.leaves(precond), jax.tree.leaves(variance), strict=True)]))
 
 
 def _hyper_step(key, hier: Hierarchical, model: BNN, old, new, precisions, epoch_end, data):
@@ -138,25 +91,9 @@ def _hyper_step(key, hier: Hierarchical, model: BNN, old, new, precisions, epoch
     return jax.lax.cond(epoch_end, update, lambda: (new, precisions))
 
 
-_ADAPTATION: dict = {}  # (program key, N, b, chains) -> the jitted adaptation functions
-ADAPTATION_PROGRAMS = 8  # kept for later fits; the oldest go
-
-
-def _adaptation_programs(key, make: Callable):
-    """``make()``'s jitted functions, kept under ``key`` when its program key is known."""
-    if key[0] is None:
-        return make()
-    if key not in _ADAPTATION:
-        _ADAPTATION[key] = make()
-        while len(_ADAPTATION) > ADAPTATION_PROGRAMS:
-            _ADAPTATION.pop(next(iter(_ADAPTATION)))
-    return _ADAPTATION[key]
-
-
-def _backing_off(name: str, attempt: Callable, step_sizes, in_warmup: Callable, checkpoint,
-                 what: str = "warm-up"):
+def _backing_off(name: str, attempt: Callable, step_sizes, in_warmup: Callable, checkpoint):
     """``attempt(step_sizes)``; while it fails during warm-up (``in_warmup(error)``), warn
-    and try ``what`` again with half the step sizes, at most :data:`MAX_BACKOFFS` times. A
+    and try again with half the step sizes, at most :data:`MAX_BACKOFFS` times. A
     checkpoint of the failed attempt is removed, as it holds the old step size."""
     tries = 0
     while True:
@@ -172,8 +109,8 @@ def _backing_off(name: str, attempt: Callable, step_sizes, in_warmup: Callable, 
             Path(checkpoint.path).unlink(missing_ok=True)
         old = float(jnp.max(step_sizes))
         warnings.warn(
-            f"{name}: the state became NaN or infinite during warm-up; restarting {what} "
-            f"from its start with half the step size ({old:.3g} -> {old / 2:.3g})",
+            f"{name}: the state became NaN or infinite during warm-up; restarting warm-up "
+            f"from the start with half the step size ({old:.3g} -> {old / 2:.3g})",
             UserWarning, stacklevel=4,
         )
         step_sizes, tries = step_sizes / 2, tries + 1
@@ -221,21 +158,13 @@ class SGMCMC(abc.ABC):
     ----------
     step_size : float or None
         The kernel's step size (see each method). None (the default) chooses it per chain
-        from the problem, by each method's stability rule (its :meth:`stable_step_size`)
-        on the largest curvature ``λ_max`` of the minibatch-scaled ``−log p(θ | D)``
-        (:func:`~bayesnn.inference.step_size.preconditioned_curvature`, power iteration
-        on Hessian-vector products) on the first
-        :func:`~bayesnn.inference.step_size.curvature_rows` rows of the data. SGLD and
-        SGHMC then also precondition the step by a constant diagonal ``G``
-        (:func:`window_preconditioner`, ``∝ 1/√V̂`` of the mean squared gradient ``V̂``;
-        the curvature is that of ``G^½ H G^½``), as the windowed adaptation of Stan's
-        NUTS adapts its mass matrix: ``G`` starts from the squared minibatch gradients
-        at the start; warm-up runs in :data:`WARMUP_WINDOWS` (5) near-equal windows, at the
-        end of each of which ``G`` is set from the window's ``V̂``, the curvature is
-        measured again and the step size follows it, down or up (a chain that leaves a
-        sharp start speeds up); the momentum restarts at 0. Sampling keeps the last ``G``
-        and step size, so that it is the plain method in the coordinates ``G^(-½) θ``.
-        A given step size runs the plain method (``G = 1``).
+        from the problem: from the largest curvature ``λ_max`` of the minibatch-scaled
+        ``−log p(θ | D)`` (:func:`~bayesnn.inference.step_size.preconditioned_curvature`,
+        power iteration on Hessian-vector products) on the first
+        :func:`~bayesnn.inference.step_size.curvature_rows` rows of the data, at the
+        chains' starting points, by each method's stability rule (its
+        :meth:`stable_step_size`); at the end of warm-up the curvature is measured again
+        and the sampling phase runs with the smaller of the two step sizes.
     batch_size : int or None
         Minibatch size; None uses all the data at every step. Each chain draws a fresh
         shuffle of the data for every epoch; a partial last batch is masked.
@@ -284,10 +213,9 @@ class SGMCMC(abc.ABC):
 
     Notes
     -----
-    **No silent failure.** When a state turns NaN or infinite during warm-up, warm-up (with
-    a chosen step size: its current window) restarts from its starting points with half
-    the step size, with a warning, at most :data:`MAX_BACKOFFS` (5) times, and the later
-    windows keep that factor; after warm-up it is a
+    **No silent failure.** When a state turns NaN or infinite during warm-up, warm-up
+    restarts from the starting points with half the step size, with a warning, at most
+    :data:`MAX_BACKOFFS` (5) times; after warm-up it is a
     :class:`~bayesnn.NonFiniteError` naming the step. After the run a warning names any
     chain whose mean log-likelihood per example (on the curvature rows) fell far below its
     start, or whose learned noise std ``lik/log_scale`` exceeds the targets' standard
@@ -303,20 +231,13 @@ class SGMCMC(abc.ABC):
     ``(num_chains, num_samples, ...)``; its ``info`` holds ``seconds``, ``interrupted``,
     ``num_steps``, ``steps_per_chunk``, ``step_size`` (each chain's sampling step size,
     before the schedule), ``sample_stats`` (``step_size`` of each draw), with a chosen step
-    size ``curvature`` (``start`` per chain and ``warmup``, per chain and window) and for
-    SGLD and SGHMC ``preconditioner`` (each chain's ``G``, like the position),
+    size ``warmup_step_size`` and ``curvature`` (``start`` and ``warmup_end``, per chain),
     with several chains ``diagnostics`` (``rhat``, ``ess``, ``num_rows``), with ``hyper``
     the precisions of each draw in ``hyperparameters`` (``{group: (chain, draw)}``, as for
     :class:`~bayesnn.HierarchicalNUTS`) and, with a MAP or ensemble start, ``map_info``.
 
     References
     ----------
-    Li, C., Chen, C., Carlson, D. & Carin, L. (2016). Preconditioned stochastic gradient
-    Langevin dynamics for deep neural networks. *AAAI*.
-    Springenberg, J. T., Klein, A., Falkner, S. & Hutter, F. (2016). Bayesian optimization
-    with robust Bayesian neural networks. *NeurIPS* (scale-adapted SGHMC).
-    Stan Development Team. *Stan Reference Manual*, "HMC algorithm parameters": windowed
-    adaptation of the step size and the diagonal metric.
     Sommer, E., Wimmer, L., Papamarkou, T., Bothmann, L., Bischl, B. & Rügamer, D. (2024).
     Connecting the dots: is mode-connectedness the key to feasible sample-based inference
     in Bayesian neural networks? *ICML*.
@@ -366,27 +287,9 @@ class SGMCMC(abc.ABC):
         """The step size chosen for a largest curvature ``curvature`` (of the
         preconditioned target, see :meth:`preconditioner`)."""
 
-    #: whether a chosen step size (``step_size=None``) comes with a diagonal preconditioner
-    #: adapted in warm-up windows (:func:`window_preconditioner`); False for a kernel with
-    #: its own (:meth:`preconditioner`)
-    windowed_preconditioner: ClassVar[bool] = True
-
-    @property
-    def _adapts_preconditioner(self) -> bool:
-        return self.step_size is None and self.windowed_preconditioner
-
-    def noise_step_size(self, noise):
-        """The step size whose minibatch-noise excess is 5% of the injected noise, for a
-        preconditioned gradient noise ``noise`` (:func:`gradient_noise`; inf where 0).
-        SGLD's excess ``ε B / 4`` is its Euler excess ``ε λ / 4`` with ``B`` for ``λ``, so
-        by default this is :meth:`stable_step_size` of ``noise``."""
-        return jnp.where(noise > 0, self.stable_step_size(jnp.where(noise > 0, noise, 1.0)),
-                         jnp.inf)
-
     def preconditioner(self, state):
         """The diagonal preconditioner ``G`` of a kernel state (a pytree like its
-        position), or None for ``G = 1``; used for the curvature of a kernel that adapts
-        its own (:attr:`windowed_preconditioner` False)."""
+        position), or None for ``G = 1``."""
         return None
 
     def start_state(self, kernel: SamplingAlgorithm, position, minibatch_grads: Callable,
@@ -408,8 +311,6 @@ class SGMCMC(abc.ABC):
         epoch = num_batches(data_size, check_batch_size(self.batch_size, data_size))
         warmup = self.num_warmup
         warmup = max(WARMUP_EPOCHS * epoch, MIN_WARMUP) if warmup is None else warmup
-        if self._adapts_preconditioner:  # whole windows
-            warmup = -(-warmup // WARMUP_WINDOWS) * WARMUP_WINDOWS
         thinning = max(epoch, MIN_THINNING) if self.thinning is None else self.thinning
         return warmup, thinning
 
@@ -455,18 +356,10 @@ class SGMCMC(abc.ABC):
         schedule = self.schedule or Constant()
         sampling = getattr(schedule, "sampling", lambda t: True)
 
-        adapt = self._adapts_preconditioner
-
         def logdensity(position, batch, precisions):
             if hier is None:
                 return model.logdensity_fn(position, batch, n)
             return hier.logdensity_fn(model, position, precisions, batch, n)
-
-        def logprior(position, precisions):
-            if hier is None:
-                return model.logprior_fn(position)
-            return (model.likelihood.log_prior(position["lik"])
-                    + hier.logprior_fn(model, position, precisions))
 
         def chain_step(keys, chain: _Chain, t, x, y) -> _Chain:
             k_batch, k_step = keys
@@ -481,41 +374,28 @@ class SGMCMC(abc.ABC):
             batch = shard_rows(batch, rows)  # one chain on several devices: split its rows
             if hier is not None:
                 k_step, k_hyper = jax.random.split(k_step)
-            position = chain.kernel.position
-            value, grad = jax.value_and_grad(logdensity)(position, batch, chain.precisions)
+            grad = jax.grad(logdensity)(chain.kernel.position, batch, chain.precisions)
             step_size = chain.step_size * schedule(t)
             temperature = self.temperature * sampling(t)  # no noise while exploring
-            extra = {"preconditioner": chain.precond} if adapt else {}
-            state, _ = kernel.step(k_step, chain.kernel, grad, step_size, temperature, **extra)
-            moments = chain.moments
-            if moments != ():  # warm-up of an adapted preconditioner
-                moments = (jax.tree.map(lambda s, g: s + g / n, moments[0], grad),
-                           jax.tree.map(lambda s, g: s + (g / n) ** 2, moments[1], grad))
+            state, info = kernel.step(k_step, chain.kernel, grad, step_size, temperature)
             precisions = chain.precisions
             if hier is not None:
                 state, precisions = _hyper_step(k_hyper, hier, model, chain.kernel, state,
                                                 precisions, (t + 1) % epoch_len == 0, (x, y))
-            # the minibatch's log-likelihood per example, for the progress line
-            log_lik = (value - logprior(position, chain.precisions)) / n
-            return _Chain(state, epoch, precisions, chain.step_size, chain.precond,
-                          moments), {"log_lik": log_lik}
+            return _Chain(state, epoch, precisions, chain.step_size), info
 
         def step(key, chains_, t, x, y, t0):
             keys = jax.random.split(key, (chains, 2))
             return jax.vmap(chain_step, (0, 0, None, None, None))(keys, chains_, t + t0, x, y)
-
-        def show(t, infos):
-            shown = {"log_lik": float(np.mean(infos["log_lik"]))} if len(infos["log_lik"]) else {}
-            if self.step_size is not None:
-                shown["step_size"] = self.step_size * float(schedule(t))
-            return shown
 
         def sample(start: _Chain, keep, t0: int, key, checkpoint):
             return sample_chains(
                 step, start, key, keep, x, y, jnp.int32(t0),
                 store=lambda c: (c.kernel.position, c.precisions), desc=name,
                 progress=progress, checkpoint=checkpoint, hint="try a smaller step_size",
-                cache_key=program_key(self, model, rows), metrics=show,
+                cache_key=program_key(self, model, rows),
+                metrics=None if self.step_size is None else
+                lambda t, _: {"step_size": self.step_size * float(schedule(t))},
             )
 
         m = curvature_rows(n, b)
@@ -524,117 +404,50 @@ class SGMCMC(abc.ABC):
         batches = Batch(x[: whole * b].reshape(whole, b, *x.shape[1:]),
                         y[: whole * b].reshape(whole, b, *y.shape[1:]))
 
-        # The adaptation's programs take the data as arguments, so that a later fit of the
-        # same model and method on data of the same shapes reuses them (_ADAPTATION).
-        def minibatch_grads(position, precisions, batches):
-            return jax.vmap(
+        def start_state(position, precisions):
+            grads = lambda: jax.vmap(  # noqa: E731
                 lambda bx, by: jax.grad(logdensity)(position, Batch(bx, by), precisions)
             )(batches.x, batches.y)
+            return self.start_state(kernel, position, grads, n)
 
-        def start_state(position, precisions, batches):
-            return self.start_state(kernel, position,
-                                    lambda: minibatch_grads(position, precisions, batches), n)
-
-        def start_adaptation(position, precisions, batches):
-            """G from the squared minibatch gradients at the start, and their noise."""
-            grads = jax.tree.map(lambda g: g / n,
-                                 minibatch_grads(position, precisions, batches))
-            squares = jax.tree.map(lambda g: jnp.mean(g**2, axis=0), grads)
-            var = jax.tree.map(lambda g: jnp.var(g, axis=0, ddof=1) if whole > 1
-                               else jnp.zeros_like(g[0]), grads)
-            precond = window_preconditioner(squares)
-            return precond, gradient_noise(precond, var, n, b)
-
-        def choose(key, states, precisions, precond, noise, probe):
-            def one(k, state, tau, g, noise):
-                g = g if adapt else self.preconditioner(state)
+        @jax.jit
+        def choose(key, states, precisions):
+            def one(k, state, tau):
                 lam = preconditioned_curvature(k, lambda p: logdensity(p, probe, tau),
-                                               state.position, g)
-                eps = jnp.minimum(self.stable_step_size(lam), self.noise_step_size(noise))
-                return eps, lam
+                                               state.position, self.preconditioner(state))
+                return self.stable_step_size(lam), lam
 
-            return jax.vmap(one)(jax.random.split(key, chains), states, precisions, precond,
-                                 noise)
-
-        def readapt(key, chain: _Chain, window: int, probe):
-            """A warm-up window's end: ``G`` from its mean squared gradient, the step size
-            from the curvature and the gradient noise under the new ``G``, the momentum
-            restarted."""
-            mean, square = (jax.tree.map(lambda s: s / window, m) for m in chain.moments)
-            precond = jax.vmap(window_preconditioner)(square)
-            var = jax.tree.map(lambda s, m: jnp.maximum(s - m**2, 0), square, mean)
-            noise = jax.vmap(gradient_noise, (0, 0, None, None))(precond, var, n, b)
-            states = jax.vmap(kernel.init)(chain.kernel.position)
-            eps, lam = choose(key, states, chain.precisions, precond, noise, probe)
-            zero = jax.tree.map(jnp.zeros_like, chain.moments)
-            return chain._replace(kernel=states, step_size=eps, precond=precond,
-                                  moments=zero), (lam, noise)
-
-        programs = _adaptation_programs(
-            (program_key(self, model, rows), n, b, chains),
-            lambda: (jax.jit(jax.vmap(start_state, (0, 0, None))),
-                     jax.jit(jax.vmap(start_adaptation, (0, 0, None))),
-                     jax.jit(choose), jax.jit(readapt)))
-        starting, adapting, choosing, readapting = programs
+            return jax.vmap(one)(jax.random.split(key, chains), states, precisions)
 
         k_init, k_curve, k_warm, k_run = jax.random.split(key, 4)
         positions, map_info = initial_positions(
             k_init, model, data, self.init, chains, progress=progress
         )
         positions, precisions = self._init_precisions(model, positions)
-        states = starting(positions, precisions, batches)
-        precond, moments, noise = (), (), jnp.zeros((chains,))
-        if adapt:
-            precond, noise = adapting(positions, precisions, batches)
-            moments = (jax.tree.map(jnp.zeros_like, positions),) * 2
+        states = jax.jit(jax.vmap(start_state))(positions, precisions)
         epoch = () if b == n else jnp.zeros((chains, epoch_len, b), jnp.int32)
         info = {}
         if self.step_size is None:
-            eps, lam = choosing(jax.random.fold_in(k_curve, 0), states, precisions, precond,
-                                noise, probe)
+            eps, lam = choose(jax.random.fold_in(k_curve, 0), states, precisions)
             info["curvature"] = {"start": np.asarray(lam)}
-            info["gradient_noise"] = {"start": np.asarray(noise)}
         else:
             eps = jnp.full((chains,), self.step_size, jnp.result_type(float))
-        chain = _Chain(states, epoch, precisions, eps, precond, moments)
+        start = _Chain(states, epoch, precisions, eps)
         if self.step_size is None and num_warmup > 0:
-            # Warm-up in windows, each ending in a new G and step size (both may grow or
-            # shrink), as the windowed adaptation of Stan's NUTS; one window without G.
-            windows = min(WARMUP_WINDOWS, num_warmup) if adapt else 1
-            bounds = [num_warmup * i // windows for i in range(windows + 1)]  # near-equal
-            seconds, lams, noises = 0.0, [], []
-            backoff = jnp.ones_like(chain.step_size)
-            for i in range(windows):
-                t0, window = bounds[i], bounds[i + 1] - bounds[i]
-                warm_keep = np.arange(window) == window - 1  # keeps only the last state
-                warm = _backing_off(
-                    name, lambda e, start=chain, i=i, t0=t0, keep=warm_keep: sample(
-                        start._replace(step_size=e), keep, t0,
-                        jax.random.fold_in(k_warm, i), None),
-                    chain.step_size, lambda err: True, None,
-                    what="this warm-up window" if windows > 1 else "warm-up")
-                seconds += warm.seconds
-                warm_state = to_host(warm.state)  # gathered from every process (across hosts)
-                backoff = backoff * warm_state.step_size / chain.step_size  # kept from now on
-                chain = warm_state
-                if adapt:
-                    chain, (lam, noise) = readapting(jax.random.fold_in(k_curve, i + 1),
-                                                     chain, window, probe)
-                    chain = chain._replace(step_size=chain.step_size * backoff)
-                else:
-                    eps_new, lam = choosing(jax.random.fold_in(k_curve, 1), chain.kernel,
-                                            chain.precisions, precond, noise, probe)
-                    chain = chain._replace(step_size=jnp.minimum(chain.step_size, eps_new))
-                lams.append(np.asarray(lam))
-                noises.append(np.asarray(noise))
-            info["curvature"]["warmup"] = np.stack(lams, axis=-1)
-            info["gradient_noise"]["warmup"] = np.stack(noises, axis=-1)
-            res = sample(chain._replace(moments=()), keep[num_warmup:], num_warmup, k_run,
-                         checkpoint)
-            offset = num_warmup
+            warm_keep = np.arange(num_warmup) == num_warmup - 1  # keeps only the last state
+            warm = _backing_off(name, lambda e: sample(start._replace(step_size=e), warm_keep,
+                                                       0, k_warm, None),
+                                eps, lambda err: True, None)
+            chain = to_host(warm.state)  # gathered from every process (a run across hosts)
+            eps_new, lam = choose(jax.random.fold_in(k_curve, 1), chain.kernel, chain.precisions)
+            info["curvature"]["warmup_end"] = np.asarray(lam)
+            info["warmup_step_size"] = np.asarray(chain.step_size)
+            chain = chain._replace(step_size=jnp.minimum(chain.step_size, eps_new))
+            res = sample(chain, keep[num_warmup:], num_warmup, k_run, checkpoint)
+            offset, seconds = num_warmup, warm.seconds
         else:
             res = _backing_off(
-                name, lambda e: sample(chain._replace(step_size=e), keep, 0, k_run, checkpoint),
+                name, lambda e: sample(start._replace(step_size=e), keep, 0, k_run, checkpoint),
                 eps, lambda err: (err.step or 0) < num_warmup, checkpoint,
             )
             offset, seconds = 0, 0.0
@@ -651,8 +464,6 @@ class SGMCMC(abc.ABC):
             "sample_stats": {"step_size": eps[:, None] * np.broadcast_to(
                 factors, (len(res.kept_steps),))[None]},
         })
-        if adapt:
-            info["preconditioner"] = jax.tree.map(np.asarray, res.state.precond)
         if hier is not None:
             info["hyperparameters"] = precisions
         if map_info is not None:

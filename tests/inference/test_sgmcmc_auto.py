@@ -14,27 +14,10 @@ from bayesnn.inference import sgld as sgld_module
 from bayesnn.inference.init import initial_positions
 from bayesnn.inference.sghmc import SGHMC
 from bayesnn.inference.sgld import SGLD, STEP_CURVATURE
-from bayesnn.inference.sgmcmc import (
-    MIN_THINNING,
-    MIN_WARMUP,
-    WARMUP_EPOCHS,
-    WARMUP_WINDOWS,
-    _drift_warnings,
-    gradient_noise,
-    window_preconditioner,
-)
+from bayesnn.inference.sgmcmc import MIN_THINNING, MIN_WARMUP, WARMUP_EPOCHS, _drift_warnings
 from bayesnn.testing import assert_gaussian_matches, linear_model, linear_posterior, linear_weights
 
 NOISE, PRIOR = 0.5, 0.7
-
-
-def _preconditioned_curvature(post, cov) -> np.ndarray:
-    """Each chain's λ_max(G^½ H G^½) for the linear model's constant Hessian ``H = cov⁻¹``
-    and the chain's final preconditioner ``G``."""
-    g = linear_weights(jax.tree.map(lambda a: a[:, None], post.info["preconditioner"]))[:, 0]
-    root = np.sqrt(g.astype(np.float64))
-    return np.array([np.linalg.eigvalsh(r[:, None] * np.linalg.inv(cov) * r[None]).max()
-                     for r in root])
 
 
 def _linear(scale: float = 1.0):
@@ -49,57 +32,47 @@ def _linear(scale: float = 1.0):
 @pytest.mark.parametrize("method", [SGLD, SGHMC], ids=["SGLD", "SGHMC"])
 @pytest.mark.parametrize("scale", [1e-2, 1e-1, 1.0, 1e1, 1e2])
 def test_the_chosen_step_size_follows_the_curvature_over_orders_of_magnitude(method, scale):
-    """Inputs scaled by 1e-2 … 1e2: the curvature along the weights runs from ~2 to ~4e6
-    (the intercept's is N/σ² = 4e2). The preconditioner G chosen in warm-up and the
-    measured curvature of G^½ H G^½ are those of the model; the step is the method's rule
-    on the larger of that curvature and the preconditioned gradient noise, so ε λ_max stays
-    at or below the rule's constant, far inside the stability limit, and the run stays
-    finite."""
-    model, data, _, cov, _ = _linear(scale)
+    """Inputs scaled by 1e-2 … 1e2: the largest curvature runs from ~4e2 (the intercept's,
+    N/σ²) to ~4e6; the chosen step keeps ε λ_max at the rule's constant, far inside the
+    stability limit, and the run stays finite."""
+    model, data, *_, lam_max = _linear(scale)
     config = method(num_samples=20, num_warmup=100, thinning=5, init="random", batch_size=25)
     post = bnn.fit(model, data, config, key=0)
-    eps, lam = post.info["step_size"], _preconditioned_curvature(post, cov)
-    measured = post.info["curvature"]["warmup"][:, -1]
-    noise = post.info["gradient_noise"]["warmup"][:, -1]
-    # The curvature rows are all 100 rows and the Hessian is constant. Power iteration
-    # stops between the top eigenvalues where they are close (within 15% at s = 1).
-    assert np.all((measured > 0.8 * lam) & (measured < 1.01 * lam)), measured / lam
-    assert np.all(noise > 0)  # 4 minibatches per epoch
-    rules = np.minimum(config.stable_step_size(measured), config.noise_step_size(noise))
-    np.testing.assert_allclose(eps, rules, rtol=1e-5)
+    eps = post.info["step_size"]
+    # The curvature rows are all 100 rows and the Hessian is constant; with s = 1 the
+    # three eigenvalues are within 15% of each other, so power iteration stops between them.
+    np.testing.assert_allclose(post.info["curvature"]["start"], lam_max, rtol=0.02)
+    product = eps * lam_max
     if method is SGLD:  # stable for ε λ < 4
-        product, target = eps * lam, STEP_CURVATURE
-    else:  # stable for η λ < 2 (2 − α); the rule holds η λ / (2 (2 − α)) at SGLD's ε λ / 4
-        product, target = eps * lam / (2 * (2 - config.alpha)), STEP_CURVATURE / 4
-    assert np.all(product < 1.25 * target), product / target
+        np.testing.assert_allclose(product, STEP_CURVATURE, rtol=0.02)
+    else:  # stable for η λ < 2 (2 − α); the rule sets η λ / (2 α) = SGLD's ε λ / 4
+        np.testing.assert_allclose(product / (2 * config.alpha), STEP_CURVATURE / 4, rtol=0.02)
     assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(post.draws))
 
 
+@pytest.mark.parametrize("key", [0, pytest.param(1, marks=pytest.mark.slow),
+                                 pytest.param(2, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("method", [SGLD, SGHMC], ids=["SGLD", "SGHMC"])
-def test_the_defaults_recover_the_linear_regression_posterior(method):
+def test_the_defaults_recover_the_linear_regression_posterior(method, key):
     """Default step size, ensemble start and four chains; run lengths set for the ESS."""
-    model, data, mean, cov, _ = _linear()
+    model, data, mean, cov, lam_max = _linear()
     config = method(batch_size=25, num_warmup=500, num_samples=500, thinning=25)
-    post = bnn.fit(model, data, config, key=0)
-    eps = post.info["step_size"]
-    lam, noise = _preconditioned_curvature(post, cov), post.info["gradient_noise"]["warmup"][:, -1]
-    # Euler and minibatch excess of the variance along the preconditioned directions:
-    # (ελ + εB)/4 for SGLD, ηλ/(2(2 − α)) + ηB/(2α) for SGHMC (B: the gradient noise the
-    # rule measured; the rules hold each near 5%).
-    excess = np.max(eps * (lam + noise) / 4 if method is SGLD else
-                    eps * (lam / (2 * (2 - config.alpha)) + noise / (2 * config.alpha)))
+    post = bnn.fit(model, data, config, key=key)
+    eps = post.info["step_size"].max()
+    # Euler and minibatch excess of the variance, as in test_sgmcmc: (ελ/4) N/b for SGLD,
+    # (ηλ/(2α)) N/b for SGHMC (its Euler excess ηλ/(2(2 − α)) is smaller still).
+    excess = eps * lam_max / 4 if method is SGLD else eps * lam_max / (2 * config.alpha)
     samples = linear_weights(post.draws)
     assert samples.shape == (4, 500, 3)
-    assert_gaussian_matches(samples, mean, cov, min_ess=300, var_bias=excess)
+    assert_gaussian_matches(samples, mean, cov, min_ess=300, var_bias=excess * 100 / 25)
     assert post.info["diagnostics"]["rhat"] < 1.05
 
 
 @pytest.mark.parametrize("given", [True, False], ids=["given", "chosen"])
 def test_a_diverging_warmup_backs_off_and_warns(given, monkeypatch):
     """ε λ = 24: warm-up diverges at 24, 12 and 6 and runs at 3 (stable, < 4): three
-    restarts, each with a warning, for a given step size and for a chosen one (in its
-    first warm-up window; later windows keep the factor 1/8)."""
-    model, data, _, cov, lam_max = _linear()
+    restarts, each with a warning, for a given step size and for a chosen one."""
+    model, data, *_, lam_max = _linear()
     if given:
         config = SGLD(24 / lam_max, batch_size=None, num_warmup=400, num_samples=20,
                       num_chains=2, init="random")
@@ -110,13 +83,9 @@ def test_a_diverging_warmup_backs_off_and_warns(given, monkeypatch):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         post = bnn.fit(model, data, config, key=0)
-    backoffs = [w for w in caught if "with half the step size" in str(w.message)]
+    backoffs = [w for w in caught if "restarting warm-up from the start" in str(w.message)]
     assert len(backoffs) == 3, [str(w.message) for w in caught]
-    if given:
-        np.testing.assert_allclose(post.info["step_size"] * lam_max, 3.0, rtol=5e-3)
-    else:  # power iteration on the full batch, between the top eigenvalues at worst
-        product = post.info["step_size"] * _preconditioned_curvature(post, cov)
-        assert np.all((product > 0.8 * 3) & (product < 1.02 * 3)), product
+    np.testing.assert_allclose(post.info["step_size"] * lam_max, 3.0, rtol=5e-3)
     assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(post.draws))
 
 
@@ -180,37 +149,3 @@ def test_ensemble_init_is_the_deep_ensemble_of_the_same_key():
     kernel = np.asarray(positions["net"]["layers"][0]["kernel"])
     assert not np.allclose(kernel[0], kernel[1])  # each chain its own fit
     assert info["epochs_run"].shape == (3,)
-
-
-def test_the_window_preconditioner_is_scale_free_and_bounded():
-    """G ∝ 1/(√V̂ + δ) with mean 1: the same for V̂ scaled by any constant, the
-    inverse-root ratio between coordinates, and a zero-gradient coordinate at most 1000
-    times the typical G."""
-    v = {"a": jnp.array([1.0, 4.0, 0.0]), "b": jnp.array([[16.0]])}
-    g = window_preconditioner(v)
-    flat = np.concatenate([np.ravel(g["a"]), np.ravel(g["b"])])
-    np.testing.assert_allclose(flat.mean(), 1.0, rtol=1e-6)
-    scaled = window_preconditioner(jax.tree.map(lambda a: 1e6 * a, v))
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5), g, scaled)
-    delta = 1e-3 * (1 + 2 + 0 + 4) / 4
-    np.testing.assert_allclose(flat[0] / flat[1], (2 + delta) / (1 + delta), rtol=1e-5)
-    assert flat[2] / flat[0] < 1e3
-
-
-def test_gradient_noise_is_the_largest_preconditioned_variance():
-    g = {"a": jnp.array([1.0, 2.0]), "b": jnp.array([0.5])}
-    var = {"a": jnp.array([3.0, 1.0]), "b": jnp.array([10.0])}
-    np.testing.assert_allclose(gradient_noise(g, var, 100, 10), 100**2 * 5.0, rtol=1e-6)
-    assert gradient_noise(g, var, 100, 100) == 0  # the full batch has no minibatch noise
-
-
-@pytest.mark.parametrize("num_warmup, windows", [(3, 3), (12, WARMUP_WINDOWS)])
-def test_a_short_warmup_runs_in_near_equal_windows(num_warmup, windows):
-    """A given ``num_warmup`` that is not a multiple of the windows (or is fewer steps than
-    windows) still runs every warm-up step, in at most :data:`WARMUP_WINDOWS` windows."""
-    model, data, *_ = _linear()
-    config = SGHMC(num_chains=2, num_samples=2, num_warmup=num_warmup, thinning=1,
-                   init="random")
-    post = bnn.fit(model, data, config, key=0, progress=False)
-    assert post.info["curvature"]["warmup"].shape == (2, windows)
-    assert post.info["num_steps"] == num_warmup + 2
