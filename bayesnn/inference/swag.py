@@ -52,7 +52,7 @@ from bayesnn.inference.driver import run_chunks
 from bayesnn.inference.ensemble import Ensemble
 from bayesnn.inference.init import check_init
 from bayesnn.inference.map import MAP
-from bayesnn.inference.programs import program_key
+from bayesnn.inference.programs import cached_program, program_key, strong_types
 from bayesnn.inference.schedules import Constant
 from bayesnn.inference.sharding import num_chain_devices, shard_chains, to_host
 from bayesnn.inference.step_size import curvature_rows, largest_curvature
@@ -325,15 +325,19 @@ class SWAG:
         chains = jax.tree.leaves(positions)[0].shape[0]
         if self.learning_rate is not None:
             return jnp.full((chains,), self.learning_rate, jnp.result_type(float))
-        n, rows = x.shape[0], curvature_rows(x.shape[0], batch_size)
-        batch = Batch(x[:rows], y[:rows])
+        def rates(keys, positions, x, y):  # N and the rows from the shapes: one program
+            n, rows = x.shape[0], curvature_rows(x.shape[0], batch_size)
+            batch = Batch(x[:rows], y[:rows])
 
-        def rate(key, position):
-            curv = largest_curvature(key, lambda p: model.logdensity_fn(p, batch, n) / n,
-                                     position)
-            return STABLE_FRACTION * 2.0 * (1.0 + self.momentum) / curv
+            def rate(key, position):
+                curv = largest_curvature(key, lambda p: model.logdensity_fn(p, batch, n) / n,
+                                         position)
+                return STABLE_FRACTION * 2.0 * (1.0 + self.momentum) / curv
 
-        return jax.jit(jax.vmap(rate))(jax.random.split(key, chains), positions)
+            return jax.vmap(rate)(keys, positions)
+
+        args = (jax.random.split(key, chains), strong_types(positions), x, y)
+        return cached_program(rates, program_key(self, model, batch_size), *args)(*args)
 
     def _start(self, model: BNN, data: Dataset, key, progress):
         """Each chain's starting weights (leading chain axis) and the info to extend."""
