@@ -60,6 +60,7 @@ from bayesnn.inference.curvature import (
 )
 from bayesnn.inference.init import check_init
 from bayesnn.inference.map import MAP
+from bayesnn.inference.programs import StaticModel
 from bayesnn.likelihoods import ClassificationPrediction, Gaussian, Probit
 from bayesnn.posterior import DrawPredictive, LinearisedPredictive, Posterior, map_rows
 from bayesnn.tree import flatten_paths, unflatten_paths
@@ -374,13 +375,15 @@ def glm_predictive(posterior: Posterior, x, *, method: str = "probit", key=None,
     keys = jax.random.split(key, x.shape[0]) if mc else jnp.zeros((x.shape[0], 2), jnp.uint32)
     if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
         keys = jax.random.key_data(keys)
-    fn = partial(_glm_chunk, model, position, cov.subset, cov.curvature, cov.prior_precision,
+    # an equal model (a refit) reuses the compiled chunk
+    fn = partial(_glm_chunk, StaticModel(model), position, cov.subset, cov.curvature, cov.prior_precision,
                  mc, num_samples)
     return map_rows(fn, (x, np.asarray(keys)), batch_size)
 
 
 @partial(jax.jit, static_argnums=(0, 2, 5, 6))
-def _glm_chunk(model, position, subset, curv, delta, mc, num_samples, x, keys):
+def _glm_chunk(static, position, subset, curv, delta, mc, num_samples, x, keys):
+    model = static.model
     lik, lik_params = model.likelihood, position["lik"]
     f = model.apply(position, x)
     fcov = curv.jsj(subset, delta, jacobians(model, position, subset, x))

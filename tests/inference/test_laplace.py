@@ -356,9 +356,9 @@ def test_bad_model_or_subset_is_refused_before_any_fit(mlp_regression):
 
 def test_a_refit_on_an_equal_model_compiles_no_curvature_program():
     """A new BNN of the same architecture (other weights, other data of the same shape)
-    reuses the curvature and log-likelihood chunk programs: they take the model by its
-    program key, not by identity."""
-    from bayesnn.inference import curvature
+    reuses the curvature, log-likelihood and linearised-predictive chunk programs: they
+    take the model by its program key, not by identity."""
+    from bayesnn.inference import curvature, laplace
 
     def fit(seed):
         x = jax.random.normal(jax.random.key(seed), (40, 3))
@@ -368,10 +368,12 @@ def test_a_refit_on_an_equal_model_compiles_no_curvature_program():
         return bnn.fit(model, (x, y), bnn.Laplace(init="network", subset="all",
                                                   prior_precision="marglik"), key=seed)
 
-    fit(0)
-    sizes = [f._cache_size() for f in (curvature._kron_chunk, curvature._loglik_chunk)]
+    chunks = (curvature._kron_chunk, curvature._loglik_chunk, laplace._glm_chunk)
+    glm_predictive(fit(0), np.ones((5, 3), np.float32))
+    sizes = [f._cache_size() for f in chunks]
     post = fit(1)
-    assert [f._cache_size() for f in (curvature._kron_chunk, curvature._loglik_chunk)] == sizes
+    glm_predictive(post, np.zeros((5, 3), np.float32))
+    assert [f._cache_size() for f in chunks] == sizes
     assert np.all(np.isfinite(post.info["prior_precision"]))
     # a model of another width is another program
     x = np.zeros((40, 3), np.float32)
