@@ -287,6 +287,7 @@ def sample_chains(
     hint: str = "try a smaller step size",
     cache_key: Hashable | None = None,
     metrics: Callable[[int, Any], Mapping] | None = None,
+    kept_label: str | None = "draws",
 ) -> Samples:
     """Run every chain for ``len(keep)`` steps and keep the draws at the steps ``keep`` marks.
 
@@ -326,6 +327,9 @@ def sample_chains(
         from the infos of its kept steps (on the host, leading ``(draw, chain)`` axes):
         shown with the progress after the draws kept so far (``step_size``, a running
         log-likelihood).
+    kept_label
+        The progress line's name for the kept steps (``draws 40/200``); None shows no
+        count (a warm-up run that keeps only infos for its metrics).
 
     Returns
     -------
@@ -375,7 +379,8 @@ def sample_chains(
     total = int(kept_per_chunk.sum())
 
     def shown(i, out):
-        kept = {"draws": f"{int(kept_per_chunk[: i + 1].sum())}/{total}"}
+        kept = {} if kept_label is None else {
+            kept_label: f"{int(kept_per_chunk[: i + 1].sum())}/{total}"}
         return kept if metrics is None else kept | dict(metrics((i + 1) * steps - 1, out[1]))
 
     res = run_chunks(

@@ -376,8 +376,8 @@ def glm_predictive(posterior: Posterior, x, *, method: str = "probit", key=None,
     if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
         keys = jax.random.key_data(keys)
     # an equal model (a refit) reuses the compiled chunk
-    fn = partial(_glm_chunk, StaticModel(model), position, cov.subset, cov.curvature, cov.prior_precision,
-                 mc, num_samples)
+    fn = partial(_glm_chunk, StaticModel(model), position, cov.subset, cov.curvature,
+                 cov.prior_precision, mc, num_samples)
     return map_rows(fn, (x, np.asarray(keys)), batch_size)
 
 

@@ -35,6 +35,7 @@ from bayesnn.inference.ensemble import Ensemble
 from bayesnn.inference.init import check_init, initial_positions
 from bayesnn.inference.map import MAP
 from bayesnn.inference.programs import cached_program, program_key, strong_types
+from bayesnn.inference.progress import Progress
 from bayesnn.inference.sharding import num_chain_devices, to_host
 from bayesnn.posterior import Posterior
 from bayesnn.tree import flatten_paths, tree_size
@@ -203,10 +204,14 @@ class MCLMC:
                                               self.step_size, self.desired_energy_var))(
                 keys, positions)
 
-        t_tune = time.perf_counter()
         args = (jax.random.split(k_tune, chains), strong_types(positions), x, y)
-        start = jax.block_until_ready(cached_program(tune_all, cache_key, *args)(*args))
-        tuning_seconds = time.perf_counter() - t_tune
+        with Progress("MCLMC tuning", self.num_warmup, enabled=progress) as report:
+            start = jax.block_until_ready(cached_program(tune_all, cache_key, *args)(*args))
+            tuned = to_host(start.params)  # from the devices of every process
+            report.update(self.num_warmup, {"L": float(np.mean(tuned.L)),
+                                            "step_size": float(np.mean(tuned.step_size))})
+            report.finish()
+        tuning_seconds = report.seconds
 
         def step_fn(key, run: _Run, t, x, y):
             chains, info = ensemble_step(logdensity(x, y))(key, run.chains)

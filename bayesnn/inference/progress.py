@@ -2,9 +2,9 @@
 
 A phase line while its program compiles (``MAP: compiling…``), then the steps done with the
 metrics the method supplies (Keras-like: ``loss``, ``val_loss``; for samplers the kept
-draws and the step size), and at the end a one-line summary that stays. On a terminal the
-line is a live tqdm bar; elsewhere (a log file, a pipe, a notebook) it is plain lines, one
-per tenth of the run.
+draws, the step size and, for SG-MCMC, a running log-likelihood), and at the end a one-line
+summary that stays. On a terminal the line is a live tqdm bar; elsewhere (a log file, a
+pipe, a notebook) it is plain lines, one per tenth of the run.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ class Progress:
         self.compile_seconds = 0.0
         self.seconds = 0.0
         self._compile_start: float | None = None
+        self._unsplit = False
         self._lines = initial * LINES_PER_RUN // max(total, 1)
         self._bar = None
         self._token = None
@@ -99,7 +100,10 @@ class Progress:
     def update(self, steps: int, metrics: Mapping | None = None) -> None:
         """``steps`` more steps done; ``metrics`` the latest values to show."""
         if self._compile_start is not None:
-            self.compile_seconds += time.perf_counter() - self._compile_start
+            if self.done + steps < self.total:
+                self.compile_seconds += time.perf_counter() - self._compile_start
+            else:  # compiled and ran in one call: the two cannot be told apart
+                self._unsplit = True
             self._compile_start = None
             if self._bar is not None:
                 self._bar.set_description_str(self.desc)
@@ -123,7 +127,8 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        compiled = f", {self.compile_seconds:.1f} s compiling" if self.compile_seconds else ""
+        compiled = (", compiling included" if self._unsplit else
+                    f", {self.compile_seconds:.1f} s compiling" if self.compile_seconds else "")
         what = "interrupted after" if interrupted else "done:"
         text = f"{self.desc}: {what} {self.done} steps in {self.seconds:.1f} s{compiled}"
         self._write(" · ".join(filter(None, [text, format_metrics(self.metrics)])))

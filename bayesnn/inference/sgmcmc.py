@@ -10,7 +10,9 @@ N / b. ``temperature`` T scales the variance of the injected noise, so the chain
 p(θ | D)^(1/T) (T < 1: a cold posterior, Wenzel et al. 2020). The step takes the gradient
 rather than a minibatch, so that the chain step here, which forms it, can add hierarchical
 precisions, augmentation or rows split over devices without the kernel knowing; its
-``Info`` is empty, as nothing is accepted or rejected.
+``Info`` is empty, as nothing is accepted or rejected; the chain step records a
+:class:`StepInfo` (the minibatch's log-likelihood and the step size) for the progress line
+and ``sample_stats``.
 
 :class:`SGMCMC` holds the configuration fields the methods share and runs a kernel with
 :func:`~bayesnn.inference.driver.sample_chains`: ``num_chains`` chains under ``vmap``, a
@@ -57,11 +59,28 @@ from bayesnn.posterior import Posterior
 from bayesnn.tree import flatten_paths
 from bayesnn.validation import check_range, config
 
-__all__ = ["MAX_BACKOFFS", "MIN_THINNING", "MIN_WARMUP", "SGMCMC", "WARMUP_EPOCHS"]
+__all__ = ["MAX_BACKOFFS", "MIN_THINNING", "MIN_WARMUP", "SGMCMC", "StepInfo", "WARMUP_EPOCHS"]
 
 MAX_BACKOFFS = 5  # warm-up restarts, each with half the step size, before giving up
 WARMUP_EPOCHS, MIN_WARMUP = 10, 1000  # num_warmup=None: 10 epochs, at least 1000 steps
 MIN_THINNING = 10  # thinning=None: one epoch's steps, at least 10
+
+
+class StepInfo(NamedTuple):
+    """What an SG-MCMC step records (kept at the kept steps, shown on the progress line).
+
+    Attributes
+    ----------
+    log_likelihood
+        The minibatch's mean log-likelihood per example (tempered by the likelihood's
+        temperature) at the position the step starts from: a running estimate of how well
+        the chain fits the data, at no extra cost (the gradient's forward pass).
+    step_size
+        The step size of this step, after the schedule's factor.
+    """
+
+    log_likelihood: jax.Array
+    step_size: jax.Array
 
 
 class _Chain(NamedTuple):
@@ -89,6 +108,15 @@ def _hyper_step(key, hier: Hierarchical, model: BNN, old, new, precisions, epoch
         return new._replace(position=position), tau
 
     return jax.lax.cond(epoch_end, update, lambda: (new, precisions))
+
+
+def _running_metrics(t: int, infos: StepInfo) -> dict:
+    """The progress line's step size and log-likelihood per example: their means over the
+    chains at the steps a chunk kept (nothing when it kept none)."""
+    if not len(infos.step_size):
+        return {}
+    return {"step_size": float(np.mean(infos.step_size[-1])),
+            "log_lik": float(np.mean(infos.log_likelihood))}
 
 
 def _backing_off(name: str, attempt: Callable, step_sizes, in_warmup: Callable, checkpoint):
@@ -230,8 +258,11 @@ class SGMCMC(abc.ABC):
     :func:`~bayesnn.fit` returns a :class:`~bayesnn.Posterior` with draws of shape
     ``(num_chains, num_samples, ...)``; its ``info`` holds ``seconds``, ``interrupted``,
     ``num_steps``, ``steps_per_chunk``, ``step_size`` (each chain's sampling step size,
-    before the schedule), ``sample_stats`` (``step_size`` of each draw), with a chosen step
-    size ``warmup_step_size`` and ``curvature`` (``start`` and ``warmup_end``, per chain),
+    before the schedule), ``sample_stats`` (``step_size`` of each draw and
+    ``minibatch_log_lik``, the mean log-likelihood per example of the minibatch of the
+    step that made it; the progress line shows its running mean and the step size, in
+    warm-up too), with a chosen step size ``warmup_step_size`` and ``curvature``
+    (``start`` and ``warmup_end``, per chain),
     with several chains ``diagnostics`` (``rhat``, ``ess``, ``num_rows``), with ``hyper``
     the precisions of each draw in ``hyperparameters`` (``{group: (chain, draw)}``, as for
     :class:`~bayesnn.HierarchicalNUTS`) and, with a MAP or ensemble start, ``map_info``.
@@ -349,7 +380,7 @@ class SGMCMC(abc.ABC):
         n = x.shape[0]
         b = check_batch_size(self.batch_size, n)
         keep = self.kept_steps(n)
-        num_warmup = self.budget(n)[0]
+        num_warmup, thinning = self.budget(n)
         rows = data_mesh(b, self.num_chains)
         epoch_len = num_batches(n, b)
         chains, kernel = self.num_chains, self.kernel(n)
@@ -375,27 +406,30 @@ class SGMCMC(abc.ABC):
             if hier is not None:
                 k_step, k_hyper = jax.random.split(k_step)
             grad = jax.grad(logdensity)(chain.kernel.position, batch, chain.precisions)
+            # the gradient's forward pass again: XLA computes it once (common subexpressions)
+            real = batch.x.shape[0] if batch.mask is None else jnp.maximum(batch.mask.sum(), 1)
+            log_lik = model.loglikelihood_fn(chain.kernel.position, batch) / real
             step_size = chain.step_size * schedule(t)
             temperature = self.temperature * sampling(t)  # no noise while exploring
-            state, info = kernel.step(k_step, chain.kernel, grad, step_size, temperature)
+            state, _ = kernel.step(k_step, chain.kernel, grad, step_size, temperature)
             precisions = chain.precisions
             if hier is not None:
                 state, precisions = _hyper_step(k_hyper, hier, model, chain.kernel, state,
                                                 precisions, (t + 1) % epoch_len == 0, (x, y))
-            return _Chain(state, epoch, precisions, chain.step_size), info
+            return _Chain(state, epoch, precisions, chain.step_size), StepInfo(log_lik, step_size)
 
         def step(key, chains_, t, x, y, t0):
             keys = jax.random.split(key, (chains, 2))
             return jax.vmap(chain_step, (0, 0, None, None, None))(keys, chains_, t + t0, x, y)
 
-        def sample(start: _Chain, keep, t0: int, key, checkpoint):
+        def sample(start: _Chain, keep, t0: int, key, checkpoint, warmup=False):
+            # warm-up keeps the infos of every thinning-th step (for the progress line), no draws
             return sample_chains(
                 step, start, key, keep, x, y, jnp.int32(t0),
-                store=lambda c: (c.kernel.position, c.precisions), desc=name,
+                store=(lambda c: ()) if warmup else lambda c: (c.kernel.position, c.precisions),
+                desc=f"{name} warm-up" if warmup else name, kept_label=None if warmup else "draws",
                 progress=progress, checkpoint=checkpoint, hint="try a smaller step_size",
-                cache_key=program_key(self, model, rows),
-                metrics=None if self.step_size is None else
-                lambda t, _: {"step_size": self.step_size * float(schedule(t))},
+                cache_key=program_key(self, model, rows), metrics=_running_metrics,
             )
 
         m = curvature_rows(n, b)
@@ -434,9 +468,10 @@ class SGMCMC(abc.ABC):
             eps = jnp.full((chains,), self.step_size, jnp.result_type(float))
         start = _Chain(states, epoch, precisions, eps)
         if self.step_size is None and num_warmup > 0:
-            warm_keep = np.arange(num_warmup) == num_warmup - 1  # keeps only the last state
+            warm_keep = (np.arange(num_warmup) + 1) % thinning == 0
+            warm_keep[-1] = True  # the run ends at the end of warm-up
             warm = _backing_off(name, lambda e: sample(start._replace(step_size=e), warm_keep,
-                                                       0, k_warm, None),
+                                                       0, k_warm, None, warmup=True),
                                 eps, lambda err: True, None)
             chain = to_host(warm.state)  # gathered from every process (a run across hosts)
             eps_new, lam = choose(jax.random.fold_in(k_curve, 1), chain.kernel, chain.precisions)
@@ -453,7 +488,6 @@ class SGMCMC(abc.ABC):
             offset, seconds = 0, 0.0
         draws, precisions = res.draws
         eps = np.asarray(to_host(res.state.step_size), np.float64)
-        factors = np.asarray(schedule(res.kept_steps + offset), np.float64)
         info.update({
             "seconds": seconds + res.seconds,
             "interrupted": res.interrupted,
@@ -461,8 +495,8 @@ class SGMCMC(abc.ABC):
             "steps_per_chunk": res.steps_per_chunk,
             "num_devices": rows.size if rows is not None else num_chain_devices(res.state),
             "step_size": eps,
-            "sample_stats": {"step_size": eps[:, None] * np.broadcast_to(
-                factors, (len(res.kept_steps),))[None]},
+            "sample_stats": {"step_size": np.asarray(res.infos.step_size, np.float64),
+                             "minibatch_log_lik": np.asarray(res.infos.log_likelihood)},
         })
         if hier is not None:
             info["hyperparameters"] = precisions

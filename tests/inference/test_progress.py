@@ -82,3 +82,14 @@ def test_metrics_text_and_latest_epoch():
             "ran": np.array([[True, True], [True, True], [False, False]])}
     assert latest_epoch(1, rows) == {"epoch": 5, "loss": 3.0}
     assert latest_epoch(0, {**rows, "ran": np.zeros((3, 2), bool)}) == {}
+
+
+def test_a_run_that_compiles_and_ends_in_one_update_does_not_split_the_time():
+    out = io.StringIO()
+    with Progress("tuning", 100, stream=out) as progress:
+        progress.compiling()
+        progress.update(100, {"L": 0.5})
+        progress.finish()
+    summary = out.getvalue().splitlines()[-1]
+    assert summary.startswith("tuning: done: 100 steps in ")
+    assert summary.endswith("s, compiling included · L 0.5")

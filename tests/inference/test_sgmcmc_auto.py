@@ -149,3 +149,30 @@ def test_ensemble_init_is_the_deep_ensemble_of_the_same_key():
     kernel = np.asarray(positions["net"]["layers"][0]["kernel"])
     assert not np.allclose(kernel[0], kernel[1])  # each chain its own fit
     assert info["epochs_run"].shape == (3,)
+
+
+def test_progress_names_warmup_and_shows_step_size_and_log_likelihood(capsys):
+    """Warm-up lines carry no draw count; both phases show the step size and the running
+    minibatch log-likelihood, which is also kept per draw and estimates the full-data
+    mean log-likelihood of the draws."""
+    model, data, *_ = _linear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 80 short-run draws: R-hat warns, as it should
+        post = bnn.fit(model, data, SGLD(num_samples=40, num_warmup=200, thinning=5,
+                                         batch_size=25, num_chains=2, init="random"), key=0)
+    lines = capsys.readouterr().err.splitlines()
+    warm = [line for line in lines if line.startswith("SGLD warm-up: ")]
+    run = [line for line in lines if line.startswith("SGLD: ")]
+    assert warm and run and not any("draws" in line for line in warm)
+    for line in (warm[-1], run[-1]):
+        assert " · step_size " in line and " · log_lik " in line
+    assert "draws 40/40" in run[-1]
+    kept = post.info["sample_stats"]["minibatch_log_lik"]
+    assert kept.shape == (2, 40)
+    x, y = jnp.asarray(data.x), jnp.asarray(data.y)
+    full = jax.vmap(jax.vmap(lambda p: model.loglikelihood_fn(p, Batch(x, y)) / len(x)))(
+        post.draws)
+    # each kept value: one minibatch of 25 of the 100 rows; their mean over 80 draws
+    spread = np.std(jax.vmap(jax.vmap(lambda p: model.log_prob_per_example(p, x, y)))(
+        post.draws))
+    np.testing.assert_allclose(np.mean(kept), np.mean(full), atol=5 * spread / np.sqrt(25 * 80))
