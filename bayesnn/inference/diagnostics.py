@@ -19,6 +19,7 @@ import numpy as np
 
 from bayesnn.arviz import ess, rhat
 from bayesnn.bnn import BNN
+from bayesnn.inference.programs import cached_program, program_key
 
 __all__ = ["ESS_MIN", "NUM_ROWS", "RHAT_MAX", "prediction_diagnostics"]
 
@@ -55,7 +56,12 @@ def prediction_diagnostics(model: BNN, draws, x, method: str, *, stacklevel: int
     rows = jnp.asarray(x[:NUM_ROWS])
     chains, num_draws = jax.tree.leaves(draws)[0].shape[:2]
     flat = jax.tree.map(lambda a: jnp.reshape(jnp.asarray(a), (-1, *a.shape[2:])), draws)
-    outputs = jax.jit(lambda p: jax.lax.map(lambda q: model.apply(q, rows), p))(flat)
+
+    def apply_all(positions, rows):
+        return jax.lax.map(lambda q: model.apply(q, rows), positions)
+
+    # kept for later fits of an equal model
+    outputs = cached_program(apply_all, program_key(model), flat, rows)(flat, rows)
     f = np.concatenate([np.asarray(o, np.float64).reshape(chains, num_draws, -1)
                         for o in jax.tree.leaves(outputs)], axis=-1)
     worst_rhat = float(np.nanmax(rhat(f)))

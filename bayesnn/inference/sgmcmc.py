@@ -51,7 +51,7 @@ from bayesnn.inference.driver import NonFiniteError, SamplingAlgorithm, sample_c
 from bayesnn.inference.hyper import NOISE, Hierarchical, gibbs_hyper_update
 from bayesnn.inference.init import check_init, initial_positions
 from bayesnn.inference.map import MAP
-from bayesnn.inference.programs import program_key
+from bayesnn.inference.programs import cached_program, program_key, strong_types
 from bayesnn.inference.schedules import Constant, Cyclical
 from bayesnn.inference.sharding import data_mesh, num_chain_devices, shard_rows, to_host
 from bayesnn.inference.step_size import curvature_rows, preconditioned_curvature
@@ -150,10 +150,14 @@ def _drift_warnings(name: str, model: BNN, start, end, probe: Batch, y, data_siz
     chain; a Gaussian posterior's typical set lies ``p / 2`` nats in all below its mode, for
     ``p`` parameters), or where a learned Gaussian noise std ``lik/log_scale`` exceeds the
     standard deviation of the training targets (the network then explains nothing)."""
-    def mean_loglik(position):
-        return jnp.mean(model.log_prob_per_example(position, probe.x, probe.y))
+    def mean_logliks(positions, x, y):
+        return jax.vmap(lambda p: jnp.mean(model.log_prob_per_example(p, x, y)))(positions)
 
-    before, after = (np.asarray(jax.jit(jax.vmap(mean_loglik))(p)) for p in (start, end))
+    def run(positions):  # kept for later fits of an equal model
+        args = (strong_types(positions), probe.x, probe.y)
+        return np.asarray(cached_program(mean_logliks, program_key(model), *args)(*args))
+
+    before, after = run(start), run(end)
     num_params = sum(np.size(a) for a in jax.tree.leaves(start)) // len(before)
     limit = 2 + num_params / (2 * data_size)
     fell = np.flatnonzero(~(before - after <= limit))
@@ -386,6 +390,7 @@ class SGMCMC(abc.ABC):
         chains, kernel = self.num_chains, self.kernel(n)
         schedule = self.schedule or Constant()
         sampling = getattr(schedule, "sampling", lambda t: True)
+        cache_key = program_key(self, model, rows)
 
         def logdensity(position, batch, precisions):
             if hier is None:
@@ -429,23 +434,28 @@ class SGMCMC(abc.ABC):
                 store=(lambda c: ()) if warmup else lambda c: (c.kernel.position, c.precisions),
                 desc=f"{name} warm-up" if warmup else name, kept_label=None if warmup else "draws",
                 progress=progress, checkpoint=checkpoint, hint="try a smaller step_size",
-                cache_key=program_key(self, model, rows), metrics=_running_metrics,
+                cache_key=cache_key, metrics=_running_metrics,
             )
 
         m = curvature_rows(n, b)
-        probe = Batch(x[:m], y[:m])
         whole = m // b  # whole minibatches among the curvature rows
-        batches = Batch(x[: whole * b].reshape(whole, b, *x.shape[1:]),
-                        y[: whole * b].reshape(whole, b, *y.shape[1:]))
 
-        def start_state(position, precisions):
-            grads = lambda: jax.vmap(  # noqa: E731
-                lambda bx, by: jax.grad(logdensity)(position, Batch(bx, by), precisions)
-            )(batches.x, batches.y)
-            return self.start_state(kernel, position, grads, n)
+        # Programs of the data as arguments (the curvature rows are its first m), kept for
+        # later fits: a refit with the same shapes compiles nothing.
+        def start_states(positions, precisions, x, y):
+            bx = x[: whole * b].reshape(whole, b, *x.shape[1:])
+            by = y[: whole * b].reshape(whole, b, *y.shape[1:])
 
-        @jax.jit
-        def choose(key, states, precisions):
+            def one(position, tau):
+                grads = lambda: jax.vmap(  # noqa: E731
+                    lambda bx, by: jax.grad(logdensity)(position, Batch(bx, by), tau))(bx, by)
+                return self.start_state(kernel, position, grads, n)
+
+            return jax.vmap(one)(positions, precisions)
+
+        def choose(key, states, precisions, x, y):
+            probe = Batch(x[:m], y[:m])
+
             def one(k, state, tau):
                 lam = preconditioned_curvature(k, lambda p: logdensity(p, probe, tau),
                                                state.position, self.preconditioner(state))
@@ -453,16 +463,20 @@ class SGMCMC(abc.ABC):
 
             return jax.vmap(one)(jax.random.split(key, chains), states, precisions)
 
+        def run_cached(fn, *args):
+            return cached_program(fn, cache_key, *args)(*args)
+
         k_init, k_curve, k_warm, k_run = jax.random.split(key, 4)
         positions, map_info = initial_positions(
             k_init, model, data, self.init, chains, progress=progress
         )
         positions, precisions = self._init_precisions(model, positions)
-        states = jax.jit(jax.vmap(start_state))(positions, precisions)
+        states = run_cached(start_states, strong_types(positions), precisions, x, y)
         epoch = () if b == n else jnp.zeros((chains, epoch_len, b), jnp.int32)
         info = {}
         if self.step_size is None:
-            eps, lam = choose(jax.random.fold_in(k_curve, 0), states, precisions)
+            eps, lam = run_cached(choose, jax.random.fold_in(k_curve, 0), states, precisions,
+                                  x, y)
             info["curvature"] = {"start": np.asarray(lam)}
         else:
             eps = jnp.full((chains,), self.step_size, jnp.result_type(float))
@@ -474,7 +488,8 @@ class SGMCMC(abc.ABC):
                                                        0, k_warm, None, warmup=True),
                                 eps, lambda err: True, None)
             chain = to_host(warm.state)  # gathered from every process (a run across hosts)
-            eps_new, lam = choose(jax.random.fold_in(k_curve, 1), chain.kernel, chain.precisions)
+            eps_new, lam = run_cached(choose, jax.random.fold_in(k_curve, 1), chain.kernel,
+                                      chain.precisions, x, y)
             info["curvature"]["warmup_end"] = np.asarray(lam)
             info["warmup_step_size"] = np.asarray(chain.step_size)
             chain = chain._replace(step_size=jnp.minimum(chain.step_size, eps_new))
@@ -502,7 +517,8 @@ class SGMCMC(abc.ABC):
             info["hyperparameters"] = precisions
         if map_info is not None:
             info["map_info"] = map_info
-        _drift_warnings(name, model, positions, to_host(res.state.kernel.position), probe, y, n)
+        _drift_warnings(name, model, positions, to_host(res.state.kernel.position),
+                        Batch(x[:m], y[:m]), y, n)
         if chains >= 2 and len(res.kept_steps) >= 4:
             info["diagnostics"] = prediction_diagnostics(model, draws, x, name)
         return Posterior(model, jax.tree.map(jnp.asarray, draws), self, info)

@@ -1,3 +1,5 @@
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,6 +56,34 @@ def test_a_second_fit_on_other_data_weights_and_key_traces_no_chunk_program(trac
     assert len(traces) == 2 * first  # compiled again, after the cache was cleared
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
                  second.draws, fresh.draws)
+
+
+@pytest.fixture
+def compiles():
+    """Counts XLA compilations (of any program, cached by the library or not)."""
+    count = []
+
+    def listen(name, seconds, **kwargs):
+        if name.endswith("backend_compile_duration"):
+            count.append(seconds)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    yield count
+    jax.monitoring.unregister_event_duration_listener(listen)
+
+
+@pytest.mark.parametrize("method", [bnn.SGLD(num_samples=20), bnn.SGHMC(num_samples=20)],
+                         ids=["SGLD", "SGHMC"])
+def test_a_second_default_sgmcmc_fit_compiles_nothing(compiles, method):
+    """With its defaults (ensemble start, step size from the curvature, two runs, drift and
+    R-hat checks), a second fit of an equal model on same-shaped data compiles no program."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # short chains: R-hat warns
+        bnn.fit(_model(0), _data(0), method, key=0, progress=False)
+        assert compiles
+        compiles.clear()
+        bnn.fit(_model(1), _data(1), method, key=1, progress=False)
+    assert compiles == []
 
 
 @pytest.mark.slow
