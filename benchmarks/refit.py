@@ -2,7 +2,8 @@
 
 On a small regression problem (diabetes-sized: 442 examples, 10 features, an MLP of one
 hidden layer of 50), MAP (200 epochs, batch 32, a validation split), SGLD (2000 warm-up
-steps, 200 draws), SWAG (20 epochs, its default learning rate from the curvature) and a
+steps, 200 draws), SGLD and MCLMC with their defaults (ensemble starts, chosen step sizes,
+diagnostics), SWAG (20 epochs, its default learning rate from the curvature) and a
 last-layer KFAC Laplace (marginal-likelihood prior precision) from the network's weights.
 Each round forgets the kept chunk programs
 (:func:`bayesnn.inference.programs.clear_programs`) and every other compiled program
@@ -32,6 +33,8 @@ METHODS = {
     "MAP": bnn.MAP(epochs=200, batch_size=32, validation_split=0.2),
     "SGLD": bnn.SGLD(step_size=1e-5, batch_size=32, num_samples=200, num_warmup=2000,
                      num_chains=1, init="random"),
+    "SGLD()": bnn.SGLD(),
+    "MCLMC()": bnn.MCLMC(),
     "SWAG": bnn.SWAG(epochs=20, num_samples=20, init="network"),
     "Laplace": bnn.Laplace(init="network", prior_precision="marglik"),
 }
