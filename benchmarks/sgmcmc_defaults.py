@@ -79,7 +79,8 @@ def markdown(results: dict, nuts: dict) -> list[str]:
              f"Machine: {json.dumps(results['machine'])}; commits "
              + ", ".join(f"`{c}`" for c in sorted({r['commit'] for r in rows})) + ".", "",
              "Test log-likelihood (nats per test point, original scale), mean over the splits "
-             "run; NUTS on the same splits (where recorded); the better of published deep "
+             "run; NUTS on the same splits (where recorded; on `benchmarks/uci.py`'s model: "
+             "FanInNormal prior, from the split's MAP fit); the better of published deep "
              "ensembles and tuned MC dropout.", "",
              "| dataset | method | splits | test LL | NUTS (same splits) | gap to NUTS "
              "| best published | RMSE | R-hat (max) | warnings |",
@@ -127,8 +128,11 @@ def parse_args(argv=None):
     p.add_argument("--methods", nargs="+", default=list(METHODS))
     p.add_argument("--splits", type=int, default=3, help="run splits [first-split, splits)")
     p.add_argument("--first-split", type=int, default=0)
-    p.add_argument("--nuts", nargs="*", default=["/work/notes/uci_nuts_mclmc.json"],
-                   help="more uci.json-format files with NUTS runs")
+    p.add_argument("--nuts", nargs="*",
+                   default=sorted(map(str, Path("benchmarks/results/uci_mclmc_quiet").glob(
+                       "uci_*.json"))),
+                   help="more uci.json-format files with NUTS runs (default: the 20-split "
+                        "MCLMC/NUTS run, benchmarks/results/uci_mclmc_quiet)")
     p.add_argument("--name", default="sgmcmc_defaults", help="result file name")
     return p.parse_args(argv)
 
