@@ -19,7 +19,7 @@ import numpy as np
 
 from bayesnn.arviz import ess, rhat
 from bayesnn.bnn import BNN
-from bayesnn.inference.programs import cached_program, program_key
+from bayesnn.inference.programs import program_key, run_program
 
 __all__ = ["ESS_MIN", "NUM_ROWS", "RHAT_MAX", "prediction_diagnostics"]
 
@@ -61,7 +61,7 @@ def prediction_diagnostics(model: BNN, draws, x, method: str, *, stacklevel: int
         return jax.lax.map(lambda q: model.apply(q, rows), positions)
 
     # kept for later fits of an equal model
-    outputs = cached_program(apply_all, program_key(model), flat, rows)(flat, rows)
+    outputs = run_program(apply_all, program_key(model), flat, rows)
     f = np.concatenate([np.asarray(o, np.float64).reshape(chains, num_draws, -1)
                         for o in jax.tree.leaves(outputs)], axis=-1)
     worst_rhat = float(np.nanmax(rhat(f)))

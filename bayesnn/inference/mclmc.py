@@ -34,7 +34,7 @@ from bayesnn.inference.driver import sample_chains, thinned_steps
 from bayesnn.inference.ensemble import Ensemble
 from bayesnn.inference.init import check_init, initial_positions
 from bayesnn.inference.map import MAP
-from bayesnn.inference.programs import cached_program, program_key, strong_types
+from bayesnn.inference.programs import program_key, run_program
 from bayesnn.inference.progress import Progress
 from bayesnn.inference.sharding import num_chain_devices, to_host
 from bayesnn.posterior import Posterior
@@ -204,10 +204,10 @@ class MCLMC:
                                               self.step_size, self.desired_energy_var))(
                 keys, positions)
 
-        args = (jax.random.split(k_tune, chains), strong_types(positions), x, y)
         with Progress("MCLMC tuning", self.num_warmup, enabled=progress) as report:
-            start = jax.block_until_ready(cached_program(tune_all, cache_key, *args)(*args))
-            tuned = to_host(start.params)  # from the devices of every process
+            start = run_program(tune_all, cache_key, jax.random.split(k_tune, chains),
+                                positions, x, y)
+            tuned = to_host(start.params)  # from the devices of every process; fixed hereafter
             report.update(self.num_warmup, {"L": float(np.mean(tuned.L)),
                                             "step_size": float(np.mean(tuned.step_size))})
             report.finish()
@@ -225,14 +225,13 @@ class MCLMC:
             cache_key=cache_key,
         )
         energy_change, lp = result.infos.energy_change, result.infos.logdensity
-        # from the devices of every process (a run across hosts)
-        reverted, params = to_host((result.state.reverted, result.state.chains.params))
+        reverted = to_host(result.state.reverted)  # from every process (across hosts)
         if reverted.any():
             warnings.warn(
                 f"MCLMC: {int(reverted.sum())} steps gave a non-finite state and were undone; "
                 "the draws may be biased (try a smaller desired_energy_var)", stacklevel=3)
         info = {
-            "L": np.asarray(params.L), "step_size": np.asarray(params.step_size),
+            "L": tuned.L, "step_size": tuned.step_size,
             "energy_variance": np.mean(energy_change**2, axis=1) / tree_size(model.init_position),
             "sample_stats": {"energy_change": energy_change, "lp": lp},
             "num_reverted": reverted,

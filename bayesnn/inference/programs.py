@@ -24,8 +24,8 @@ from bayesnn.bnn import BNN
 from bayesnn.inference.progress import note_compiling
 
 __all__ = [
-    "CACHED_PROGRAMS", "StaticModel", "all_finite", "cached_program", "chunk_program",
-    "clear_programs", "kept_shapes", "program_key", "strong_types",
+    "CACHED_PROGRAMS", "StaticModel", "all_finite", "chunk_program", "clear_programs",
+    "kept_shapes", "program_key", "run_program", "strong_types",
 ]
 
 CACHED_PROGRAMS = 32  # programs (and step shapes) kept for later runs; least recently used go
@@ -123,18 +123,22 @@ def chunk_program(chunk: Callable, cache_key: Hashable | None, code, steps_per_c
     return program
 
 
-def cached_program(fn: Callable, cache_key: Hashable | None, *args) -> Callable:
-    """``jax.jit(fn)``, kept for later runs: the kept one of an earlier run when
-    ``cache_key`` (:func:`program_key` of what ``fn`` closes over), ``fn``'s code and the
-    shapes and dtypes of ``args`` (the arguments it will be called with) match.
+def run_program(fn: Callable, cache_key: Hashable | None, *args):
+    """``jax.jit(fn)(*args)``, by a program kept for later runs: the kept one of an earlier
+    run when ``cache_key`` (:func:`program_key` of what ``fn`` closes over), ``fn``'s code
+    and the shapes and dtypes of ``args`` match. Weakly typed arguments are made strongly
+    typed first (:func:`strong_types`), so that a Python float does not make a program of
+    its own.
 
-    For a method's programs outside :func:`chunk_program` (a tuning stage), so that a
-    second fit of the same model and method traces and compiles nothing."""
+    For a method's programs outside :func:`chunk_program` (a tuning stage, a check after
+    the run), so that a second fit of the same model and method traces and compiles
+    nothing."""
+    args = strong_types(args)
     if cache_key is not None:
         cache_key = ("program", cache_key, getattr(fn, "__code__", fn), _signature(args))
         if cache_key in _PROGRAMS:
             _PROGRAMS.move_to_end(cache_key)
-            return _PROGRAMS[cache_key]
+            return _PROGRAMS[cache_key](*args)
 
     @jax.jit
     def jitted(*args):
@@ -143,7 +147,7 @@ def cached_program(fn: Callable, cache_key: Hashable | None, *args) -> Callable:
 
     if cache_key is not None:
         _keep(cache_key, jitted)
-    return jitted
+    return jitted(*args)
 
 
 def strong_types(tree):

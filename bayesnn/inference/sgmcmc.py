@@ -51,7 +51,7 @@ from bayesnn.inference.driver import NonFiniteError, SamplingAlgorithm, sample_c
 from bayesnn.inference.hyper import NOISE, Hierarchical, gibbs_hyper_update
 from bayesnn.inference.init import check_init, initial_positions
 from bayesnn.inference.map import MAP
-from bayesnn.inference.programs import cached_program, program_key, strong_types
+from bayesnn.inference.programs import program_key, run_program
 from bayesnn.inference.schedules import Constant, Cyclical
 from bayesnn.inference.sharding import data_mesh, num_chain_devices, shard_rows, to_host
 from bayesnn.inference.step_size import curvature_rows, preconditioned_curvature
@@ -153,11 +153,9 @@ def _drift_warnings(name: str, model: BNN, start, end, probe: Batch, y, data_siz
     def mean_logliks(positions, x, y):
         return jax.vmap(lambda p: jnp.mean(model.log_prob_per_example(p, x, y)))(positions)
 
-    def run(positions):  # kept for later fits of an equal model
-        args = (strong_types(positions), probe.x, probe.y)
-        return np.asarray(cached_program(mean_logliks, program_key(model), *args)(*args))
-
-    before, after = run(start), run(end)
+    key = program_key(model)  # kept for later fits of an equal model
+    before, after = (np.asarray(run_program(mean_logliks, key, p, probe.x, probe.y))
+                     for p in (start, end))
     num_params = sum(np.size(a) for a in jax.tree.leaves(start)) // len(before)
     limit = 2 + num_params / (2 * data_size)
     fell = np.flatnonzero(~(before - after <= limit))
@@ -463,20 +461,17 @@ class SGMCMC(abc.ABC):
 
             return jax.vmap(one)(jax.random.split(key, chains), states, precisions)
 
-        def run_cached(fn, *args):
-            return cached_program(fn, cache_key, *args)(*args)
-
         k_init, k_curve, k_warm, k_run = jax.random.split(key, 4)
         positions, map_info = initial_positions(
             k_init, model, data, self.init, chains, progress=progress
         )
         positions, precisions = self._init_precisions(model, positions)
-        states = run_cached(start_states, strong_types(positions), precisions, x, y)
+        states = run_program(start_states, cache_key, positions, precisions, x, y)
         epoch = () if b == n else jnp.zeros((chains, epoch_len, b), jnp.int32)
         info = {}
         if self.step_size is None:
-            eps, lam = run_cached(choose, jax.random.fold_in(k_curve, 0), states, precisions,
-                                  x, y)
+            eps, lam = run_program(choose, cache_key, jax.random.fold_in(k_curve, 0), states,
+                                   precisions, x, y)
             info["curvature"] = {"start": np.asarray(lam)}
         else:
             eps = jnp.full((chains,), self.step_size, jnp.result_type(float))
@@ -488,8 +483,8 @@ class SGMCMC(abc.ABC):
                                                        0, k_warm, None, warmup=True),
                                 eps, lambda err: True, None)
             chain = to_host(warm.state)  # gathered from every process (a run across hosts)
-            eps_new, lam = run_cached(choose, jax.random.fold_in(k_curve, 1), chain.kernel,
-                                      chain.precisions, x, y)
+            eps_new, lam = run_program(choose, cache_key, jax.random.fold_in(k_curve, 1),
+                                       chain.kernel, chain.precisions, x, y)
             info["curvature"]["warmup_end"] = np.asarray(lam)
             info["warmup_step_size"] = np.asarray(chain.step_size)
             chain = chain._replace(step_size=jnp.minimum(chain.step_size, eps_new))

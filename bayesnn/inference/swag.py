@@ -52,7 +52,7 @@ from bayesnn.inference.driver import run_chunks
 from bayesnn.inference.ensemble import Ensemble
 from bayesnn.inference.init import check_init
 from bayesnn.inference.map import MAP
-from bayesnn.inference.programs import cached_program, program_key, strong_types
+from bayesnn.inference.programs import program_key, run_program
 from bayesnn.inference.schedules import Constant
 from bayesnn.inference.sharding import num_chain_devices, shard_chains, to_host
 from bayesnn.inference.step_size import curvature_rows, largest_curvature
@@ -336,8 +336,8 @@ class SWAG:
 
             return jax.vmap(rate)(keys, positions)
 
-        args = (jax.random.split(key, chains), strong_types(positions), x, y)
-        return cached_program(rates, program_key(self, model, batch_size), *args)(*args)
+        return run_program(rates, program_key(self, model, batch_size),
+                           jax.random.split(key, chains), positions, x, y)
 
     def _start(self, model: BNN, data: Dataset, key, progress):
         """Each chain's starting weights (leading chain axis) and the info to extend."""
