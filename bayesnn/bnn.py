@@ -29,8 +29,8 @@ from bayesnn.models import MLP
 from bayesnn.models.registry import build_network, network_spec
 from bayesnn.tree import flatten_paths, merge_trees, split_tree, unflatten_paths
 
-__all__ = ["BNN", "Batch", "DenseLayer", "DenseView", "prepare_data", "prepare_inputs",
-           "prepare_targets"]
+__all__ = ["BNN", "Batch", "DenseLayer", "DenseView", "fresh_weights", "prepare_data",
+           "prepare_inputs", "prepare_targets"]
 
 Position = dict[str, Any]
 
@@ -76,6 +76,18 @@ class DenseView(NamedTuple):
             zs.append(h @ self.kernel(position, i) + self.bias(position, i))
             h = self.activation(zs[-1])
         return tuple(zs)
+
+
+def fresh_weights(key: jax.Array, like):
+    """Weights shaped as ``like``: LeCun-normal kernels (leaves of 2 or more axes) and zero
+    biases, NNX's defaults."""
+    leaves, treedef = jax.tree.flatten(like)
+    keys = jax.random.split(key, len(leaves))
+    init = jax.nn.initializers.lecun_normal()
+    return jax.tree.unflatten(treedef, [
+        init(k, w.shape, w.dtype) if w.ndim >= 2 else jnp.zeros_like(w)
+        for k, w in zip(keys, leaves, strict=True)
+    ])
 
 
 class BNN:
@@ -318,14 +330,8 @@ class BNN:
 
     def init_params(self, key: jax.Array) -> Position:
         """A fresh position: LeCun-normal kernels and zero biases (NNX's defaults)."""
-        leaves, treedef = jax.tree.flatten(self.init_position["net"])
-        keys = jax.random.split(key, len(leaves))
-        init = jax.nn.initializers.lecun_normal()
-        net = [
-            init(k, w.shape, w.dtype) if w.ndim >= 2 else jnp.zeros_like(w)
-            for k, w in zip(keys, leaves, strict=True)
-        ]
-        return {"net": jax.tree.unflatten(treedef, net), "lik": self.likelihood.init_params()}
+        return {"net": fresh_weights(key, self.init_position["net"]),
+                "lik": self.likelihood.init_params()}
 
     # -- densities ---------------------------------------------------------------------
 

@@ -14,21 +14,40 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bayesnn.bnn import BNN
+from bayesnn.bnn import BNN, fresh_weights
 from bayesnn.data import Dataset
 from bayesnn.inference.map import MAP, train_members
+from bayesnn.inference.programs import run_program
 from bayesnn.inference.sharding import num_chain_devices, to_host
 from bayesnn.posterior import DropoutPredictive, Posterior
 from bayesnn.tree import save_tree
 from bayesnn.validation import check_positive, config
 
-__all__ = ["Ensemble", "MCDropout", "member_keys"]
+__all__ = ["Ensemble", "MCDropout", "member_keys", "member_starts"]
 
 
 def member_keys(key, size: int) -> tuple[jax.Array, jax.Array]:
     """Initialisation and training keys of each member: ``split(fold_in(key, m))``."""
     keys = jax.vmap(lambda m: jax.random.split(jax.random.fold_in(key, m)))(jnp.arange(size))
     return keys[:, 0], keys[:, 1]
+
+
+def member_starts(model: BNN, key, size: int):
+    """Each member's start, :meth:`~bayesnn.BNN.init_params` of its initialisation key
+    (leading member axis), and its training key (:func:`member_keys`).
+
+    One program, kept for later fits (:func:`~bayesnn.inference.programs.run_program`):
+    run op by op, the key splits and each weight shape's initialiser would compile programs
+    of their own on a first fit (about 2 s for a one-hidden-layer MLP on a CPU)."""
+    def starts(key, like):
+        init_keys, train_keys = member_keys(key, size)
+        return jax.vmap(fresh_weights, (0, None))(init_keys, like), train_keys
+
+    net, train_keys = run_program(starts, ("member starts", size), key,
+                                  model.init_position["net"])
+    lik = jax.tree.map(lambda a: jnp.broadcast_to(a, (size, *jnp.shape(a))),
+                       model.likelihood.init_params())
+    return {"net": net, "lik": lik}, train_keys
 
 
 @config
@@ -79,10 +98,10 @@ class Ensemble:
                 "fit it with MAP or MCDropout, or use a network without batch norm (e.g. "
                 "nnx.LayerNorm instead)"
             )
-        init_keys, train_keys = member_keys(key, self.size)
+        starts, train_keys = member_starts(model, key, self.size)
         path = self.map_config.checkpoint_path
         fitted = train_members(
-            self.map_config, model, data, train_keys, jax.vmap(model.init_params)(init_keys),
+            self.map_config, model, data, train_keys, starts,
             save=partial(save_tree, path) if path else None, desc="Ensemble",
             progress=progress, checkpoint=checkpoint,
         )

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from bayesnn.bnn import BNN
 from bayesnn.data import Dataset
-from bayesnn.inference.ensemble import member_keys
+from bayesnn.inference.ensemble import member_starts
 from bayesnn.inference.map import MAP, train_members
 from bayesnn.inference.sharding import to_host
 from bayesnn.tree import flatten_paths, unflatten_paths
@@ -71,10 +71,9 @@ def initial_positions(key, model: BNN, data: Dataset, init, num_chains: int, *, 
 
 def _ensemble(key, model: BNN, data: Dataset, num_chains: int, progress):
     """Each chain's own MAP fit from its own initialisation, trained in parallel."""
-    init_keys, train_keys = member_keys(key, num_chains)
+    starts, train_keys = member_starts(model, key, num_chains)
     method = MAP()
-    fitted = train_members(method, model, data, train_keys,
-                           jax.vmap(model.init_params)(init_keys), desc="ensemble init",
+    fitted = train_members(method, model, data, train_keys, starts, desc="ensemble init",
                            progress=progress)
     state, tracker = fitted.carry
     # gathered from the devices of every process (a run across hosts)

@@ -127,7 +127,8 @@ class MCLMC:
     num_samples : int
         Draws kept per chain.
     num_warmup : int
-        Tuning steps per chain (discarded). With 0, the chains sample with ``L = sqrt(d)``
+        Tuning steps per chain (discarded); by default as many as the sampling phase runs
+        (``num_samples × thinning``). With 0, the chains sample with ``L = sqrt(d)``
         (``d`` sampled values) and ``step_size``.
     thinning : int
         Keep one draw every ``thinning`` steps.
@@ -168,7 +169,7 @@ class MCLMC:
     """
 
     num_samples: int = 100
-    num_warmup: int = 2000
+    num_warmup: int = 1000
     thinning: int = 10
     num_chains: int = 5
     init: str | MAP = "map"
