@@ -46,22 +46,27 @@ def preconditioned_langevin(rng_key, position, grad, preconditioner, step_size, 
     )
 
 
-def sghmc_dynamics(rng_key, position, momentum, grad, step_size, alpha, temperature=1.0):
-    """One step of SGHMC with friction (Chen et al. 2014, eq. 15, with ``β̂ = 0``).
+def sghmc_dynamics(rng_key, position, momentum, grad, preconditioner, step_size, alpha,
+                   temperature=1.0):
+    """One step of SGHMC with friction (Chen et al. 2014, eq. 15, with ``β̂ = 0``) and a
+    diagonal inverse mass matrix ``G``.
 
-    ``v ← (1 - α) v + η ĝ + N(0, 2 α η T)``, then ``θ ← θ + v``: the momentum is updated
-    with the gradient at the current position before the position moves (symplectic
-    Euler). BlackJAX's ``diffusions.sghmc`` moves the position with the old momentum
-    instead (explicit Euler), which is stable only for ``η λ_max < α`` (in these units) and
-    is therefore not used here.
+    ``v ← (1 - α) v + η G ⊙ ĝ + N(0, 2 α η T G)``, then ``θ ← θ + v``: the momentum is
+    updated with the gradient at the current position before the position moves
+    (symplectic Euler). With ``M = G⁻¹`` and friction ``C ∝ M`` this is Chen et al.'s
+    eq. 15 in ``v = η M⁻¹ r``; with ``G = 1`` their unit-mass form. BlackJAX's
+    ``diffusions.sghmc`` moves the position with the old momentum instead (explicit
+    Euler), which is stable only for ``η λ_max < α`` (in these units) and is therefore not
+    used here.
 
     Returns
     -------
     position, momentum
     """
     noise = gaussian_noise(rng_key, position)
-    scale = jnp.sqrt(2 * alpha * step_size * temperature)
     momentum = jax.tree.map(
-        lambda v, g, n: (1 - alpha) * v + step_size * g + scale * n, momentum, grad, noise
+        lambda v, g, c, n: (1 - alpha) * v + step_size * c * g
+        + jnp.sqrt(2 * alpha * step_size * temperature * c) * n,
+        momentum, grad, preconditioner, noise,
     )
     return jax.tree.map(jnp.add, position, momentum), momentum

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -98,6 +98,7 @@ class PSGLD(SGMCMC):
 
     alpha: float = 0.99
     eps: float = 1e-5
+    adapts_preconditioner: ClassVar[bool] = False  # its own G: RMSprop's
 
     def __post_init__(self):
         super().__post_init__()

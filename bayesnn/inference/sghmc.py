@@ -27,7 +27,8 @@ def sghmc(alpha: float = 0.1) -> SamplingAlgorithm:
 
     SGD with momentum ``1 - α`` and learning rate ``η = step_size``, plus noise
     ``N(0, 2 α η T)`` on the momentum, which compensates the friction ``α`` (the gradient
-    noise estimate ``β̂`` is 0). The momentum starts at 0 and is never resampled. See
+    noise estimate ``β̂`` is 0). The momentum starts at 0 and is never resampled. A fixed
+    diagonal ``preconditioner`` G is the inverse mass matrix. See
     :func:`~bayesnn.inference.diffusions.sghmc_dynamics`.
 
     References
@@ -39,10 +40,13 @@ def sghmc(alpha: float = 0.1) -> SamplingAlgorithm:
     def init(position) -> SGHMCState:
         return SGHMCState(position, jax.tree.map(jnp.zeros_like, position))
 
-    def step(rng_key, state: SGHMCState, grad, step_size,
-             temperature=1.0) -> tuple[SGHMCState, EmptyInfo]:
+    def step(rng_key, state: SGHMCState, grad, step_size, temperature=1.0,
+             preconditioner=None) -> tuple[SGHMCState, EmptyInfo]:
+        if preconditioner is None:
+            preconditioner = jax.tree.map(lambda _: 1.0, state.position)
         return SGHMCState(*sghmc_dynamics(
-            rng_key, state.position, state.momentum, grad, step_size, alpha, temperature
+            rng_key, state.position, state.momentum, grad, preconditioner, step_size, alpha,
+            temperature
         )), EmptyInfo()
 
     return SamplingAlgorithm(init, step)
@@ -66,7 +70,8 @@ class SGHMC(SGMCMC):
     ----------
     step_size : float or None
         η, the learning rate of Chen et al. (ε² in Hamiltonian units). None (the default):
-        ``η = 0.1 α / λ_max`` per chain (``λ_max`` as for :class:`~bayesnn.SGLD`). The
+        ``η = 0.1 α / λ_max`` per chain (``λ_max`` as for :class:`~bayesnn.SGLD`: of
+        ``G^½ H G^½`` after each warm-up window, ``G`` the adapted inverse mass matrix). The
         minibatch gradient's noise, of variance about ``(N/b) λ`` along ``λ``, enters the
         momentum as ``η² V`` against the injected ``2 α η``: a variance excess of up to
         ``(η λ / (2 α)) (N / b)``, ``2 / α`` times SGLD's at equal Euler bias (on a linear

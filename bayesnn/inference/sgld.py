@@ -28,7 +28,9 @@ def sgld() -> SamplingAlgorithm:
     the step size ``h`` of BlackJAX's ``sgld`` (``θ + h ĝ + N(0, 2 T h)``). It is
     :func:`~bayesnn.inference.diffusions.preconditioned_langevin` with ``G = 1`` (the
     multiplications by 1 compile away), rather than BlackJAX's Euler step, for the faster
-    noise of :func:`~bayesnn.inference.diffusions.gaussian_noise`.
+    noise of :func:`~bayesnn.inference.diffusions.gaussian_noise`. A fixed diagonal
+    ``preconditioner`` G (a pytree like the position) makes the step
+    ``θ + (ε/2) G ĝ + N(0, T ε G)``.
 
     References
     ----------
@@ -39,11 +41,12 @@ def sgld() -> SamplingAlgorithm:
     def init(position) -> SGLDState:
         return SGLDState(position)
 
-    def step(rng_key, state: SGLDState, grad, step_size,
-             temperature=1.0) -> tuple[SGLDState, EmptyInfo]:
-        identity = jax.tree.map(lambda _: 1.0, state.position)
+    def step(rng_key, state: SGLDState, grad, step_size, temperature=1.0,
+             preconditioner=None) -> tuple[SGLDState, EmptyInfo]:
+        if preconditioner is None:
+            preconditioner = jax.tree.map(lambda _: 1.0, state.position)
         return SGLDState(preconditioned_langevin(
-            rng_key, state.position, grad, identity, step_size, temperature
+            rng_key, state.position, grad, preconditioner, step_size, temperature
         )), EmptyInfo()
 
     return SamplingAlgorithm(init, step)
@@ -68,7 +71,8 @@ class SGLD(SGMCMC):
         ε, the paper's step size (twice the step size of BlackJAX's ``sgld``). None (the
         default): ``ε = 0.2 / λ_max`` per chain (:data:`STEP_CURVATURE`), with ``λ_max``
         the largest curvature of the minibatch-scaled ``−log p(θ | D)`` at the chain's
-        start, re-measured at the end of warm-up (see
+        start, and after each warm-up window that of ``G^½ H G^½`` for the preconditioner
+        ``G`` adapted in it (the step then being ``θ + (ε/2) G ĝ + N(0, T ε G)``; see
         :class:`~bayesnn.inference.sgmcmc.SGMCMC`). ``ε λ_max = 0.2`` inflates the variance
         along the stiffest direction by ``1 / (1 − 0.05)``, about 5% (less along every
         other), and leaves a factor 20 below the stability limit for the curvature to grow

@@ -23,8 +23,9 @@ state and are redrawn by Gibbs sampling once per epoch (Neal 1996; Chen et al. 2
 Each chain carries its own step size in its state. Left at None, it is chosen from the
 curvature (:mod:`~bayesnn.inference.step_size`; each method's :meth:`SGMCMC.
 stable_step_size`), and warm-up and sampling are two driver runs, so that the curvature
-can be measured again between them; a run fails over to half the step size while it is
-warming up, and the draws are checked afterwards
+can be measured again between them (for SGLD and SGHMC, with a diagonal preconditioner
+adapted in warm-up windows, as NUTS adapts its mass matrix); a run fails over to half the
+step size while it is warming up, and the draws are checked afterwards
 (:mod:`~bayesnn.inference.diagnostics`).
 """
 
@@ -36,7 +37,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -59,11 +60,16 @@ from bayesnn.posterior import Posterior
 from bayesnn.tree import flatten_paths
 from bayesnn.validation import check_range, config
 
-__all__ = ["MAX_BACKOFFS", "MIN_THINNING", "MIN_WARMUP", "SGMCMC", "StepInfo", "WARMUP_EPOCHS"]
+__all__ = [
+    "MAX_BACKOFFS", "MIN_THINNING", "MIN_WARMUP", "MIN_WINDOW", "SGMCMC", "SHRINK", "StepInfo",
+    "WARMUP_EPOCHS", "WARMUP_WINDOWS", "adapted_preconditioner",
+]
 
 MAX_BACKOFFS = 5  # warm-up restarts, each with half the step size, before giving up
 WARMUP_EPOCHS, MIN_WARMUP = 10, 1000  # num_warmup=None: 10 epochs, at least 1000 steps
 MIN_THINNING = 10  # thinning=None: one epoch's steps, at least 10
+WARMUP_WINDOWS, MIN_WINDOW = 4, 50  # step_size=None: warm-up windows of at least 50 steps
+SHRINK = 1e-3  # G = 1 / (a window's E[ĝ²] + SHRINK × their mean)
 
 
 class StepInfo(NamedTuple):
@@ -88,6 +94,46 @@ class _Chain(NamedTuple):
     epoch: Any  # this epoch's minibatch indices (num_batches, batch_size); () for full batch
     precisions: Any  # {group: τ} of a hierarchical prior; {} without one
     step_size: Any  # this chain's step size, before the schedule's factor
+    preconditioner: Any = ()  # the adapted diagonal G, like the position; () for G = 1
+    moments: Any = ()  # (count, Σ ĝ²) of a warm-up window's gradients; () otherwise
+
+
+def _accumulate(moments, grad):
+    """``moments`` (count, Σ ĝ²) with one more minibatch gradient."""
+    count, total = moments
+    return count + 1, jax.tree.map(lambda s, g: s + g * g, total, grad)
+
+
+def _window_moments(position):
+    """Empty moments for a window's gradients (one chain)."""
+    return jnp.zeros((), jnp.result_type(float)), jax.tree.map(jnp.zeros_like, position)
+
+
+def adapted_preconditioner(moments):
+    """The diagonal preconditioner ``G`` from a window's minibatch gradients (one chain):
+    ``G = 1 / (E[ĝ²] + SHRINK · level)``, ``level`` the mean of ``E[ĝ²]`` over the
+    coordinates (so that ``G`` stays finite where a gradient vanished).
+
+    On a Gaussian posterior of precision ``H``, ``E[(∂ᵢ log p)²] = Hᵢᵢ`` under the
+    posterior (the Fisher identity), and a minibatch adds noise of about ``(N/b) Hᵢᵢ``;
+    ``G`` is then the inverse of ``diag H`` up to a common factor (Jacobi preconditioning,
+    the diagonal of the inverse Fisher of Ahn et al. 2012): invariant to rescaling a
+    coordinate, as a mass matrix should be. Unlike the variance of the positions (Stan's
+    metric), which a chain underestimates along the directions it moves slowly in, so
+    that a smaller ``G`` there slows it further, the gradient's second moment is
+    underestimated where the chain has not yet spread, which makes ``G`` larger there:
+    the adaptation corrects itself rather than collapsing."""
+    count, total = moments
+    second = jax.tree.map(lambda s: s / jnp.maximum(count, 1), total)
+    leaves = jax.tree.leaves(second)
+    level = sum(jnp.sum(v) for v in leaves) / sum(v.size for v in leaves)
+    level = jnp.where(level > 0, level, 1.0)  # no gradient at all: G ∝ 1
+    return jax.tree.map(lambda v: 1 / (v + SHRINK * level), second)
+
+
+def _preconditioners(moments):
+    """:func:`adapted_preconditioner` of every chain (leading chain axis)."""
+    return jax.vmap(adapted_preconditioner)(moments)
 
 
 def _hyper_step(key, hier: Hierarchical, model: BNN, old, new, precisions, epoch_end, data):
@@ -119,10 +165,12 @@ def _running_metrics(t: int, infos: StepInfo) -> dict:
             "log_lik": float(np.mean(infos.log_likelihood))}
 
 
-def _backing_off(name: str, attempt: Callable, step_sizes, in_warmup: Callable, checkpoint):
+def _backing_off(name: str, attempt: Callable, step_sizes, in_warmup: Callable, checkpoint,
+                 where: str = "warm-up"):
     """``attempt(step_sizes)``; while it fails during warm-up (``in_warmup(error)``), warn
     and try again with half the step sizes, at most :data:`MAX_BACKOFFS` times. A
-    checkpoint of the failed attempt is removed, as it holds the old step size."""
+    checkpoint of the failed attempt is removed, as it holds the old step size. ``where``
+    names what is restarted."""
     tries = 0
     while True:
         try:
@@ -137,8 +185,8 @@ def _backing_off(name: str, attempt: Callable, step_sizes, in_warmup: Callable, 
             Path(checkpoint.path).unlink(missing_ok=True)
         old = float(jnp.max(step_sizes))
         warnings.warn(
-            f"{name}: the state became NaN or infinite during warm-up; restarting warm-up "
-            f"from the start with half the step size ({old:.3g} -> {old / 2:.3g})",
+            f"{name}: the state became NaN or infinite during warm-up; restarting {where} "
+            f"from its start with half the step size ({old:.3g} -> {old / 2:.3g})",
             UserWarning, stacklevel=4,
         )
         step_sizes, tries = step_sizes / 2, tries + 1
@@ -193,8 +241,20 @@ class SGMCMC(abc.ABC):
         power iteration on Hessian-vector products) on the first
         :func:`~bayesnn.inference.step_size.curvature_rows` rows of the data, at the
         chains' starting points, by each method's stability rule (its
-        :meth:`stable_step_size`); at the end of warm-up the curvature is measured again
-        and the sampling phase runs with the smaller of the two step sizes.
+        :meth:`stable_step_size`). SGLD and SGHMC also adapt a diagonal preconditioner
+        ``G`` (an inverse mass matrix) during warm-up, as NUTS adapts its mass matrix:
+        warm-up runs in :data:`WARMUP_WINDOWS` (4) equal windows, and at the end of each
+        ``G`` becomes the variances of the chain's positions over the window
+        (:func:`adapted_preconditioner`) and the step size that of ``G``'s curvature
+        ``λ_max(G^½ H G^½)``, measured at the chain's position. A network's posterior is
+        ill-conditioned (``λ_max / λ_min`` of 10⁶ and more), and with ``G = 1`` the step
+        that the stiffest direction allows leaves the flat ones unexplored; each window
+        widens the steps along the directions the chain has moved in, by the factor its
+        length times the rule's constant, until ``G`` approaches the posterior's marginal
+        variances. ``G`` is then fixed while sampling, so the chain samples the posterior
+        exactly as the unpreconditioned one does (no correction term is needed). Without
+        an adapted ``G`` (pSGLD, which has its own) warm-up is one window and the sampling
+        phase runs with the smaller of the step sizes at its start and end.
     batch_size : int or None
         Minibatch size; None uses all the data at every step. Each chain draws a fresh
         shuffle of the data for every epoch; a partial last batch is masked.
@@ -243,9 +303,9 @@ class SGMCMC(abc.ABC):
 
     Notes
     -----
-    **No silent failure.** When a state turns NaN or infinite during warm-up, warm-up
-    restarts from the starting points with half the step size, with a warning, at most
-    :data:`MAX_BACKOFFS` (5) times; after warm-up it is a
+    **No silent failure.** When a state turns NaN or infinite during warm-up, warm-up (or
+    its window) restarts from its start with half the step size, with a warning, at most
+    :data:`MAX_BACKOFFS` (5) times, and later windows keep the halving; after warm-up it is a
     :class:`~bayesnn.NonFiniteError` naming the step. After the run a warning names any
     chain whose mean log-likelihood per example (on the curvature rows) fell far below its
     start, or whose learned noise std ``lik/log_scale`` exceeds the targets' standard
@@ -264,7 +324,8 @@ class SGMCMC(abc.ABC):
     ``minibatch_log_lik``, the mean log-likelihood per example of the minibatch of the
     step that made it; the progress line shows its running mean and the step size, in
     warm-up too), with a chosen step size ``warmup_step_size`` and ``curvature``
-    (``start`` and ``warmup_end``, per chain),
+    (``start`` and ``warmup_end``, per chain) and, with an adapted preconditioner,
+    ``preconditioner`` (each chain's ``G``, shaped like the draws without their draw axis),
     with several chains ``diagnostics`` (``rhat``, ``ess``, ``num_rows``), with ``hyper``
     the precisions of each draw in ``hyperparameters`` (``{group: (chain, draw)}``, as for
     :class:`~bayesnn.HierarchicalNUTS`) and, with a MAP or ensemble start, ``map_info``.
@@ -276,6 +337,12 @@ class SGMCMC(abc.ABC):
     in Bayesian neural networks? *ICML*.
     Vehtari, A., Gelman, A., Simpson, D., Carpenter, B. & Bürkner, P.-C. (2021).
     Rank-normalization, folding, and localization: an improved R̂. *Bayesian Analysis*.
+    Stan Development Team. *Stan Reference Manual*, "HMC algorithm parameters": windowed
+    adaptation of a diagonal metric from the draws' variances, regularised.
+    Ma, Y.-A., Chen, T. & Fox, E. B. (2015). A complete recipe for stochastic gradient
+    MCMC. *NeurIPS* (a constant preconditioner needs no correction term).
+    Welford, B. P. (1962). Note on a method for calculating corrected sums of squares and
+    products. *Technometrics* 4(3), 419–420.
     """
 
     step_size: float | None = None
@@ -289,6 +356,7 @@ class SGMCMC(abc.ABC):
     init: str | MAP = "ensemble"
     augment: Augment | None = None
     hyper: Hierarchical | None = None
+    adapts_preconditioner: ClassVar[bool] = True  # step_size=None: a diagonal G from warm-up
 
     def __post_init__(self):
         if self.step_size is not None:
@@ -414,12 +482,16 @@ class SGMCMC(abc.ABC):
             log_lik = model.loglikelihood_fn(chain.kernel.position, batch) / real
             step_size = chain.step_size * schedule(t)
             temperature = self.temperature * sampling(t)  # no noise while exploring
-            state, _ = kernel.step(k_step, chain.kernel, grad, step_size, temperature)
+            adapted = {} if chain.preconditioner == () else {
+                "preconditioner": chain.preconditioner}
+            state, _ = kernel.step(k_step, chain.kernel, grad, step_size, temperature, **adapted)
             precisions = chain.precisions
             if hier is not None:
                 state, precisions = _hyper_step(k_hyper, hier, model, chain.kernel, state,
                                                 precisions, (t + 1) % epoch_len == 0, (x, y))
-            return _Chain(state, epoch, precisions, chain.step_size), StepInfo(log_lik, step_size)
+            moments = chain.moments if chain.moments == () else _accumulate(chain.moments, grad)
+            return chain._replace(kernel=state, epoch=epoch, precisions=precisions,
+                                  moments=moments), StepInfo(log_lik, step_size)
 
         def step(key, chains_, t, x, y, t0):
             keys = jax.random.split(key, (chains, 2))
@@ -451,15 +523,19 @@ class SGMCMC(abc.ABC):
 
             return jax.vmap(one)(positions, precisions)
 
-        def choose(key, states, precisions, x, y):
+        def choose(key, states, precisions, preconditioners, x, y):
+            """Each chain's step size and curvature, with an adapted ``G`` where given
+            (else the kernel's own, :meth:`preconditioner`)."""
             probe = Batch(x[:m], y[:m])
 
-            def one(k, state, tau):
+            def one(k, state, tau, g):
+                g = self.preconditioner(state) if g == () else g
                 lam = preconditioned_curvature(k, lambda p: logdensity(p, probe, tau),
-                                               state.position, self.preconditioner(state))
+                                               state.position, g)
                 return self.stable_step_size(lam), lam
 
-            return jax.vmap(one)(jax.random.split(key, chains), states, precisions)
+            return jax.vmap(one)(jax.random.split(key, chains), states, precisions,
+                                 preconditioners)
 
         k_init, k_curve, k_warm, k_run = jax.random.split(key, 4)
         positions, map_info = initial_positions(
@@ -469,27 +545,22 @@ class SGMCMC(abc.ABC):
         states = run_program(start_states, cache_key, positions, precisions, x, y)
         epoch = () if b == n else jnp.zeros((chains, epoch_len, b), jnp.int32)
         info = {}
+        adapting = self.step_size is None and self.adapts_preconditioner and (
+            num_warmup >= MIN_WINDOW)
+        # G = 1 to start with, as an array: every window then runs the same program
+        g = jax.tree.map(jnp.ones_like, states.position) if adapting else ()
         if self.step_size is None:
             eps, lam = run_program(choose, cache_key, jax.random.fold_in(k_curve, 0), states,
-                                   precisions, x, y)
+                                   precisions, g, x, y)
             info["curvature"] = {"start": np.asarray(lam)}
         else:
             eps = jnp.full((chains,), self.step_size, jnp.result_type(float))
-        start = _Chain(states, epoch, precisions, eps)
+        start = _Chain(states, epoch, precisions, eps, g)
         if self.step_size is None and num_warmup > 0:
-            warm_keep = (np.arange(num_warmup) + 1) % thinning == 0
-            warm_keep[-1] = True  # the run ends at the end of warm-up
-            warm = _backing_off(name, lambda e: sample(start._replace(step_size=e), warm_keep,
-                                                       0, k_warm, None, warmup=True),
-                                eps, lambda err: True, None)
-            chain = to_host(warm.state)  # gathered from every process (a run across hosts)
-            eps_new, lam = run_program(choose, cache_key, jax.random.fold_in(k_curve, 1),
-                                       chain.kernel, chain.precisions, x, y)
-            info["curvature"]["warmup_end"] = np.asarray(lam)
-            info["warmup_step_size"] = np.asarray(chain.step_size)
-            chain = chain._replace(step_size=jnp.minimum(chain.step_size, eps_new))
+            chain, seconds = self._warm_up(name, start, num_warmup, thinning, k_warm, k_curve,
+                                           sample, cache_key, choose, x, y, info)
             res = sample(chain, keep[num_warmup:], num_warmup, k_run, checkpoint)
-            offset, seconds = num_warmup, warm.seconds
+            offset = num_warmup
         else:
             res = _backing_off(
                 name, lambda e: sample(start._replace(step_size=e), keep, 0, k_run, checkpoint),
@@ -510,6 +581,8 @@ class SGMCMC(abc.ABC):
         })
         if hier is not None:
             info["hyperparameters"] = precisions
+        if res.state.preconditioner != ():
+            info["preconditioner"] = to_host(res.state.preconditioner)
         if map_info is not None:
             info["map_info"] = map_info
         _drift_warnings(name, model, positions, to_host(res.state.kernel.position),
@@ -517,6 +590,57 @@ class SGMCMC(abc.ABC):
         if chains >= 2 and len(res.kept_steps) >= 4:
             info["diagnostics"] = prediction_diagnostics(model, draws, x, name)
         return Posterior(model, jax.tree.map(jnp.asarray, draws), self, info)
+
+    def _warm_up(self, name, start: _Chain, num_warmup: int, thinning: int, key, k_curve,
+                 sample: Callable, cache_key, choose: Callable, x, y, info: dict):
+        """Warm-up with a chosen step size: ``(chain, seconds)``, the chains ready to sample.
+
+        Warm-up runs in windows (:meth:`warmup_windows`); each is restarted with half the
+        step size while it fails (:func:`_backing_off`), and the halving carries over to
+        later windows. At the end of each window the curvature is measured again at the
+        chains' positions: with an adapted preconditioner (:attr:`adapts_preconditioner`),
+        ``G`` becomes the window's variances (:func:`adapted_preconditioner`) and the step
+        size that of ``G``; otherwise the step size becomes the smaller of the old and the
+        new one."""
+        chain, factor, seconds, t0 = start, 1.0, 0.0, 0
+        windows = self.warmup_windows(num_warmup)
+        adapting = start.preconditioner != ()
+        for i, length in enumerate(windows):
+            keep = (t0 + np.arange(length) + 1) % thinning == 0
+            keep[-1] = True  # the run ends at the end of the window
+            if adapting:
+                chain = chain._replace(moments=jax.vmap(_window_moments)(chain.kernel.position))
+            where = f"window {i + 1}/{len(windows)} of warm-up" if len(windows) > 1 else "warm-up"
+            eps = chain.step_size
+            warm = _backing_off(
+                name, lambda e, c=chain, k=keep, t=t0, i=i: sample(
+                    c._replace(step_size=e), k, t, jax.random.fold_in(key, i), None, warmup=True),
+                eps, lambda err: True, None, where)
+            factor *= float(jnp.min(warm.state.step_size / eps))  # halvings, if any
+            chain = to_host(warm.state)  # gathered from every process (a run across hosts)
+            used = chain.step_size
+            k = jax.random.fold_in(k_curve, i + 1)
+            if adapting:
+                g = run_program(_preconditioners, cache_key, chain.moments)
+                eps_new, lam = run_program(choose, cache_key, k, chain.kernel,
+                                           chain.precisions, g, x, y)
+                chain = chain._replace(step_size=eps_new * factor, preconditioner=g, moments=())
+            else:
+                eps_new, lam = run_program(choose, cache_key, k, chain.kernel,
+                                           chain.precisions, (), x, y)
+                chain = chain._replace(step_size=jnp.minimum(chain.step_size, eps_new * factor))
+            seconds, t0 = seconds + warm.seconds, t0 + length
+        info["curvature"]["warmup_end"] = np.asarray(lam)
+        info["warmup_step_size"] = np.asarray(used)
+        return chain, seconds
+
+    def warmup_windows(self, num_warmup: int) -> list[int]:
+        """Lengths of the warm-up windows of a run with a chosen step size: with an adapted
+        preconditioner :data:`WARMUP_WINDOWS` (4) equal ones of at least
+        :data:`MIN_WINDOW` (50) steps (fewer for a short warm-up; one, without adaptation,
+        below 50 steps), otherwise one."""
+        count = min(WARMUP_WINDOWS, num_warmup // MIN_WINDOW) if self.adapts_preconditioner else 1
+        return np.diff(np.linspace(0, num_warmup, max(count, 1) + 1).astype(int)).tolist()
 
     def _init_precisions(self, model: BNN, positions):
         """Each chain's precisions at their prior means, the noise std at the noise
