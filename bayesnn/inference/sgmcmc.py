@@ -69,7 +69,7 @@ MAX_BACKOFFS = 5  # warm-up restarts, each with half the step size, before givin
 WARMUP_EPOCHS, MIN_WARMUP = 10, 1000  # num_warmup=None: 10 epochs, at least 1000 steps
 MIN_THINNING = 10  # thinning=None: one epoch's steps, at least 10
 WARMUP_WINDOWS, MIN_WINDOW = 4, 50  # step_size=None: warm-up windows of at least 50 steps
-SHRINK = 1e-3  # G = 1 / (a window's E[ĝ²] + SHRINK × their mean)
+SHRINK = 1e-3  # G = 1 / (a window's E[ĝ²] + SHRINK × its weight array's mean)
 
 
 class StepInfo(NamedTuple):
@@ -112,7 +112,9 @@ def _window_moments(position):
 def adapted_preconditioner(moments):
     """The diagonal preconditioner ``G`` from a window's minibatch gradients (one chain):
     ``G = 1 / (E[ĝ²] + SHRINK · level)``, ``level`` the mean of ``E[ĝ²]`` over the
-    coordinates (so that ``G`` stays finite where a gradient vanished).
+    coordinate's weight array (its layer's kernel or bias), so that ``G`` of a weight whose
+    gradient nearly vanished in the window (a dead ReLU unit's) stays within
+    ``1 / SHRINK`` of its layer's.
 
     On a Gaussian posterior of precision ``H``, ``E[(∂ᵢ log p)²] = Hᵢᵢ`` under the
     posterior (the Fisher identity), and a minibatch adds noise of about ``(N/b) Hᵢᵢ``;
@@ -124,11 +126,13 @@ def adapted_preconditioner(moments):
     underestimated where the chain has not yet spread, which makes ``G`` larger there:
     the adaptation corrects itself rather than collapsing."""
     count, total = moments
-    second = jax.tree.map(lambda s: s / jnp.maximum(count, 1), total)
-    leaves = jax.tree.leaves(second)
-    level = sum(jnp.sum(v) for v in leaves) / sum(v.size for v in leaves)
-    level = jnp.where(level > 0, level, 1.0)  # no gradient at all: G ∝ 1
-    return jax.tree.map(lambda v: 1 / (v + SHRINK * level), second)
+
+    def one(s):
+        second = s / jnp.maximum(count, 1)
+        level = jnp.mean(second)
+        return 1 / (second + SHRINK * jnp.where(level > 0, level, 1.0))
+
+    return jax.tree.map(one, total)
 
 
 def _preconditioners(moments):
