@@ -86,7 +86,7 @@ def parse_args(argv=None):
     p.add_argument("--sgmcmc-warmup", type=int, default=20000)
     p.add_argument("--thinning", type=int, default=50)
     p.add_argument("--nuts-warmup", type=int, default=300)
-    p.add_argument("--mclmc-warmup", type=int, default=2000)
+    p.add_argument("--mclmc-warmup", type=int, default=1000)
     p.add_argument("--gibbs-warmup", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)

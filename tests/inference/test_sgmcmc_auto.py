@@ -172,14 +172,25 @@ def test_budgets_need_the_data_size():
         SGLD().kept_steps()
 
 
+@pytest.mark.parametrize("n, epochs", [(250, 1250), (3_000, 118), (45_000, 100)])
+def test_ensemble_starts_train_for_at_least_ten_thousand_steps(n, epochs):
+    """90% of the rows train (Keras' rule), 32 a batch: at least MIN_INIT_STEPS steps, and
+    never fewer than MAP()'s 100 epochs; patience a tenth of the epochs (at least 10)."""
+    training = ensemble_init_map(n)
+    assert training.epochs == epochs and training.validation_split == 0.1
+    assert training.epochs * -(-(n * 9 // 10) // 32) >= MIN_INIT_STEPS
+    assert training.early_stopping_patience == max(10, epochs // 10)
+
+
 def test_ensemble_init_is_the_deep_ensemble_of_the_same_key():
     data, _ = bnn.data.linear_regression(n=40, num_features=2, noise=0.5, key=0)
     net = bnn.models.MLP(2, (4,), 1, rngs=nnx.Rngs(0))
     model = bnn.BNN(net, bnn.priors.Normal(1.0), bnn.likelihoods.Gaussian(scale=0.5))
     key = jax.random.key(3)
     positions, info = initial_positions(key, model, data, "ensemble", 3)
-    training = ensemble_init_map(40)  # MAP() for at least MIN_INIT_STEPS steps
-    assert training.epochs * 2 >= MIN_INIT_STEPS and training == bnn.MAP(epochs=training.epochs)
+    training = ensemble_init_map(40)  # 36 rows to train (batches of 32 and 4), 4 held out
+    assert training == bnn.MAP(epochs=MIN_INIT_STEPS // 2, validation_split=0.1,
+                               early_stopping_patience=MIN_INIT_STEPS // 20)
     ensemble = bnn.Ensemble(training, size=3).run(model, data, key)
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b[:, 0]), positions,
                  ensemble.draws)  # same program, same key: bit-identical
