@@ -1,8 +1,11 @@
 """What the automatic step size and the diagnostics add to a long SG-MCMC run.
 
 In one process, interleaved (:func:`benchmarks.common.interleaved`): ``SGHMC()``'s chosen
-step size (curvature at the start and at the end of warm-up, two driver runs instead of
-one) against the same run with a given step size (one driver run, no curvature); both
+step size and adapted preconditioner (curvature at the start and after each of the four
+warm-up windows, the gradients' second moments accumulated in warm-up, ``G`` applied at
+every step; five driver runs instead of one) against the same run with a given step size
+(one driver run, no curvature, ``G = 1``: the step size ``SGHMC()`` starts from, stable
+without ``G``); both
 from the network's own weights (``init="network"``, so no MAP fits are timed) and both
 with the after-run diagnostics (prediction R-hat and ESS, drift checks), which are then
 timed alone on the draws. The overhead is
@@ -42,7 +45,8 @@ def main(args) -> dict:
                   num_warmup=args.num_warmup, init="network")
     auto = bnn.SGHMC(**common)
     chosen = bnn.fit(model, data, auto, key=0, progress=False)
-    given = bnn.SGHMC(step_size=float(np.median(chosen.info["step_size"])), **common)
+    start = auto.stable_step_size(chosen.info["curvature"]["start"])  # for G = 1
+    given = bnn.SGHMC(step_size=float(np.median(start)), **common)
 
     def fit(config):
         return lambda key: jax.tree.leaves(bnn.fit(model, data, config, key=key,

@@ -40,8 +40,9 @@ def preconditioned_langevin(rng_key, position, grad, preconditioner, step_size, 
     ``G = 1`` this is SGLD (Welling & Teh 2011, eq. 4).
     """
     noise = gaussian_noise(rng_key, position)
+    scale = jnp.sqrt(temperature * step_size)  # √G apart: loop-invariant for a fixed G
     return jax.tree.map(
-        lambda p, g, c, n: p + 0.5 * step_size * c * g + jnp.sqrt(temperature * step_size * c) * n,
+        lambda p, g, c, n: p + 0.5 * step_size * c * g + scale * jnp.sqrt(c) * n,
         position, grad, preconditioner, noise,
     )
 
@@ -64,9 +65,9 @@ def sghmc_dynamics(rng_key, position, momentum, grad, preconditioner, step_size,
     position, momentum
     """
     noise = gaussian_noise(rng_key, position)
+    scale = jnp.sqrt(2 * alpha * step_size * temperature)  # √G apart: loop-invariant for a fixed G
     momentum = jax.tree.map(
-        lambda v, g, c, n: (1 - alpha) * v + step_size * c * g
-        + jnp.sqrt(2 * alpha * step_size * temperature * c) * n,
+        lambda v, g, c, n: (1 - alpha) * v + step_size * c * g + scale * jnp.sqrt(c) * n,
         momentum, grad, preconditioner, noise,
     )
     return jax.tree.map(jnp.add, position, momentum), momentum
