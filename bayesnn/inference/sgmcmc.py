@@ -248,17 +248,17 @@ class SGMCMC(abc.ABC):
         :meth:`stable_step_size`). SGLD and SGHMC also adapt a diagonal preconditioner
         ``G`` (an inverse mass matrix) during warm-up, as NUTS adapts its mass matrix:
         warm-up runs in :data:`WARMUP_WINDOWS` (4) equal windows, and at the end of each
-        ``G`` becomes the variances of the chain's positions over the window
-        (:func:`adapted_preconditioner`) and the step size that of ``G``'s curvature
-        ``λ_max(G^½ H G^½)``, measured at the chain's position. A network's posterior is
-        ill-conditioned (``λ_max / λ_min`` of 10⁶ and more), and with ``G = 1`` the step
-        that the stiffest direction allows leaves the flat ones unexplored; each window
-        widens the steps along the directions the chain has moved in, by the factor its
-        length times the rule's constant, until ``G`` approaches the posterior's marginal
-        variances. ``G`` is then fixed while sampling, so the chain samples the posterior
-        exactly as the unpreconditioned one does (no correction term is needed). Without
-        an adapted ``G`` (pSGLD, which has its own) warm-up is one window and the sampling
-        phase runs with the smaller of the step sizes at its start and end.
+        ``G`` becomes the inverse of the window's mean squared minibatch gradient
+        (:func:`adapted_preconditioner`: the inverse diagonal curvature, up to a common
+        factor) and the step size that of ``G``'s curvature ``λ_max(G^½ H G^½)``, measured
+        at the chain's position. A network's posterior is ill-conditioned, and with
+        ``G = 1`` the step that the stiffest weight allows leaves the others nearly
+        still; with ``G`` every weight moves on the scale of its own curvature, and the
+        step no longer depends on how the inputs or the weights are scaled. ``G`` is then
+        fixed while sampling, so the chain samples the posterior exactly as the
+        unpreconditioned one does (a constant preconditioner needs no correction term).
+        Without an adapted ``G`` (pSGLD, which has its own) warm-up is one window and the
+        sampling phase runs with the smaller of the step sizes at its start and end.
     batch_size : int or None
         Minibatch size; None uses all the data at every step. Each chain draws a fresh
         shuffle of the data for every epoch; a partial last batch is masked.
@@ -341,12 +341,12 @@ class SGMCMC(abc.ABC):
     in Bayesian neural networks? *ICML*.
     Vehtari, A., Gelman, A., Simpson, D., Carpenter, B. & Bürkner, P.-C. (2021).
     Rank-normalization, folding, and localization: an improved R̂. *Bayesian Analysis*.
-    Stan Development Team. *Stan Reference Manual*, "HMC algorithm parameters": windowed
-    adaptation of a diagonal metric from the draws' variances, regularised.
+    Ahn, S., Korattikara, A. & Welling, M. (2012). Bayesian posterior sampling via
+    stochastic gradient Fisher scoring. *ICML* (the inverse Fisher as preconditioner).
+    Stan Development Team. *Stan Reference Manual*, "HMC algorithm parameters" (windowed
+    adaptation of a diagonal metric during warm-up).
     Ma, Y.-A., Chen, T. & Fox, E. B. (2015). A complete recipe for stochastic gradient
     MCMC. *NeurIPS* (a constant preconditioner needs no correction term).
-    Welford, B. P. (1962). Note on a method for calculating corrected sums of squares and
-    products. *Technometrics* 4(3), 419–420.
     """
 
     step_size: float | None = None
@@ -603,9 +603,9 @@ class SGMCMC(abc.ABC):
         step size while it fails (:func:`_backing_off`), and the halving carries over to
         later windows. At the end of each window the curvature is measured again at the
         chains' positions: with an adapted preconditioner (:attr:`adapts_preconditioner`),
-        ``G`` becomes the window's variances (:func:`adapted_preconditioner`) and the step
-        size that of ``G``; otherwise the step size becomes the smaller of the old and the
-        new one."""
+        ``G`` comes from the window's squared gradients (:func:`adapted_preconditioner`)
+        and the step size is that of ``G``; otherwise the step size becomes the smaller of
+        the old and the new one."""
         chain, factor, seconds, t0 = start, 1.0, 0.0, 0
         windows = self.warmup_windows(num_warmup)
         adapting = start.preconditioner != ()
