@@ -9,13 +9,12 @@ import jax.numpy as jnp
 
 from bayesnn.bnn import BNN
 from bayesnn.data import Dataset, num_batches
-from bayesnn.inference.ensemble import member_starts
-from bayesnn.inference.map import MAP, train_members
-from bayesnn.inference.sharding import to_host
+from bayesnn.inference.ensemble import Ensemble
+from bayesnn.inference.map import MAP
 from bayesnn.tree import flatten_paths, unflatten_paths
 
 __all__ = ["INITS", "MIN_INIT_STEPS", "VALIDATION_FRACTION", "check_init", "ensemble_init_map",
-           "initial_positions"]
+           "ensemble_starts", "initial_positions"]
 
 INITS = ("network", "random", "prior", "map", "ensemble")
 MIN_INIT_STEPS = 10_000  # "ensemble": each member trains for at least this many steps
@@ -50,7 +49,8 @@ def initial_positions(key, model: BNN, data: Dataset, init, num_chains: int, *, 
     -------
     positions, map_info
         ``map_info`` is the MAP fit's ``info``, or None without one; for ``"ensemble"``
-    ``best_epoch`` and ``epochs_run`` per chain and ``seconds``.
+        the :class:`~bayesnn.Ensemble`'s (``best_epoch`` and ``epochs_run`` per chain,
+        ``history``, ``seconds``, ...).
 
     References
     ----------
@@ -61,7 +61,8 @@ def initial_positions(key, model: BNN, data: Dataset, init, num_chains: int, *, 
     """
     check_init(init)
     if init == "ensemble":
-        return _ensemble(key, model, data, num_chains, progress)
+        return ensemble_starts(key, model, data, ensemble_init_map(data.x.shape[0]), num_chains,
+                               progress=progress)
     if init in ("random", "prior"):
         draw = model.init_params if init == "random" else _prior_draw(model)
         fresh = jax.vmap(draw)(jax.random.split(key, num_chains))
@@ -100,19 +101,15 @@ def ensemble_init_map(data_size: int) -> MAP:
                early_stopping_patience=max(10, epochs // 10) if fraction else None)
 
 
-def _ensemble(key, model: BNN, data: Dataset, num_chains: int, progress):
-    """Each chain's own MAP fit from its own initialisation, trained in parallel."""
-    starts, train_keys = member_starts(model, key, num_chains)
-    method = ensemble_init_map(data.x.shape[0])
-    fitted = train_members(method, model, data, train_keys, starts, desc="ensemble init",
-                           progress=progress)
-    state, tracker = fitted.carry
-    # gathered from the devices of every process (a run across hosts)
-    position, best_epoch, epochs_run = to_host((
-        tracker.best_position if method.save_best_only else state.position,
-        tracker.best_epoch, tracker.epoch))
-    info = {"best_epoch": best_epoch, "epochs_run": epochs_run, "seconds": fitted.seconds}
-    return position, info
+def ensemble_starts(key, model: BNN, data: Dataset, config: MAP, size: int, *, progress=None,
+                    name: str = "the sampler"):
+    """The weights of the ``size`` members of an :class:`~bayesnn.Ensemble` trained with
+    ``config`` (leading member axis) and its ``info``: the chains' starting points. An
+    interrupted training is an error naming ``name``, as the chains cannot start."""
+    fitted = Ensemble(config, size=size).run(model, data, key, progress=progress)
+    if fitted.info["interrupted"]:
+        raise RuntimeError(f"{name} was interrupted while training its ensemble")
+    return jax.tree.map(lambda a: a[:, 0], fitted.draws), fitted.info
 
 
 def _broadcast(position, n: int):

@@ -31,8 +31,7 @@ from bayesnn.bnn import BNN, Batch
 from bayesnn.data import Dataset
 from bayesnn.inference.base import check_chain_args, check_positive
 from bayesnn.inference.driver import sample_chains, thinned_steps
-from bayesnn.inference.ensemble import Ensemble
-from bayesnn.inference.init import check_init, initial_positions
+from bayesnn.inference.init import check_init, ensemble_starts, initial_positions
 from bayesnn.inference.map import MAP
 from bayesnn.inference.programs import program_key, run_program
 from bayesnn.inference.progress import Progress
@@ -250,8 +249,5 @@ class MCLMC:
         if self.init != "map" and not isinstance(self.init, MAP):
             return initial_positions(key, model, data, self.init, self.num_chains,
                                      progress=progress)
-        fitted = Ensemble(MAP() if self.init == "map" else self.init, size=self.num_chains).run(
-            model, data, key, progress=progress)
-        if fitted.info["interrupted"]:
-            raise RuntimeError("MCLMC was interrupted while training its ensemble")
-        return jax.tree.map(lambda a: a[:, 0], fitted.draws), fitted.info
+        return ensemble_starts(key, model, data, MAP() if self.init == "map" else self.init,
+                               self.num_chains, progress=progress, name="MCLMC")
