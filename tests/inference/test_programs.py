@@ -75,8 +75,9 @@ def compiles():
 @pytest.mark.parametrize("method", [bnn.SGLD(num_samples=20), bnn.SGHMC(num_samples=20)],
                          ids=["SGLD", "SGHMC"])
 def test_a_second_default_sgmcmc_fit_compiles_nothing(compiles, method):
-    """With its defaults (ensemble start, step size from the curvature, two runs, drift and
-    R-hat checks), a second fit of an equal model on same-shaped data compiles no program."""
+    """With its defaults (ensemble start, step size from the curvature, warm-up windows with
+    an adapted preconditioner, drift and R-hat checks), a second fit of an equal model on
+    same-shaped data compiles no program."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # short chains: R-hat warns
         bnn.fit(_model(0), _data(0), method, key=0, progress=False)
