@@ -375,5 +375,5 @@ class CoordinateGibbs:
             jnp.asarray(data.x), jnp.asarray(data.y), desc="CoordinateGibbs",
             progress=progress, checkpoint=checkpoint, hint="the log-density is not finite",
         )
-        return gibbs_posterior(model, self, res.draws, res, map_info,
+        return gibbs_posterior(model, self, data.x, res.draws, res, map_info,
                                num_coordinates=num_coordinates(model))

@@ -6,7 +6,9 @@ weights); the network's outputs on a few training inputs are what the draws are 
 and they are cheap to evaluate. :func:`prediction_diagnostics` computes rank-normalised
 split-R̂ and bulk ESS of each output (Vehtari et al. 2021) and warns, naming the method,
 when the worst R̂ exceeds 1.05 or the smallest ESS is under 100, the thresholds that paper
-recommends.
+recommends. It runs after every multi-chain SG-MCMC and Gibbs fit, so it is vectorised
+over the outputs (:func:`rank_diagnostics`): ArviZ's ``rhat`` and ``ess`` loop over them
+in Python, 0.1–0.2 s a fit.
 """
 
 from __future__ import annotations
@@ -16,16 +18,62 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpyro.diagnostics import effective_sample_size, gelman_rubin
+from scipy.special import ndtri
+from scipy.stats import rankdata
 
-from bayesnn.arviz import ess, rhat
 from bayesnn.bnn import BNN
 from bayesnn.inference.programs import program_key, run_program
 
-__all__ = ["ESS_MIN", "NUM_ROWS", "RHAT_MAX", "prediction_diagnostics"]
+__all__ = ["ESS_MIN", "NUM_ROWS", "RHAT_MAX", "prediction_diagnostics", "rank_diagnostics"]
 
 NUM_ROWS = 64  # training inputs whose predictions are checked
 RHAT_MAX = 1.05
 ESS_MIN = 100
+
+
+def _split_chains(a: np.ndarray) -> np.ndarray:
+    """Each chain's first and last ``draws // 2`` as two chains (the middle draw of an odd
+    count dropped)."""
+    half = a.shape[1] // 2
+    return np.concatenate([a[:, :half], a[:, a.shape[1] - half:]])
+
+
+def _z_scale(a: np.ndarray) -> np.ndarray:
+    """Normal scores of the ranks over all chains and draws, per coordinate (Blom's
+    ``(r − 3/8) / (S + 1/4)``, ties averaged)."""
+    flat = a.reshape(-1, *a.shape[2:])
+    return ndtri((rankdata(flat, axis=0) - 0.375) / (flat.shape[0] + 0.25)).reshape(a.shape)
+
+
+def rank_diagnostics(samples) -> tuple[np.ndarray, np.ndarray]:
+    """Rank-normalised split-R̂ and bulk ESS of each coordinate of ``samples``.
+
+    Parameters
+    ----------
+    samples : array
+        ``(chain, draw, ...)``, at least 2 draws per chain after splitting.
+
+    Returns
+    -------
+    rhat, ess : arrays of the trailing shape
+        R̂ is the larger of the bulk R̂ (of the ranks' normal scores of the split chains)
+        and the tail R̂ (the same of the distances from the median), as ArviZ's
+        ``rhat(method="rank")`` computes it, to rounding. The bulk ESS is NumPyro's
+        :func:`~numpyro.diagnostics.effective_sample_size` (Geyer's initial monotone
+        sequence) of the same normal scores; ArviZ's estimator of the autocorrelations
+        differs, and its bulk ESS by a few percent.
+
+    References
+    ----------
+    Vehtari, A., Gelman, A., Simpson, D., Carpenter, B. & Bürkner, P.-C. (2021).
+    Rank-normalization, folding, and localization: an improved R̂ for assessing
+    convergence of MCMC. *Bayesian Analysis* 16(2), 667–718.
+    """
+    a = np.asarray(samples, np.float64)
+    bulk = _z_scale(_split_chains(a))
+    tail = _z_scale(_split_chains(np.abs(a - np.median(a, axis=(0, 1)))))
+    return np.maximum(gelman_rubin(bulk), gelman_rubin(tail)), effective_sample_size(bulk)
 
 
 def prediction_diagnostics(model: BNN, draws, x, method: str, *, stacklevel: int = 4) -> dict:
@@ -44,14 +92,9 @@ def prediction_diagnostics(model: BNN, draws, x, method: str, *, stacklevel: int
     Returns
     -------
     dict
-        ``rhat`` (the largest R̂ over outputs), ``ess`` (the smallest bulk ESS) and
-        ``num_rows``. A ``UserWarning`` says when ``rhat > 1.05`` or ``ess < 100``.
-
-    References
-    ----------
-    Vehtari, A., Gelman, A., Simpson, D., Carpenter, B. & Bürkner, P.-C. (2021).
-    Rank-normalization, folding, and localization: an improved R̂ for assessing
-    convergence of MCMC. *Bayesian Analysis* 16(2), 667–718.
+        ``rhat`` (the largest R̂ over outputs), ``ess`` (the smallest bulk ESS), both of
+        :func:`rank_diagnostics`, and ``num_rows``. A ``UserWarning`` says when
+        ``rhat > 1.05`` or ``ess < 100``.
     """
     rows = jnp.asarray(x[:NUM_ROWS])
     chains, num_draws = jax.tree.leaves(draws)[0].shape[:2]
@@ -64,8 +107,8 @@ def prediction_diagnostics(model: BNN, draws, x, method: str, *, stacklevel: int
     outputs = run_program(apply_all, program_key(model), flat, rows)
     f = np.concatenate([np.asarray(o, np.float64).reshape(chains, num_draws, -1)
                         for o in jax.tree.leaves(outputs)], axis=-1)
-    worst_rhat = float(np.nanmax(rhat(f)))
-    least_ess = float(np.nanmin(ess(f)))
+    rhat, ess = rank_diagnostics(f)
+    worst_rhat, least_ess = float(np.nanmax(rhat)), float(np.nanmin(ess))
     problems = []
     if not worst_rhat <= RHAT_MAX:
         problems.append(f"R-hat up to {worst_rhat:.3g} (> {RHAT_MAX})")

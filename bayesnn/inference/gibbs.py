@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from bayesnn.bnn import BNN
 from bayesnn.data import Dataset
 from bayesnn.inference.base import check_chain_args
+from bayesnn.inference.diagnostics import prediction_diagnostics
 from bayesnn.inference.driver import Samples
 from bayesnn.inference.init import check_init, initial_positions
 from bayesnn.inference.sharding import num_chain_devices
@@ -48,14 +49,21 @@ def start_chains(key, model: BNN, data: Dataset, method, kernel_init: Callable, 
     return jax.jit(jax.vmap(kernel_init, in_axes=(0, None)))(positions, xy), map_info
 
 
-def gibbs_posterior(model: BNN, method, draws, res: Samples, map_info, **info) -> Posterior:
+def gibbs_posterior(model: BNN, method, x, draws, res: Samples, map_info,
+                    **info) -> Posterior:
     """The :class:`~bayesnn.Posterior` of a Gibbs run: ``draws`` with leading ``(chain,
-    draw)`` axes, the sweeps' infos as ``sample_stats`` (fields that are None left out)."""
+    draw)`` axes, the sweeps' infos as ``sample_stats`` (fields that are None left out).
+    With 2 or more chains of 4 or more draws, ``info["diagnostics"]`` holds R̂ and ESS of
+    the predictions at training inputs ``x``, which warn when the chains disagree
+    (:func:`~bayesnn.inference.diagnostics.prediction_diagnostics`)."""
     stats = {k: v for k, v in res.infos._asdict().items() if v is not None}
     info = {"sample_stats": stats, "seconds": res.seconds, "interrupted": res.interrupted,
             "num_devices": num_chain_devices(res.state), **info}
     if map_info is not None:
         info["map_info"] = map_info
+    if method.num_chains >= 2 and len(res.kept_steps) >= 4:
+        info["diagnostics"] = prediction_diagnostics(model, draws, x, type(method).__name__,
+                                                     stacklevel=5)
     return Posterior(model, jax.tree.map(jnp.asarray, draws), method, info)
 
 

@@ -153,4 +153,5 @@ class HierarchicalNUTS:
             hint="try a larger target_accept_prob or tighter hyperpriors",
         )
         positions, hyper = res.draws
-        return gibbs_posterior(model, self, positions, res, map_info, hyperparameters=hyper)
+        return gibbs_posterior(model, self, x, positions, res, map_info,
+                               hyperparameters=hyper)

@@ -411,4 +411,4 @@ class LatentGibbs:
             jnp.asarray(data.x), jnp.asarray(data.y), desc="LatentGibbs", progress=progress,
             checkpoint=checkpoint, hint="try larger preactivation_var / postactivation_var",
         )
-        return gibbs_posterior(model, self, res.draws, res, map_info)
+        return gibbs_posterior(model, self, data.x, res.draws, res, map_info)

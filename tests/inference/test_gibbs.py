@@ -70,6 +70,8 @@ def test_coordinate_gibbs_recovers_the_linear_regression_posterior(linear_data):
     stats_ = post.info["sample_stats"]
     assert stats_["num_evals"].shape == (2, 600) and stats_["num_exhausted"].sum() == 0
     assert post.info["seconds"] > 0 and post.info["num_coordinates"] == 3
+    diagnostics = post.info["diagnostics"]  # converged: no warning
+    assert diagnostics["rhat"] < 1.05 and diagnostics["ess"] > 100
 
 
 def test_same_key_same_draws_on_any_network(linear_data):
@@ -87,6 +89,17 @@ def test_same_key_same_draws_on_any_network(linear_data):
     assert_gaussian_matches(a, mean, cov)
     pred = post.predict(linear_data.x[:5])
     np.testing.assert_allclose(pred.aleatoric_std, NOISE, rtol=1e-5)
+
+
+def test_an_unconverged_gibbs_run_warns_about_rhat():
+    """Two random starts and 20 sweeps of a hidden-layer network: the chains disagree."""
+    data = bnn.data.gap_regression(n=40, noise=0.1, key=0)
+    net = bnn.models.MLP(1, (8,), 1, rngs=nnx.Rngs(0))
+    model = bnn.BNN(net, bnn.priors.Normal(1.0), bnn.likelihoods.Gaussian(scale=0.1))
+    method = LatentGibbs(num_chains=2, num_samples=20, num_warmup=0, init="random")
+    with pytest.warns(UserWarning, match=r"LatentGibbs: the 2 chains have not converged: R-hat"):
+        post = bnn.fit(model, data, method, key=0)
+    assert post.info["diagnostics"]["rhat"] > 1.05
 
 
 def test_latent_gibbs_recovers_the_linear_regression_posterior(linear_data, tmp_path):
