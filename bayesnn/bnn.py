@@ -35,6 +35,15 @@ __all__ = ["BNN", "Batch", "DenseLayer", "DenseView", "fresh_weights", "prepare_
 Position = dict[str, Any]
 
 
+_OUTPUT_SHAPES: dict = {}  # (graph, weight shapes, input shape, dtype) -> outputs per row
+
+
+def _abstract(tree) -> tuple:
+    """``tree``'s structure and its leaves' shapes and dtypes, hashable."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((np.shape(a), getattr(a, "dtype", type(a))) for a in leaves)
+
+
 class Batch(NamedTuple):
     """A minibatch: inputs, targets and an optional mask of real (not padding) rows."""
 
@@ -148,7 +157,6 @@ class BNN:
             stream.key.tag for _, stream in nnx.iter_graph(network)
             if isinstance(stream, nnx.RngStream)
         }))
-        self._output_shapes: dict = {}
         self.network_name = type(network).__name__
         declared = getattr(network, "input_shape", None)  # optional: bayesnn.models have it
         self._declared_shape = tuple(declared) if isinstance(declared, tuple | list) else None
@@ -215,13 +223,14 @@ class BNN:
         if jax.tree.structure(stats) != jax.tree.structure(self.stats):
             raise ValueError("stats must have the structure of the model's stats")
         new = copy.copy(self)
-        new.stats, new._output_shapes = stats, {}
+        new.stats = stats
         return new
 
     def output_shape(self, x, *, name: str = "x") -> tuple[int, ...]:
         """Shape ``(N, K)`` of the network's outputs for inputs shaped like ``x``.
 
-        Found by ``jax.eval_shape``, which runs nothing. Raises ``ValueError`` naming
+        Found by ``jax.eval_shape``, which runs nothing, once for all models of one graph
+        and weight shapes (a refit's new model finds it kept). Raises ``ValueError`` naming
         ``name`` when the network cannot take such inputs (or, for a network with an
         ``input_shape`` attribute such as those of :mod:`bayesnn.models`, when their
         per-example shape or size differs from it) or does not return one ``(N, K)`` array.
@@ -234,7 +243,9 @@ class BNN:
                 f"{name} has per-example shape {shape[1:]}, but the network expects {want} "
                 f"(full shape (num_examples, {', '.join(map(str, want))}))"
             )
-        if (shape[1:], dtype) not in self._output_shapes:
+        key = (self.graphdef, _abstract((self.init_position, self.stats, self._frozen,
+                                         self._rest)), shape[1:], dtype)
+        if key not in _OUTPUT_SHAPES:
             probe = jax.ShapeDtypeStruct((2, *shape[1:]), dtype)
             try:
                 out = jax.eval_shape(partial(self.apply, self.init_position), probe)
@@ -252,8 +263,10 @@ class BNN:
                     f"likelihood {type(self.likelihood).__name__} needs one array of shape "
                     f"({shape[0]}, num_outputs)"
                 )
-            self._output_shapes[shape[1:], dtype] = out.shape[1]
-        return shape[0], self._output_shapes[shape[1:], dtype]
+            if len(_OUTPUT_SHAPES) >= 256:
+                _OUTPUT_SHAPES.pop(next(iter(_OUTPUT_SHAPES)))
+            _OUTPUT_SHAPES[key] = out.shape[1]
+        return shape[0], _OUTPUT_SHAPES[key]
 
     @property
     def dense_view(self) -> DenseView | None:

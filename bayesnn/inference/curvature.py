@@ -306,11 +306,9 @@ def _weighted_hessians(model, position, kind, x, y, mask):
     return output_hessians(model, f, y, position["lik"], kind) * mask[:, None, None]
 
 
-@partial(jax.jit, static_argnums=(0, 2, 3, 4))
-def _ggn_chunk(static, position, subset, kind, form, x, y, mask, v=None):
+def _ggn_chunk(model, position, subset, kind, form, x, y, mask, v=None):
     """``Σ_n J_nᵀ Λ_n J_n`` over one chunk: dense (``form="full"``), its diagonal
     (``"diag"``) or times ``v`` ``(P, r)`` (``"matmul"``)."""
-    model = static.model
     jac = jacobians(model, position, subset, x)
     lam = _weighted_hessians(model, position, kind, x, y, mask)
     if form == "diag":
@@ -320,13 +318,11 @@ def _ggn_chunk(static, position, subset, kind, form, x, y, mask, v=None):
     return jnp.einsum("bkp,bkl,blr->pr", jac, lam, jnp.einsum("blq,qr->blr", jac, v))
 
 
-@partial(jax.jit, static_argnums=(0, 2, 3))
-def _kron_chunk(static, position, subset, kind, x, y, mask):
+def _kron_chunk(model, position, subset, kind, x, y, mask):
     """Each layer's ``(Σ_{n,t} ã ãᵀ, Σ_{n,t} J_{n,t}ᵀ Λ_n J_{n,t} / T)`` over one chunk (see
     :class:`KronFactor`): the inputs (a convolution's patches) and the output Jacobians of
     the pre-activations ``z`` are tapped through :meth:`BNN.apply_dense`, ``z = h @ W + ε``
     with ``ε = 0``."""
-    model = static.model
 
     def outputs(eps):
         inputs = {}
@@ -356,25 +352,49 @@ def _kron_chunk(static, position, subset, kind, x, y, mask):
     return out
 
 
-def _chunks(data: Dataset, batch_size: int):
-    """Row chunks ``(x, y, mask)`` of one size; the last is padded, with mask 0."""
-    n = data.x.shape[0]
-    size = min(batch_size, n)
-    for start in range(0, n, size):
-        stop = min(start + size, n)
-        pad = size - (stop - start)
-        x, y = (np.pad(np.asarray(a[start:stop]), [(0, pad)] + [(0, 0)] * (a.ndim - 1),
-                       mode="edge") for a in (data.x, data.y))
-        yield jnp.asarray(x), jnp.asarray(y), jnp.asarray(np.arange(size) < stop - start,
-                                                          jnp.result_type(float))
+def _chunk_sum(fn, x, y, size: int):
+    """``Σ_c fn(x_c, y_c, mask_c)`` over chunks of ``size`` rows, inside a traced program.
+
+    Every chunk has one shape: the last ends at row N, its mask 0 on the rows the one
+    before it took, so every row counts once."""
+    n = x.shape[0]
+    size = min(size, n)
+
+    def part(i):
+        start = jnp.minimum(i * size, n - size)
+        mask = (start + jnp.arange(size) >= i * size).astype(jnp.result_type(float))
+        take = partial(jax.lax.dynamic_slice_in_dim, start_index=start, slice_size=size)
+        return fn(take(x), take(y), mask)
+
+    def add(i, total):
+        return jax.tree.map(jnp.add, total, part(i))
+
+    return jax.lax.fori_loop(1, -(-n // size), add, part(0))
 
 
-def _summed(fn, data: Dataset, batch_size: int):
-    total = None
-    for chunk in _chunks(data, batch_size):
-        part = fn(*chunk)
-        total = part if total is None else jax.tree.map(jnp.add, total, part)
-    return total
+@partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _summed_curvature(static, subset, hessian, kind, size, position, x, y):
+    """The ``"full"``, ``"diag"`` or ``"kron"`` curvature over all chunks, factorised: one
+    program, kept for an equal model (:class:`~bayesnn.inference.programs.StaticModel`)."""
+    model = static.model
+    if hessian in ("full", "diag"):
+        h = _chunk_sum(partial(_ggn_chunk, model, position, subset, kind, hessian), x, y, size)
+        if hessian == "diag":
+            return Diag(h)
+        eigvals, eigvecs = jnp.linalg.eigh(h)
+        return Full(jnp.clip(eigvals, 0.0), eigvecs)
+    factors = []
+    for a, g in _chunk_sum(partial(_kron_chunk, model, position, subset, kind), x, y, size):
+        (la, qa), (lg, qg) = jnp.linalg.eigh(a / x.shape[0]), jnp.linalg.eigh(g)
+        factors.append(KronFactor(jnp.clip(la, 0.0), qa, jnp.clip(lg, 0.0), qg))
+    return Kron(tuple(factors))
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _summed_matmul(static, subset, kind, size, position, x, y, v):
+    """``H v`` over all chunks (``hessian="lowrank"``'s passes)."""
+    return _chunk_sum(partial(_ggn_chunk, static.model, position, subset, kind, "matmul", v=v),
+                      x, y, size)
 
 
 def curvature(model: BNN, position, subset: Subset, data: Dataset, *, hessian: str = "full",
@@ -408,24 +428,13 @@ def curvature(model: BNN, position, subset: Subset, data: Dataset, *, hessian: s
     -------
     Full, Diag, Kron or LowRank
     """
-    chunks = partial(_summed, data=data, batch_size=batch_size)
-    model = StaticModel(model)  # a refit of an equal model reuses the chunk programs
-    if hessian in ("full", "diag"):
-        h = chunks(partial(_ggn_chunk, model, position, subset, kind, hessian))
-        if hessian == "diag":
-            return Diag(h)
-        eigvals, eigvecs = jnp.linalg.eigh(h)
-        return Full(jnp.clip(eigvals, 0.0), eigvecs)
-    if hessian == "kron":
-        n = data.x.shape[0]
-        factors = []
-        for a, g in chunks(partial(_kron_chunk, model, position, subset, kind)):
-            (la, qa), (lg, qg) = jnp.linalg.eigh(a / n), jnp.linalg.eigh(g)
-            factors.append(KronFactor(jnp.clip(la, 0.0), qa, jnp.clip(lg, 0.0), qg))
-        return Kron(tuple(factors))
+    model = StaticModel(model)  # a refit of an equal model reuses the programs
+    rows = jnp.asarray(data.x), jnp.asarray(data.y)
+    if hessian != "lowrank":
+        return _summed_curvature(model, subset, hessian, kind, batch_size, position, *rows)
 
     def matmul(v):
-        return chunks(partial(_ggn_chunk, model, position, subset, kind, "matmul", v=v))
+        return _summed_matmul(model, subset, kind, batch_size, position, *rows, v)
 
     width = min(rank + 10, subset.size)
     y = matmul(jax.random.normal(key, (subset.size, width)))
@@ -437,14 +446,18 @@ def curvature(model: BNN, position, subset: Subset, data: Dataset, *, hessian: s
     return LowRank(jnp.clip(s[keep], 0.0), q @ w[:, keep])
 
 
-@partial(jax.jit, static_argnums=0)
-def _loglik_chunk(static, position, x, y, mask):
-    return static.model.loglikelihood_fn(position, (x, y, mask.astype(bool)))
+@partial(jax.jit, static_argnums=(0, 1))
+def _summed_loglik(static, size, position, x, y):
+    def chunk(x, y, mask):
+        return static.model.loglikelihood_fn(position, (x, y, mask.astype(bool)))
+
+    return _chunk_sum(chunk, x, y, size)
 
 
 def log_likelihood(model: BNN, position, data: Dataset, batch_size: int = 256) -> jax.Array:
     """The tempered ``Σ_n log p(y_n | x_n, θ) / T`` over ``data``, in row chunks."""
-    return _summed(partial(_loglik_chunk, StaticModel(model), position), data, batch_size)
+    return _summed_loglik(StaticModel(model), batch_size, position, jnp.asarray(data.x),
+                          jnp.asarray(data.y))
 
 
 # -- the evidence ----------------------------------------------------------------------

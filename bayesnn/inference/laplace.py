@@ -60,7 +60,7 @@ from bayesnn.inference.curvature import (
 )
 from bayesnn.inference.init import check_init
 from bayesnn.inference.map import MAP
-from bayesnn.inference.programs import StaticModel
+from bayesnn.inference.programs import StaticModel, kept_value, program_key
 from bayesnn.likelihoods import ClassificationPrediction, Gaussian, Probit
 from bayesnn.posterior import DrawPredictive, LinearisedPredictive, Posterior, map_rows
 from bayesnn.tree import flatten_paths, unflatten_paths
@@ -255,21 +255,27 @@ def _prior_mean(model: BNN, subset: Subset):
 
 def last_dense_layer(model: BNN, position, x) -> str:
     """Module path of the last ``nnx.Linear`` the network's forward pass on inputs like
-    ``x`` calls."""
+    ``x`` calls; found by a trace, kept for later fits of an equal model."""
     layers = model.dense_layers(position)
     if not layers:
         raise ValueError("subset='last_layer' needs a network with an nnx.Linear layer")
-    order = []
 
-    def tap(m):
-        def matmul(h, w):
-            order.append(m)
-            return h @ w
-        return matmul
+    def trace() -> str:
+        order = []
 
-    x = jax.ShapeDtypeStruct((1, *np.shape(x)[1:]), jnp.result_type(float))
-    jax.eval_shape(lambda x: model.apply_dense(position, x, {m: tap(m) for m in layers}), x)
-    return order[-1]
+        def tap(m):
+            def matmul(h, w):
+                order.append(m)
+                return h @ w
+            return matmul
+
+        probe = jax.ShapeDtypeStruct((1, *np.shape(x)[1:]), jnp.result_type(float))
+        jax.eval_shape(lambda x: model.apply_dense(position, x, {m: tap(m) for m in layers}),
+                       probe)
+        return order[-1]
+
+    key = program_key(model)
+    return kept_value(None if key is None else ("last dense", key, np.shape(x)[1:]), trace)
 
 
 def select_subset(model: BNN, position, subset, hessian: str, x) -> Subset:
@@ -307,18 +313,19 @@ def select_subset(model: BNN, position, subset, hessian: str, x) -> Subset:
     return Subset(paths, tuple(tuple(named[p].shape) for p in paths), layers)
 
 
-@partial(jax.jit, static_argnums=1)
-def _deviations(curv, subset, delta, z):
-    return curv.sample(subset, delta, z)
+@partial(jax.jit, static_argnums=(1, 5))
+def _drawn(curv, subset, delta, net, key, num_samples):
+    """The subset's weights of ``num_samples`` draws from ``N(θ*, (H + D)⁻¹)``, by path."""
+    theta = subset.ravel(net)
+    z = jax.random.normal(key, (num_samples, subset.size), theta.dtype)
+    return subset.unravel(theta + curv.sample(subset, delta, z))
 
 
 def weight_draws(model: BNN, position, cov: LaplaceCovariance, key, num_samples: int):
     """``num_samples`` positions ``(1, num_samples, ...)`` from ``N(θ*, cov)``; the weights
     outside the subset are read-only broadcast views of ``θ*``."""
-    subset = cov.subset
-    theta = subset.ravel(position["net"])
-    z = jax.random.normal(key, (num_samples, subset.size), theta.dtype)
-    drawn = subset.unravel(theta + _deviations(cov.curvature, subset, cov.prior_precision, z))
+    drawn = _drawn(cov.curvature, cov.subset, cov.prior_precision, position["net"], key,
+                   num_samples)
 
     def stack(a):
         return np.broadcast_to(np.asarray(a), (1, num_samples, *np.shape(a)))

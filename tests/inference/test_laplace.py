@@ -356,7 +356,7 @@ def test_bad_model_or_subset_is_refused_before_any_fit(mlp_regression):
 
 def test_a_refit_on_an_equal_model_compiles_no_curvature_program():
     """A new BNN of the same architecture (other weights, other data of the same shape)
-    reuses the curvature, log-likelihood and linearised-predictive chunk programs: they
+    reuses the curvature, log-likelihood, draw and linearised-predictive programs: they
     take the model by its program key, not by identity."""
     from bayesnn.inference import curvature, laplace
 
@@ -368,7 +368,8 @@ def test_a_refit_on_an_equal_model_compiles_no_curvature_program():
         return bnn.fit(model, (x, y), bnn.Laplace(init="network", subset="all",
                                                   prior_precision="marglik"), key=seed)
 
-    chunks = (curvature._kron_chunk, curvature._loglik_chunk, laplace._glm_chunk)
+    chunks = (curvature._summed_curvature, curvature._summed_loglik, laplace._glm_chunk,
+              laplace._drawn)
     glm_predictive(fit(0), np.ones((5, 3), np.float32))
     sizes = [f._cache_size() for f in chunks]
     post = fit(1)
@@ -380,4 +381,4 @@ def test_a_refit_on_an_equal_model_compiles_no_curvature_program():
     other = bnn.BNN(bnn.models.MLP(3, (7,), 1, rngs=nnx.Rngs(0)),
                     likelihood=bnn.likelihoods.Gaussian(0.5))
     bnn.fit(other, (x, x[:, :1]), bnn.Laplace(init="network", subset="all"), key=0)
-    assert curvature._kron_chunk._cache_size() == sizes[0] + 1
+    assert curvature._summed_curvature._cache_size() == sizes[0] + 1
