@@ -241,11 +241,11 @@ def run_split(root, dataset: str, split: int, methods, seed: int = 0, settings=N
                            key=jax.random.fold_in(key, METHODS.index(name)), progress=False)
             seconds = time.perf_counter() - t0
         row = {"dataset": dataset, "method": name, "split": split, **evaluate(post, test, sy),
-               "seconds": round(seconds, 2)}
+               "seconds": round(seconds, 4)}
         if name not in ("MAP", *FRESH):
-            row["map_seconds"] = round(map_seconds, 2)
+            row["map_seconds"] = round(map_seconds, 4)
         if name == "Laplace":  # the curvature, δ and draws, without compiling predict
-            row["laplace_seconds"] = round(post.info["laplace_seconds"], 3)
+            row["laplace_seconds"] = round(post.info["laplace_seconds"], 4)
             row["prior_precision"] = post.info["prior_precision"]
         lik = post.draws["lik"]
         sigma = np.exp(np.asarray(lik["log_scale"])) if "log_scale" in lik else (
