@@ -35,7 +35,20 @@ __all__ = ["BNN", "Batch", "DenseLayer", "DenseView", "fresh_weights", "prepare_
 Position = dict[str, Any]
 
 
-_OUTPUT_SHAPES: dict = {}  # (graph, weight shapes, input shape, dtype) -> outputs per row
+# What a trace or a walk of the module graph finds once for all models of one graph, kept
+# for later models (a refit's): outputs per row by (graph, weight shapes, input shape,
+# dtype); layer paths by (graph, layer type).
+_OUTPUT_SHAPES: dict = {}
+_LAYERS: dict = {}
+_KEPT = 256  # entries per table; the oldest go
+
+
+def _kept(table: dict, key, compute: Callable):
+    if key not in table:
+        if len(table) >= _KEPT:
+            table.pop(next(iter(table)))
+        table[key] = compute()
+    return table[key]
 
 
 def _abstract(tree) -> tuple:
@@ -245,7 +258,8 @@ class BNN:
             )
         key = (self.graphdef, _abstract((self.init_position, self.stats, self._frozen,
                                          self._rest)), shape[1:], dtype)
-        if key not in _OUTPUT_SHAPES:
+
+        def trace() -> int:
             probe = jax.ShapeDtypeStruct((2, *shape[1:]), dtype)
             try:
                 out = jax.eval_shape(partial(self.apply, self.init_position), probe)
@@ -263,10 +277,9 @@ class BNN:
                     f"likelihood {type(self.likelihood).__name__} needs one array of shape "
                     f"({shape[0]}, num_outputs)"
                 )
-            if len(_OUTPUT_SHAPES) >= 256:
-                _OUTPUT_SHAPES.pop(next(iter(_OUTPUT_SHAPES)))
-            _OUTPUT_SHAPES[key] = out.shape[1]
-        return shape[0], _OUTPUT_SHAPES[key]
+            return out.shape[1]
+
+        return shape[0], _kept(_OUTPUT_SHAPES, key, trace)
 
     @property
     def dense_view(self) -> DenseView | None:
@@ -312,12 +325,15 @@ class BNN:
         return self._layers(position, nnx.Conv)
 
     def _layers(self, position, kind: type) -> dict[str, DenseLayer]:
-        return {
-            "/".join(map(str, path)): DenseLayer(
-                "/".join(map(str, (*path, "kernel"))), "/".join(map(str, (*path, "bias"))))
-            for path, module in nnx.iter_graph(self.network(position))
-            if isinstance(module, kind)
-        }
+        def walk():
+            return {
+                "/".join(map(str, path)): DenseLayer(
+                    "/".join(map(str, (*path, "kernel"))), "/".join(map(str, (*path, "bias"))))
+                for path, module in nnx.iter_graph(self.network(position))
+                if isinstance(module, kind)
+            }
+
+        return dict(_kept(_LAYERS, (self.graphdef, kind), walk))
 
     def apply_dense(self, position: Position, x: jax.Array,
                     matmul: Mapping[str, Callable]) -> jax.Array:

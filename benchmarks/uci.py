@@ -82,7 +82,7 @@ SETTINGS = {
                     "noise": "MAP's learned scale"},
     "Ensemble": {"size": 5},
     "Laplace": {"subset": "last_layer", "hessian": "kron", "prior_precision": "marglik",
-                "num_samples": 100, "init": "network (the MAP fit)"},
+                "noise": "marglik", "num_samples": 100, "init": "network (the MAP fit)"},
     "SWAG": {"epochs": 20, "batch_size": 32, "rank": 20, "num_samples": 30,
              "init": "network (the MAP fit)"},
     "MCLMC": "bnn.MCLMC() defaults",
@@ -153,7 +153,8 @@ def make_method(name: str, n_train: int, settings=None):
                         max_tree_depth=s["max_tree_depth"])
     if name == "Laplace":
         return bnn.Laplace(init="network", subset=s["subset"], hessian=s["hessian"],
-                           prior_precision=s["prior_precision"], num_samples=s["num_samples"])
+                           prior_precision=s["prior_precision"], noise=s["noise"],
+                           num_samples=s["num_samples"])
     if name == "SWAG":
         return bnn.SWAG(epochs=s["epochs"], batch_size=s["batch_size"], rank=s["rank"],
                         num_samples=s["num_samples"], init="network")

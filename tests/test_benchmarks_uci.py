@@ -110,7 +110,8 @@ def test_predictive_pit_is_the_mixture_over_draws(data_dir, monkeypatch):
 @pytest.mark.slow  # compiles MAP, Laplace and SWAG: about 2 min on a loaded 2-core CPU
 def test_posthoc_methods_start_from_the_map_fit(data_dir, monkeypatch):
     tiny = TINY | {"Laplace": {"subset": "last_layer", "hessian": "kron",
-                               "prior_precision": "marglik", "num_samples": 10},
+                               "prior_precision": "marglik", "noise": "map",
+                               "num_samples": 10},
                    "SWAG": {"epochs": 3, "batch_size": 16, "rank": 3, "num_samples": 5}}
     monkeypatch.setattr(uci, "SETTINGS", tiny)
     rows = {r["method"]: r for r in uci.run_split(data_dir, "toy", 0, ["MAP", "Laplace", "SWAG"])}
@@ -118,7 +119,7 @@ def test_posthoc_methods_start_from_the_map_fit(data_dir, monkeypatch):
     assert 0 < rows["Laplace"]["laplace_seconds"] <= rows["Laplace"]["seconds"]
     assert rows["Laplace"]["prior_precision"] > 0
     assert all(0 <= r["ece"] <= 0.5 and np.isfinite(r["test_ll"]) for r in rows.values())
-    # Laplace keeps MAP's noise scale and, on the last layer, nearly its mean.
+    # Laplace with noise='map' keeps MAP's noise scale.
     np.testing.assert_allclose(rows["Laplace"]["noise_scale"], rows["MAP"]["noise_scale"],
                                rtol=1e-5)
     md = uci.markdown({"runs": [r | {"split": s} for s in (0, 1) for r in rows.values()],

@@ -56,6 +56,7 @@ from bayesnn.inference.curvature import (
     log_evidence,
     log_likelihood,
     optimal_layer_prior_precisions,
+    optimal_noise_and_prior,
     optimal_prior_precision,
 )
 from bayesnn.inference.init import check_init
@@ -74,6 +75,7 @@ __all__ = [
 PREDICTIVES = ("glm", "nn")  # the draws' outputs: linearised at θ*, or the network's
 GLM_METHODS = ("probit", "mc")
 MARGLIKS = ("marglik", "marglik_layerwise")
+NOISES = ("map", "marglik")
 LAYERWISE_HESSIANS = ("kron", "diag")  # block-diagonal over layers
 
 
@@ -132,10 +134,19 @@ class Laplace:
         Eigenpairs of ``hessian="lowrank"``.
     batch_size : int
         Rows per chunk of the curvature's pass over the data (memory is bounded by it).
+    noise : {"map", "marglik"}
+        The noise std of a ``Gaussian(learn_scale=True)`` likelihood: its MAP value, or
+        (``"marglik"``) the σ maximising the Laplace evidence at ``θ*``, jointly with δ when
+        ``prior_precision="marglik"`` (MacKay 1992, eq. 29: ``σ² = RSS / (N − γ)``;
+        :func:`~bayesnn.inference.curvature.optimal_noise_and_prior`). A MAP fit learns σ
+        from the residuals as if every weight were known; the evidence counts the ``γ``
+        weights the data determine, and a σ that training left behind its optimum is
+        re-estimated. Needs ``curvature="ggn"`` (whose ``H`` scales as ``1/σ²``) and a
+        scalar prior precision.
 
     Notes
     -----
-    The likelihood's own parameters (a learned noise scale) stay at their MAP values.
+    The likelihood's other parameters stay at their MAP values.
     ``info`` holds the MAP fit's entries and ``prior_precision`` (a float, or
     ``{module path: δ_l}`` for ``"marglik_layerwise"``), ``log_evidence``, ``laplace`` (the
     :class:`LaplaceCovariance`, read by the closed-form :func:`glm_predictive`) and
@@ -161,6 +172,7 @@ class Laplace:
     predictive: str = "glm"
     rank: int = 20
     batch_size: int = 256
+    noise: str = "map"
 
     def __post_init__(self):
         check_types(self, subset=str | Sequence[str], prior_precision=float | str | None)
@@ -188,9 +200,15 @@ class Laplace:
         else:
             check_positive(prior_precision=self.prior_precision)
         check_positive(num_samples=self.num_samples, rank=self.rank, batch_size=self.batch_size)
+        if self.noise not in NOISES:
+            raise ValueError(f"noise must be one of {NOISES}, got {self.noise!r}")
+        if self.noise == "marglik" and (self.curvature != "ggn"
+                                        or self.prior_precision == "marglik_layerwise"):
+            raise ValueError("noise='marglik' needs curvature='ggn' and a scalar "
+                             "prior_precision (a float, 'marglik' or None)")
 
     def run(self, model: BNN, data: Dataset, key, *, progress=None, checkpoint=None) -> Posterior:
-        _check_model(model, self.prior_precision)
+        _check_model(model, self.prior_precision, self.noise)
         subset = select_subset(model, model.init_position, self.subset, self.hessian, data.x)
         k_map, k_curv, k_draw = jax.random.split(key, 3)
         if self.init == "network":
@@ -200,11 +218,28 @@ class Laplace:
                 model, data, k_map, progress=progress, checkpoint=checkpoint)
             position, info = fitted.point(), dict(fitted.info)
         start = time.perf_counter()
-        curv = curvature(model, position, subset, data, hessian=self.hessian,
-                         kind=self.curvature, batch_size=self.batch_size, key=k_curv,
-                         rank=self.rank)
-        loglik = log_likelihood(model, position, data, self.batch_size)
+
+        def at(position):
+            return (curvature(model, position, subset, data, hessian=self.hessian,
+                              kind=self.curvature, batch_size=self.batch_size, key=k_curv,
+                              rank=self.rank),
+                    log_likelihood(model, position, data, self.batch_size))
+
+        curv, loglik = at(position)
         sq_dev = (subset.ravel(position["net"]) - _prior_mean(model, subset)) ** 2
+        if self.noise == "marglik":
+            fixed = (None if self.prior_precision == "marglik" else
+                     1.0 / model.prior.scale**2 if self.prior_precision is None else
+                     float(self.prior_precision))
+            sigma, _ = optimal_noise_and_prior(
+                loglik, np.size(data.y), curv.eigvals, float(jnp.sum(sq_dev)),
+                scale=float(jnp.exp(position["lik"]["log_scale"])),
+                temperature=model.likelihood.temperature, prior_precision=fixed)
+            log_scale = position["lik"]["log_scale"]
+            position = {**position, "lik": {
+                **position["lik"], "log_scale": jnp.log(jnp.asarray(sigma, log_scale.dtype))}}
+            curv, loglik = at(position)
+            info["noise_scale"] = sigma
         if self.prior_precision == "marglik_layerwise":
             recorded = optimal_layer_prior_precisions(sq_dev, subset, curv)
             evidence = layer_log_evidence(loglik, sq_dev, subset, curv, recorded)
@@ -231,8 +266,11 @@ class Laplace:
         return Posterior(model, draws, self, info, predictive)
 
 
-def _check_model(model: BNN, prior_precision) -> None:
+def _check_model(model: BNN, prior_precision, noise: str) -> None:
     lik = model.likelihood
+    if noise == "marglik" and not (isinstance(lik, Gaussian) and lik.learn_scale):
+        raise ValueError("noise='marglik' needs a Gaussian(learn_scale=True) likelihood; got "
+                         f"{lik!r}")
     if isinstance(lik, Gaussian) and lik.heteroscedastic:
         raise ValueError("Laplace needs a Gaussian likelihood with a fixed or learned scale; "
                          "with heteroscedastic=True its Gauss–Newton matrix is not positive "

@@ -92,6 +92,32 @@ def test_marglik_prior_precision_is_the_closed_form_evidence_maximiser(linear):
     assert post.info["log_evidence"] == pytest.approx(-res.fun, rel=1e-4)
 
 
+def test_marglik_noise_and_prior_are_the_closed_form_evidence_maximiser(linear):
+    """σ and δ jointly: the exact evidence log N(y; 0, σ²I + ΦΦᵀ/δ) maximised over both,
+    and Laplace started from another σ (the tangent argument above holds in both)."""
+    design = np.c_[linear.x, np.ones(len(linear.x))].astype(np.float64)
+
+    def neg_evidence(p):
+        cov = np.exp(2 * p[1]) * np.eye(len(design)) + design @ design.T / np.exp(p[0])
+        return -stats.multivariate_normal(np.zeros(len(design)), cov).logpdf(np.ravel(linear.y))
+
+    res = optimize.minimize(neg_evidence, [0.0, np.log(0.8)], method="Nelder-Mead",
+                            options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 4000})
+    delta, sigma = np.exp(res.x)
+    mean = np.linalg.solve(design.T @ design / sigma**2 + delta * np.eye(4),
+                           design.T @ np.ravel(linear.y) / sigma**2)  # [w, b]
+    model = linear_model(3, PRIOR, bnn.likelihoods.Gaussian(scale=0.8, learn_scale=True),
+                         network=_model(weights=mean).network())
+    post = bnn.fit(model, linear, bnn.Laplace(init="network", subset="all", hessian="full",
+                                              prior_precision="marglik", noise="marglik",
+                                              num_samples=10), key=0)
+    assert post.info["noise_scale"] == pytest.approx(sigma, rel=1e-3)
+    assert post.info["prior_precision"] == pytest.approx(delta, rel=1e-3)
+    assert post.info["log_evidence"] == pytest.approx(-res.fun, rel=1e-4)
+    pred = post.predict(linear.x[:5])
+    np.testing.assert_allclose(pred.aleatoric_std, sigma, rtol=1e-3)
+
+
 def test_marglik_at_other_weights_is_mackays_fixed_point(linear):
     # At any θ*, the maximiser solves δ = γ / ‖θ*‖² with γ = Σ λ_i / (λ_i + δ).
     weights = np.array([0.3, -0.2, 0.5, 0.1])
@@ -333,6 +359,9 @@ def test_kron_laplace_of_a_cnn_predicts(subset):
     ({"predictive": "probit"}, "predictive"),
     ({"num_samples": 0}, "num_samples"),
     ({"rank": 1.5}, "rank must be an int"),
+    ({"noise": "ml"}, "noise"),
+    ({"noise": "marglik", "curvature": "ef"}, "noise"),
+    ({"noise": "marglik", "prior_precision": "marglik_layerwise"}, "noise"),
 ])
 def test_bad_config_is_refused_naming_the_argument(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -352,6 +381,9 @@ def test_bad_model_or_subset_is_refused_before_any_fit(mlp_regression):
                      likelihood=bnn.likelihoods.Gaussian(heteroscedastic=True))
     with pytest.raises(ValueError, match="heteroscedastic"):
         bnn.fit(hetero, data, bnn.Laplace(), key=0)
+    fixed = bnn.BNN(model.network(), likelihood=bnn.likelihoods.Gaussian(0.3))
+    with pytest.raises(ValueError, match="learn_scale=True"):
+        bnn.fit(fixed, data, bnn.Laplace(init="network", noise="marglik"), key=0)
 
 
 def test_a_refit_on_an_equal_model_compiles_no_curvature_program():
