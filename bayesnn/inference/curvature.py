@@ -41,6 +41,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import optimize
 
 from bayesnn.bnn import BNN
 from bayesnn.data import Dataset
@@ -51,7 +52,7 @@ __all__ = [
     "Subset", "Full", "Diag", "Kron", "KronFactor", "LowRank", "HESSIANS", "CURVATURES",
     "output_hessians", "jacobians", "curvature", "log_likelihood", "log_evidence",
     "optimal_prior_precision", "optimal_noise_and_prior", "optimal_layer_prior_precisions",
-    "layer_log_evidence",
+    "layer_log_evidence", "scaled",
 ]
 
 HESSIANS = ("full", "diag", "kron", "lowrank")
@@ -274,6 +275,14 @@ class LowRank(NamedTuple):
                 + jnp.einsum("bkr,r,blr->bkl", ju, c, ju))
 
 
+def scaled(curv, factor: float):
+    """The curvature ``factor · H`` in ``curv``'s structure (a Gaussian likelihood's
+    Gauss–Newton matrix at another noise std: ``H ∝ 1/σ²``)."""
+    if isinstance(curv, Kron):  # A ⊗ G: G's eigenvalues
+        return Kron(tuple(f._replace(out_eigvals=f.out_eigvals * factor) for f in curv.factors))
+    return curv._replace(eigvals=curv.eigvals * factor)
+
+
 # -- per-example pieces --------------------------------------------------------------------
 
 
@@ -485,21 +494,19 @@ def optimal_prior_precision(sq_dist, eigvals, *, lower: float = 1e-8,
     In ``t = log δ`` the evidence is strictly concave, and its slope is
     ``(γ - δ ‖θ* - μ₀‖²) / 2`` with ``γ = Σ_i λ_i / (λ_i + δ)`` the effective number of
     parameters (MacKay 1992, eq. 28: the optimum is ``δ = γ / ‖θ* - μ₀‖²``). The root of the
-    slope is found by bisection in float64, to machine precision.
+    slope is found by SciPy's ``brentq`` in float64, to machine precision.
     """
     eigvals = np.asarray(eigvals, np.float64)
+    sq_dist = float(sq_dist)
 
     def slope(t):
         delta = np.exp(t)
-        return np.sum(eigvals / (eigvals + delta)) - delta * float(sq_dist)
+        return np.sum(eigvals / (eigvals + delta)) - delta * sq_dist
 
     lo, hi = np.log(lower), np.log(upper)
     if slope(lo) <= 0 or slope(hi) >= 0:
         return float(lower if slope(lo) <= 0 else upper)
-    for _ in range(64):  # the interval, under 40 wide, then below float64's spacing
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if slope(mid) > 0 else (lo, mid)
-    return float(np.exp(0.5 * (lo + hi)))
+    return float(np.exp(optimize.brentq(slope, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps)))
 
 
 def optimal_noise_and_prior(loglik, num_targets: int, eigvals, sq_dist, *, scale: float,

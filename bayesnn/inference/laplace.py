@@ -58,6 +58,7 @@ from bayesnn.inference.curvature import (
     optimal_layer_prior_precisions,
     optimal_noise_and_prior,
     optimal_prior_precision,
+    scaled,
 )
 from bayesnn.inference.init import check_init
 from bayesnn.inference.map import MAP
@@ -218,27 +219,24 @@ class Laplace:
                 model, data, k_map, progress=progress, checkpoint=checkpoint)
             position, info = fitted.point(), dict(fitted.info)
         start = time.perf_counter()
-
-        def at(position):
-            return (curvature(model, position, subset, data, hessian=self.hessian,
-                              kind=self.curvature, batch_size=self.batch_size, key=k_curv,
-                              rank=self.rank),
-                    log_likelihood(model, position, data, self.batch_size))
-
-        curv, loglik = at(position)
+        curv = curvature(model, position, subset, data, hessian=self.hessian,
+                         kind=self.curvature, batch_size=self.batch_size, key=k_curv,
+                         rank=self.rank)
+        loglik = log_likelihood(model, position, data, self.batch_size)
         sq_dev = (subset.ravel(position["net"]) - _prior_mean(model, subset)) ** 2
         if self.noise == "marglik":
             fixed = (None if self.prior_precision == "marglik" else
                      1.0 / model.prior.scale**2 if self.prior_precision is None else
                      float(self.prior_precision))
-            sigma, _ = optimal_noise_and_prior(
-                loglik, np.size(data.y), curv.eigvals, float(jnp.sum(sq_dev)),
-                scale=float(jnp.exp(position["lik"]["log_scale"])),
-                temperature=model.likelihood.temperature, prior_precision=fixed)
             log_scale = position["lik"]["log_scale"]
+            scale = float(jnp.exp(log_scale))
+            sigma, _ = optimal_noise_and_prior(
+                loglik, np.size(data.y), curv.eigvals, float(jnp.sum(sq_dev)), scale=scale,
+                temperature=model.likelihood.temperature, prior_precision=fixed)
             position = {**position, "lik": {
                 **position["lik"], "log_scale": jnp.log(jnp.asarray(sigma, log_scale.dtype))}}
-            curv, loglik = at(position)
+            curv = scaled(curv, (scale / sigma) ** 2)
+            loglik = log_likelihood(model, position, data, self.batch_size)
             info["noise_scale"] = sigma
         if self.prior_precision == "marglik_layerwise":
             recorded = optimal_layer_prior_precisions(sq_dev, subset, curv)
