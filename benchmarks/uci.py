@@ -230,6 +230,7 @@ def run_split(root, dataset: str, split: int, methods, seed: int = 0, settings=N
             t0 = time.perf_counter()
             start = bnn.fit(make_model(d, hidden, settings), train, map_config(settings),
                             key=jax.random.fold_in(key, len(METHODS)), progress=False)
+            jax.block_until_ready(start.draws)  # its own work in its own time
             map_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
         if name == "MAP":
@@ -240,6 +241,7 @@ def run_split(root, dataset: str, split: int, methods, seed: int = 0, settings=N
                                 fixed_noise=name == "LatentGibbs"))
             post = bnn.fit(model, train, make_method(name, n, settings),
                            key=jax.random.fold_in(key, METHODS.index(name)), progress=False)
+            jax.block_until_ready(post.draws)
             seconds = time.perf_counter() - t0
         row = {"dataset": dataset, "method": name, "split": split, **evaluate(post, test, sy),
                "seconds": round(seconds, 4)}
