@@ -333,7 +333,7 @@ def markdown(results: dict) -> str:
     lines += ["", "Mean wall time per fit (seconds, one split, compilation included).", "",
               "| dataset | " + " | ".join(methods) + " |", "| --- " * (1 + len(methods)) + "|"]
     for d in datasets:
-        cells = [f"{summary[d][m]['seconds']:.0f}" if m in summary[d] else "" for m in methods]
+        cells = [f"{summary[d][m]['seconds']:.3g}" if m in summary[d] else "" for m in methods]
         lines.append(f"| {short_name(d)} | " + " | ".join(cells) + " |")
     calibrated = [m for m in methods if all("ece" in summary[d].get(m, {"ece": 0})
                                             for d in datasets)]
