@@ -27,6 +27,7 @@ from flax import nnx
 
 import bayesnn as bnn
 from bayesnn.data.uci import list_uci, load_uci
+from bayesnn.inference.driver import NonFiniteError
 from benchmarks.common import commit, flags, machine, save_results
 from benchmarks.uci import PUBLISHED, PUBLISHED_COLUMNS, TUNED_MC_DROPOUT, short_name, standardize
 
@@ -43,8 +44,13 @@ def run_one(root, dataset: str, split: int, method: str) -> dict:
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        post = bnn.fit(model, (train.x, train.y), getattr(bnn, method)(), key=split,
-                       progress=False)
+        try:
+            post = bnn.fit(model, (train.x, train.y), getattr(bnn, method)(), key=split,
+                           progress=False)
+        except NonFiniteError as err:  # a default run that fails is a result too
+            return {"dataset": dataset, "method": method, "split": split,
+                    "failed": str(err), "seconds": round(time.perf_counter() - t0, 2),
+                    "commit": commit()}
     seconds = time.perf_counter() - t0
     lpd = np.asarray(post.log_predictive_density(test.x, test.y)) - np.log(sy.std).sum()
     mean = sy.inverse_transform(np.asarray(post.predict(test.x).mean))
@@ -83,12 +89,14 @@ def markdown(results: dict, nuts: dict) -> list[str]:
              "FanInNormal prior, from the split's MAP fit); the better of published deep "
              "ensembles and tuned MC dropout.", "",
              "| dataset | method | splits | test LL | NUTS (same splits) | gap to NUTS "
-             "| best published | RMSE | R-hat (max) | warnings |",
-             "| --- " * 10 + "|"]
+             "| best published | RMSE | R-hat (max) | warnings | failed (NonFiniteError) |",
+             "| --- " * 11 + "|"]
     keyset = sorted({(short_name(r["dataset"]), r["method"]) for r in rows})
     deep = PUBLISHED_COLUMNS.index("Deep ens.")
     for d, m in keyset:
         rs = [r for r in rows if short_name(r["dataset"]) == d and r["method"] == m]
+        failed = sorted(r["split"] for r in rs if "failed" in r)
+        rs = [r for r in rs if "failed" not in r]
         splits = sorted(r["split"] for r in rs)
         ll = np.mean([r["test_ll"] for r in rs])
         paired = [(r["test_ll"], nuts[(d, r["split"])]) for r in rs if (d, r["split"]) in nuts]
@@ -98,7 +106,8 @@ def markdown(results: dict, nuts: dict) -> list[str]:
         lines.append(
             f"| {d} | {m} | {','.join(map(str, splits))} | {ll:.3f} | {nuts_ll} | {gap} "
             f"| {best:.2f} | {np.mean([r['rmse'] for r in rs]):.3f} "
-            f"| {max(r['rhat'] for r in rs):.2f} | {sum(len(r['warnings']) for r in rs)} |")
+            f"| {max(r['rhat'] for r in rs):.2f} | {sum(len(r['warnings']) for r in rs)} "
+            f"| {', '.join(f'split {s}' for s in failed) or 0} |")
     return lines
 
 
