@@ -37,9 +37,11 @@ Position = dict[str, Any]
 
 # What a trace or a walk of the module graph finds once for all models of one graph, kept
 # for later models (a refit's): outputs per row by (graph, weight shapes, input shape,
-# dtype); layer paths by (graph, layer type).
+# dtype); layer paths by (graph, layer type); Dense layers in call order by (graph, input
+# shape).
 _OUTPUT_SHAPES: dict = {}
 _LAYERS: dict = {}
+_CALL_ORDERS: dict = {}
 _KEPT = 256  # entries per table; the oldest go
 
 
@@ -334,6 +336,27 @@ class BNN:
             }
 
         return dict(_kept(_LAYERS, (self.graphdef, kind), walk))
+
+    def dense_call_order(self, x) -> tuple[str, ...]:
+        """Module paths of the :meth:`dense_layers` in the order a forward pass on inputs
+        shaped like ``x`` calls them; found by a trace, once per graph and input shape."""
+        layers = self.dense_layers()
+
+        def trace() -> tuple[str, ...]:
+            order = []
+
+            def tap(m):
+                def matmul(h, w):
+                    order.append(m)
+                    return h @ w
+                return matmul
+
+            probe = jax.ShapeDtypeStruct((1, *np.shape(x)[1:]), jnp.result_type(float))
+            jax.eval_shape(lambda x: self.apply_dense(self.init_position, x,
+                                                      {m: tap(m) for m in layers}), probe)
+            return tuple(order)
+
+        return _kept(_CALL_ORDERS, (self.graphdef, tuple(np.shape(x)[1:])), trace)
 
     def apply_dense(self, position: Position, x: jax.Array,
                     matmul: Mapping[str, Callable]) -> jax.Array:

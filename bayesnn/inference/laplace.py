@@ -62,14 +62,14 @@ from bayesnn.inference.curvature import (
 )
 from bayesnn.inference.init import check_init
 from bayesnn.inference.map import MAP
-from bayesnn.inference.programs import StaticModel, kept_value, program_key
+from bayesnn.inference.programs import StaticModel
 from bayesnn.likelihoods import ClassificationPrediction, Gaussian, Probit
 from bayesnn.posterior import DrawPredictive, LinearisedPredictive, Posterior, map_rows
 from bayesnn.tree import flatten_paths, unflatten_paths
 from bayesnn.validation import check_types, config
 
 __all__ = [
-    "Laplace", "LaplaceCovariance", "glm_predictive", "select_subset", "last_dense_layer",
+    "Laplace", "LaplaceCovariance", "glm_predictive", "select_subset",
     "weight_draws",
 ]
 
@@ -219,6 +219,7 @@ class Laplace:
                 model, data, k_map, progress=progress, checkpoint=checkpoint)
             position, info = fitted.point(), dict(fitted.info)
         start = time.perf_counter()
+        data = Dataset(jnp.asarray(data.x), jnp.asarray(data.y))  # on the device once
         curv = curvature(model, position, subset, data, hessian=self.hessian,
                          kind=self.curvature, batch_size=self.batch_size, key=k_curv,
                          rank=self.rank)
@@ -289,31 +290,6 @@ def _prior_mean(model: BNN, subset: Subset):
                             for p, s in zip(subset.paths, subset.shapes, strict=True)])
 
 
-def last_dense_layer(model: BNN, position, x) -> str:
-    """Module path of the last ``nnx.Linear`` the network's forward pass on inputs like
-    ``x`` calls; found by a trace, kept for later fits of an equal model."""
-    layers = model.dense_layers(position)
-    if not layers:
-        raise ValueError("subset='last_layer' needs a network with an nnx.Linear layer")
-
-    def trace() -> str:
-        order = []
-
-        def tap(m):
-            def matmul(h, w):
-                order.append(m)
-                return h @ w
-            return matmul
-
-        probe = jax.ShapeDtypeStruct((1, *np.shape(x)[1:]), jnp.result_type(float))
-        jax.eval_shape(lambda x: model.apply_dense(position, x, {m: tap(m) for m in layers}),
-                       probe)
-        return order[-1]
-
-    key = program_key(model)
-    return kept_value(None if key is None else ("last dense", key, np.shape(x)[1:]), trace)
-
-
 def select_subset(model: BNN, position, subset, hessian: str, x) -> Subset:
     """The :class:`~bayesnn.inference.curvature.Subset` that ``subset`` names (see
     :class:`Laplace`), with its Dense and Conv layers, in leaf order, when
@@ -322,7 +298,10 @@ def select_subset(model: BNN, position, subset, hessian: str, x) -> Subset:
     if subset == "all":
         chosen = set(named)
     elif subset == "last_layer":
-        m = last_dense_layer(model, position, x)
+        order = model.dense_call_order(x)
+        if not order:
+            raise ValueError("subset='last_layer' needs a network with an nnx.Linear layer")
+        m = order[-1]
         chosen = {f"{m}/kernel", f"{m}/bias"}
         if not chosen <= set(named):
             raise ValueError(f"subset='last_layer': the last Dense layer {m!r} needs a kernel "

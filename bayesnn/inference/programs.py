@@ -25,7 +25,7 @@ from bayesnn.inference.progress import note_compiling
 
 __all__ = [
     "CACHED_PROGRAMS", "StaticModel", "all_finite", "chunk_program", "clear_programs",
-    "kept_shapes", "kept_value", "program_key", "run_program", "strong_types",
+    "kept_shapes", "program_key", "run_program", "strong_types",
 ]
 
 CACHED_PROGRAMS = 32  # programs (and step shapes) kept for later runs; least recently used go
@@ -169,27 +169,16 @@ def _signature(tree) -> tuple:
 def kept_shapes(step_fn, store, state, key, args, cache_key):
     """The shapes of what a kept step stores, ``(store(state), info)``; kept with the
     programs under ``cache_key`` (a run that reuses its program traces no step)."""
-
-    def shapes():
-        info_like = jax.eval_shape(step_fn, key, state, np.int32(0), *args)[1]
-        return jax.eval_shape(store, state), info_like
-
     if cache_key is not None:
         cache_key = ("kept", cache_key, _signature((key, state, args)))
-    return kept_value(cache_key, shapes)
-
-
-def kept_value(cache_key: Hashable | None, compute: Callable[[], object]):
-    """``compute()``, kept with the programs under ``cache_key`` (None: not kept): what a
-    trace finds out about a model once, such as the shapes a step stores or the layer a
-    forward pass calls last."""
-    if cache_key is not None and cache_key in _PROGRAMS:
-        _PROGRAMS.move_to_end(cache_key)
-        return _PROGRAMS[cache_key]
-    value = compute()
+        if cache_key in _PROGRAMS:
+            _PROGRAMS.move_to_end(cache_key)
+            return _PROGRAMS[cache_key]
+    info_like = jax.eval_shape(step_fn, key, state, np.int32(0), *args)[1]
+    kept_like = (jax.eval_shape(store, state), info_like)
     if cache_key is not None:
-        _keep(cache_key, value)
-    return value
+        _keep(cache_key, kept_like)
+    return kept_like
 
 
 def _keep(key, value) -> None:
